@@ -1,0 +1,1 @@
+"""HeyMilo workspace -> Parquet lake -> DuckDB warehouse, orchestrated by Dagster."""

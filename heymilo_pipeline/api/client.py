@@ -1,0 +1,478 @@
+"""The HeyMilo Public API client: cursor paging, inclusive day bounds, shared pacing, retries.
+
+One ``HeyMiloClient`` wraps one ``httpx.AsyncClient`` (keep-alive, one connection pool). Every
+request first takes a slot from the key's ``SharedRateLimiter`` (shared with other processes),
+then is retried on 429 / 5xx / timeouts / dropped connections / unparseable bodies with bounded
+exponential backoff and jitter (tenacity). 401, 404, 400 and 422 fail at once with the API's
+message: retrying them only burns the rate budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import pydantic
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from heymilo_pipeline.api import errors
+from heymilo_pipeline.api.limits import SharedRateLimiter
+from heymilo_pipeline.api.models import (
+    APIErrorResponse,
+    CandidateList,
+    CandidateResponse,
+    HTTPValidationError,
+    PaginationMeta,
+    PostingList,
+    PostingResponse,
+    PostingSummary,
+    PostingSummaryList,
+)
+from heymilo_pipeline.api.settings import ClientSettings
+from heymilo_pipeline.api.stats import QueryStats
+from heymilo_pipeline.api.windows import DayRange
+
+log = logging.getLogger("heymilo_pipeline.api")
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+R = TypeVar("R")
+
+
+@dataclass
+class CandidatePage:
+    """One validated page of one candidate query, with the records exactly as the API sent them."""
+
+    posting_id: str
+    days: DayRange | None
+    number: int
+    candidates: list[CandidateResponse]
+    raw: list[dict[str, Any]]
+    pagination: PaginationMeta
+
+
+@dataclass
+class CandidateBatch:
+    """Every candidate of one (posting, day range) query, each once, with the query's statistics."""
+
+    posting_id: str
+    days: DayRange | None
+    candidates: list[CandidateResponse] = field(default_factory=list)
+    raw: list[dict[str, Any]] = field(default_factory=list)
+    stats: QueryStats = field(default_factory=QueryStats)
+
+
+class HeyMiloClient:
+    """Async client of the HeyMilo Public API. Use as ``async with HeyMiloClient(settings) as c``."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: SharedRateLimiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.limiter = limiter or settings.limiter()
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:  # the key is deliberately absent
+        return f"HeyMiloClient(base_url={self.settings.base_url!r})"
+
+    async def __aenter__(self) -> HeyMiloClient:
+        self._http = httpx.AsyncClient(
+            base_url=self.settings.base_url,
+            transport=self._transport,
+            timeout=httpx.Timeout(self.settings.timeout_seconds),
+            limits=httpx.Limits(max_connections=max(4, self.settings.max_concurrency * 2)),
+            headers={"Accept": "application/json", "User-Agent": "heymilo-pipeline"},
+            follow_redirects=False,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # --- postings ---------------------------------------------------------------------------
+
+    async def list_postings(self, *, search: str | None = None) -> tuple[list[PostingResponse], QueryStats]:
+        """Every posting of the workspace (``GET /api/v2/postings``), all pages."""
+        return await self._list_all("/api/v2/postings", PostingList, search=search)
+
+    async def list_posting_summaries(self, *, search: str | None = None) -> tuple[list[PostingSummary], QueryStats]:
+        """Every posting as id/title/name (``GET /api/v2/postings/list``), all pages."""
+        return await self._list_all("/api/v2/postings/list", PostingSummaryList, search=search)
+
+    async def _list_all(self, path: str, envelope: type[Any], *, search: str | None) -> tuple[list, QueryStats]:
+        stats = QueryStats()
+        context = errors.RequestContext(f"listing postings ({path})")
+        items: list[Any] = []
+        params: dict[str, Any] = {"limit": self.settings.page_size}
+        if search:
+            params["search"] = search
+        cursors: set[str] = set()
+        started = time.perf_counter()
+        while True:
+            body = await self._get_json(path, params, stats, context)
+            page = _validate(envelope, body, context)
+            stats.pages += 1
+            stats.rows += len(page.data)
+            if stats.total_count is None:
+                stats.total_count = page.pagination.total_count
+            items.extend(page.data)
+            if not page.pagination.has_more:
+                break
+            params["starting_after"] = _next_cursor([p.id for p in page.data], cursors, context)
+        stats.seconds = time.perf_counter() - started
+        return items, stats
+
+    # --- candidates -------------------------------------------------------------------------
+
+    async def candidate_pages(
+        self,
+        posting_id: str,
+        days: DayRange | None = None,
+        stats: QueryStats | None = None,
+    ) -> AsyncIterator[CandidatePage]:
+        """Pages of one posting's candidates created in ``days`` (all of them when None).
+
+        Each candidate is yielded once. ``stats`` (if given) is updated as pages arrive.
+        """
+        stats = stats if stats is not None else QueryStats()
+        context = errors.RequestContext("fetching candidates", posting_id, str(days) if days else None)
+        path = f"/api/v2/postings/{posting_id}/candidates"
+        params: dict[str, Any] = {"limit": self.settings.page_size}
+        if days is not None:
+            params.update(days.query_params())
+        cursors: set[str] = set()
+        seen: set[str] = set()
+        started = time.perf_counter()
+        number = 0
+        try:
+            while True:
+                body = await self._get_json(path, params, stats, context, posting_id=posting_id)
+                page = _validate(CandidateList, body, context)
+                raw_records = body["data"]
+                number += 1
+                stats.pages += 1
+                stats.rows += len(page.data)
+                if stats.total_count is None:
+                    stats.total_count = page.pagination.total_count
+                kept, kept_raw = _select(page.data, raw_records, days, seen, stats)
+                yield CandidatePage(posting_id, days, number, kept, kept_raw, page.pagination)
+                if not page.pagination.has_more:
+                    return
+                params["starting_after"] = _next_cursor([c.interview_id for c in page.data], cursors, context)
+        finally:
+            stats.seconds += time.perf_counter() - started
+
+    async def fetch_candidates(self, posting_id: str, days: DayRange | None = None) -> CandidateBatch:
+        """All candidates of one posting and day range, in memory (use ``candidate_pages`` to stream)."""
+        batch = CandidateBatch(posting_id, days)
+        async for page in self.candidate_pages(posting_id, days, batch.stats):
+            batch.candidates.extend(page.candidates)
+            batch.raw.extend(page.raw)
+        return batch
+
+    async def fetch_many(
+        self, queries: Iterable[tuple[str, DayRange | None]], *, max_concurrency: int | None = None
+    ) -> list[CandidateBatch]:
+        """Several postings at once (bounded), so latency does not hold us below the rate limit."""
+        return await gather_bounded(
+            [lambda q=q: self.fetch_candidates(*q) for q in queries],
+            max_concurrency or self.settings.max_concurrency,
+        )
+
+    # --- one request, retried ---------------------------------------------------------------
+
+    async def _get_json(
+        self,
+        path: str,
+        params: dict[str, Any],
+        stats: QueryStats,
+        context: errors.RequestContext,
+        *,
+        posting_id: str | None = None,
+    ) -> Any:
+        if self._http is None:
+            raise RuntimeError("use HeyMiloClient inside 'async with'")
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=self._backoff,
+            retry=retry_if_exception(lambda e: isinstance(e, errors.HeyMiloError) and e.retryable),
+            before_sleep=lambda state: self._note_retry(state, stats, context),
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._get_once(path, params, stats, context, posting_id)
+        except RetryError as exhausted:
+            last = exhausted.last_attempt.exception()
+            assert isinstance(last, errors.HeyMiloError)
+            raise errors.RetriesExhaustedError(
+                f"gave up after {self.settings.max_attempts} attempts; last error: {last.detail}. "
+                "The API or the network is failing; the run can be retried as is, nothing was published. "
+                "Raise HEYMILO_MAX_ATTEMPTS if this is a known flaky period.",
+                last_error=last,
+                attempts=self.settings.max_attempts,
+                context=context,
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, errors.RateLimitedError):
+            # The limiter already holds every process back until Retry-After; jitter spreads the restart.
+            return wait_random_exponential(multiplier=0.05, max=1.0)(state)
+        return wait_random_exponential(multiplier=self.settings.backoff_initial, max=self.settings.backoff_max)(state)
+
+    def _note_retry(self, state: RetryCallState, stats: QueryStats, context: errors.RequestContext) -> None:
+        stats.retries += 1
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "%s: attempt %d failed (%s); retrying in %.1fs",
+            context.describe(),
+            state.attempt_number,
+            getattr(error, "detail", error),
+            state.upcoming_sleep,
+        )
+
+    async def _get_once(
+        self,
+        path: str,
+        params: dict[str, Any],
+        stats: QueryStats,
+        context: errors.RequestContext,
+        posting_id: str | None,
+    ) -> Any:
+        assert self._http is not None
+        stats.waited_seconds += await self.limiter.acquire()
+        stats.requests += 1
+        try:
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                response = await self._http.get(
+                    path, params=params, headers={"X-API-KEY": self.settings.api_key.get_secret_value()}
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise errors.TransportError(
+                f"no complete response within {self.settings.timeout_seconds:g}s", context=context
+            ) from None
+        except httpx.TransportError as exc:
+            raise errors.TransportError(
+                f"connection failed ({type(exc).__name__}: {exc or 'no detail'})", context=context
+            ) from None
+        stats.bytes += len(response.content)
+        if response.status_code >= 400:
+            raise self._error_for(response, stats, context, posting_id)
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise errors.ResponseFormatError(
+                f"HTTP {response.status_code} with a body that is not valid JSON "
+                f"({len(response.content)} bytes, {exc}); probably truncated",
+                context=context,
+            ) from None
+
+    def _error_for(
+        self,
+        response: httpx.Response,
+        stats: QueryStats,
+        context: errors.RequestContext,
+        posting_id: str | None,
+    ) -> errors.HeyMiloError:
+        status = response.status_code
+        error_type = code = param = None
+        message = response.reason_phrase or "error"
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if status == 422 and isinstance(body, dict) and "detail" in body:
+            try:
+                detail = HTTPValidationError.model_validate(body).detail
+                message = "; ".join(f"{'.'.join(str(part) for part in d.loc)}: {d.msg}" for d in detail) or message
+                param = next((str(d.loc[-1]) for d in detail if d.loc), None)
+            except pydantic.ValidationError:
+                pass
+        elif isinstance(body, dict) and "error" in body:
+            try:
+                api_error = APIErrorResponse.model_validate(body).error
+                error_type, code, param = api_error.type, api_error.code, api_error.param
+                message = api_error.message
+                if api_error.errors:
+                    message += " (" + "; ".join(f"{e.param or '?'}: {e.message}" for e in api_error.errors) + ")"
+            except pydantic.ValidationError:
+                pass
+        message = self._redact(message)
+        kwargs: dict[str, Any] = dict(
+            status_code=status, error_type=error_type, code=code, param=param, context=context
+        )
+        what = f"HTTP {status}" + (f" {code}" if code else "")
+        if status == 401:
+            return errors.AuthenticationError(
+                f"the API rejected the API key ({what}: {message}). Set HEYMILO_API_KEY to a valid key "
+                "for this workspace; nothing is retried with a rejected key.",
+                **kwargs,
+            )
+        if status == 404:
+            subject = f"posting {posting_id!r}" if posting_id else f"{response.request.url.path}"
+            return errors.NotFoundError(
+                f"{subject} was not found ({what}: {message}). Check the id, or remove it from the "
+                "posting filters; postings outside this key's workspace also answer 404.",
+                **kwargs,
+            )
+        if status == 429:
+            stats.rate_limited += 1
+            retry_after = _retry_after(response)
+            pause = retry_after if retry_after is not None else self.settings.backoff_initial
+            self.limiter.pause_until(time.time() + pause)
+            return errors.RateLimitedError(
+                f"rate limited ({what}: {message}); retrying after {pause:g}s. If this repeats, "
+                "lower HEYMILO_RATE_LIMIT to what your key allows.",
+                retry_after=retry_after,
+                **{k: v for k, v in kwargs.items() if k != "status_code"},
+            )
+        if status == 400:
+            return errors.BadRequestError(f"the API rejected parameter {param or '?'} ({what}: {message})", **kwargs)
+        if status == 422:
+            return errors.RequestValidationError(f"the API rejected the query ({what}: {message})", **kwargs)
+        if status >= 500:
+            return errors.ServerError(f"the API failed ({what}: {message})", **kwargs)
+        return errors.APIError(f"unexpected answer ({what}: {message})", **kwargs)
+
+    def _redact(self, text: str) -> str:
+        key = self.settings.api_key.get_secret_value()
+        return text.replace(key, "***") if key else text
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _validate(envelope: type[M], body: Any, context: errors.RequestContext) -> M:
+    try:
+        return envelope.model_validate(body)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        record = _record_id(body, first["loc"])
+        raise errors.SchemaError(
+            f"the API's answer does not match its documented schema at {where}{record}: {first['msg']} "
+            f"(got {first.get('input')!r:.80}). The pipeline stops rather than store it wrongly; "
+            f"{exc.error_count()} problem(s) in this page. Report it to HeyMilo, or exclude the posting "
+            "until it is fixed.",
+            context=context,
+        ) from None
+
+
+def _record_id(body: Any, loc: tuple[Any, ...]) -> str:
+    if len(loc) >= 2 and loc[0] == "data" and isinstance(loc[1], int):
+        try:
+            item = body["data"][loc[1]]
+            ident = item.get("interview_id") or item.get("id")
+            return f" (record {ident})" if ident else ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return ""
+    return ""
+
+
+def _next_cursor(ids: list[str], used: set[str], context: errors.RequestContext) -> str:
+    """The ``starting_after`` for the next page; refuses to go round in circles."""
+    if not ids:
+        raise errors.PagingError(
+            "the API said has_more=true but returned an empty page, so there is no cursor to continue "
+            "from. Stopped instead of looping; retry later or report it to HeyMilo.",
+            context=context,
+        )
+    cursor = ids[-1]
+    if cursor in used:
+        raise errors.PagingError(
+            f"the cursor repeated (starting_after={cursor!r} was already used): the API is not "
+            "advancing. Stopped instead of looping forever; retry later or report it to HeyMilo.",
+            context=context,
+        )
+    used.add(cursor)
+    return cursor
+
+
+def _select(
+    candidates: list[CandidateResponse],
+    raw: list[dict[str, Any]],
+    days: DayRange | None,
+    seen: set[str],
+    stats: QueryStats,
+) -> tuple[list[CandidateResponse], list[dict[str, Any]]]:
+    """Drop what is not ours: a repeat of a candidate already yielded, or one outside ``days``.
+
+    The upper bound is inclusive on the API side, so a candidate created exactly at the next
+    midnight comes back here; it belongs to the next day and is fetched with it.
+    """
+    kept: list[CandidateResponse] = []
+    kept_raw: list[dict[str, Any]] = []
+    for candidate, record in zip(candidates, raw, strict=True):
+        if candidate.interview_id in seen:
+            stats.duplicates += 1
+            continue
+        created = candidate.created_at
+        if days is not None and created is not None and created not in days:
+            if created == days.end:
+                stats.next_day_boundary += 1
+            else:
+                stats.out_of_range += 1
+                log.warning(
+                    "posting %s: candidate %s created at %s lies outside the requested days %s; ignored",
+                    candidate.posting_id,
+                    candidate.interview_id,
+                    created,
+                    days,
+                )
+            continue
+        if created is None:
+            stats.undated += 1
+        seen.add(candidate.interview_id)
+        kept.append(candidate)
+        kept_raw.append(record)
+    stats.kept += len(kept)
+    return kept, kept_raw
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+async def gather_bounded(factories: list[Callable[[], Awaitable[R]]], limit: int) -> list[R]:
+    """Run coroutine factories with at most ``limit`` in flight; results in input order."""
+    semaphore = asyncio.Semaphore(max(1, limit))
+
+    async def run(factory: Callable[[], Awaitable[R]]) -> R:
+        async with semaphore:
+            return await factory()
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(run(factory)) for factory in factories]
+    return [task.result() for task in tasks]

@@ -1,0 +1,213 @@
+"""Pydantic v2 models of the HeyMilo Public API, written from its OpenAPI document (2.0.0).
+
+Every model keeps fields it does not know (``extra="allow"``): the API adds fields over time and we
+neither crash on them nor drop them silently; ``unknown_fields()`` returns them for the lake.
+Timestamps stay what the API sends, epoch seconds as floats (fractions allowed); converting to
+TIMESTAMPTZ happens when records become Arrow, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CANDIDATE_STATUSES = frozenset(
+    {"pending", "in_progress", "evaluating", "completed", "shortlisted", "dismissed", "knocked_out"}
+)
+STEP_STATUSES = frozenset({"not_started", "in_progress", "completed", "knocked_out"})
+POSTING_STATUSES = frozenset({"draft", "active", "expired", "archived"})
+
+
+class APIModel(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=False, populate_by_name=True)
+
+    def unknown_fields(self) -> dict[str, Any]:
+        """Fields the API sent that this model does not declare (kept, never dropped)."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+# --- candidates -------------------------------------------------------------------------------
+
+
+class WorkflowStepStatus(APIModel):
+    step_id: str
+    order: int
+    status: str
+    started: bool
+    completed: bool
+    knocked_out: bool = False
+    last_updated_at: float | None = None
+
+
+class CandidateWorkflow(APIModel):
+    steps: list[WorkflowStepStatus]
+    all_complete: bool
+    last_activity_at: float | None = None
+
+
+class AgentResumeSummary(APIModel):
+    resume_score: float | None = None
+    is_eligible: bool | None = None
+    resume_link: str | None = None
+
+
+class AgentWebInterviewSummary(APIModel):
+    score: float | None = None
+    highlights: list[str] = Field(default_factory=list)
+    audio_recording_link: str | None = None
+    video_recording_link: str | None = None
+
+
+class AgentSMSSummary(APIModel):
+    is_eligible: bool | None = None
+    criteria_passed: list[str] = Field(default_factory=list)
+    criteria_failed: list[str] = Field(default_factory=list)
+    messages_sent: int | None = None
+
+
+class AgentFormSummary(APIModel):
+    is_complete: bool | None = None
+    is_eligible: bool | None = None
+    questions_answered: int | None = None
+    total_questions: int | None = None
+
+
+class AgentSummary(APIModel):
+    resume: AgentResumeSummary | None = None
+    web_interview: AgentWebInterviewSummary | None = None
+    sms: AgentSMSSummary | None = None
+    form: AgentFormSummary | None = None
+
+
+class CandidateResponse(APIModel):
+    object: Literal["candidate"] = "candidate"
+    interview_id: str
+    candidate_id: str | None = None
+    posting_id: str
+    name: str
+    email: str
+    score: float | None = None
+    status: str
+    interview_url: str | None = None
+    workflow: CandidateWorkflow | None = None
+    agent_summary: AgentSummary | None = None
+    shortlisted: bool = False
+    dismissed: bool = False
+    metadata: dict[str, str] | None = None
+    data: dict[str, Any] | None = None
+    interviewed_at: float | None = None
+    created_at: float | None = None
+
+
+# --- postings ---------------------------------------------------------------------------------
+
+
+class WorkflowStep(APIModel):
+    id: str | None = None
+    type: str
+    order: int
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class PostingURLs(APIModel):
+    candidate_url: str | None = None
+    ingestion_url_key: str | None = None
+    review_url: str | None = None
+
+
+class PostingResponse(APIModel):
+    object: Literal["posting"] = "posting"
+    id: str
+    company_id: str
+    title: str
+    name: str | None = None
+    description: str
+    language: str | None = "en"
+    interviewer_name: str | None = None
+    status: str
+    finalized: bool
+    archived: bool
+    test_posting: bool
+    workflow: list[WorkflowStep] = Field(default_factory=list)
+    urls: PostingURLs | None = None
+    deadline: float | None = None
+    redirect_url: str | None = None
+    scheduling_url: str | None = None
+    max_retakes: int | None = None
+    allow_sms_comms: bool | None = False
+    instructions: str | None = None
+    company_overview: str | None = None
+    job_overview: str | None = None
+    interview_process_overview: str | None = None
+    company_overview_delivery_mode: str | None = None
+    job_overview_delivery_mode: str | None = None
+    interview_process_overview_delivery_mode: str | None = None
+    phone_number_id: str | None = None
+    sender_email_id: str | None = None
+    email_template_group_id: str | None = None
+    design_template_group_id: str | None = None
+    retake_cooldown_days: float | None = None
+    email_report_to_candidate: bool | None = False
+    ats_metadata: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+class PostingSummary(APIModel):
+    object: Literal["posting_summary"] = "posting_summary"
+    id: str
+    title: str
+    name: str | None = None
+
+
+# --- envelopes and errors ---------------------------------------------------------------------
+
+
+class PaginationMeta(APIModel):
+    has_more: bool
+    total_count: int | None = None
+    url: str | None = None
+
+
+T = TypeVar("T")
+
+
+class ListResponse(APIModel, Generic[T]):
+    data: list[T]
+    pagination: PaginationMeta
+
+
+CandidateList = ListResponse[CandidateResponse]
+PostingList = ListResponse[PostingResponse]
+PostingSummaryList = ListResponse[PostingSummary]
+
+
+class APIErrorDetail(APIModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class APIError(APIModel):
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+    doc_url: str | None = None
+    errors: list[APIErrorDetail] = Field(default_factory=list)
+
+
+class APIErrorResponse(APIModel):
+    error: APIError
+
+
+class ValidationError(APIModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class HTTPValidationError(APIModel):
+    detail: list[ValidationError] = Field(default_factory=list)

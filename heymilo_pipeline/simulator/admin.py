@@ -1,0 +1,90 @@
+"""Admin routes for tests and benchmarks: stats, the simulated clock, and the ground truth.
+
+They sit under /_sim, need the API key, and are never rate limited or fault-injected (see gateway).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from .responses import ApiError, invalid_request, json_response
+from .stats import SimStats
+from .tenant import Tenant
+from .timeparse import parse_timestamp
+
+
+class AdminRoutes:
+    def __init__(self, tenant: Tenant, stats: SimStats) -> None:
+        self.tenant = tenant
+        self.stats = stats
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/_sim/stats", self.get_stats, methods=["GET"]),
+            Route("/_sim/stats/reset", self.reset_stats, methods=["POST"]),
+            Route("/_sim/clock", self.clock, methods=["GET", "POST"]),
+            Route("/_sim/truth", self.truth, methods=["GET"]),
+        ]
+
+    async def get_stats(self, request: Request) -> Response:
+        return json_response({**self.stats.snapshot(), "now": self.tenant.now})
+
+    async def reset_stats(self, request: Request) -> Response:
+        self.stats.reset()
+        return json_response({**self.stats.snapshot(), "now": self.tenant.now})
+
+    async def clock(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = await request.json()
+            except (ValueError, UnicodeDecodeError):
+                return _error(invalid_request("invalid_body", "Body must be JSON."))
+            try:
+                self._move_clock(body)
+            except ApiError as exc:
+                return _error(exc)
+        return json_response({"now": self.tenant.now})
+
+    def _move_clock(self, body: Any) -> None:
+        if not isinstance(body, dict) or len(body.keys() & {"advance", "now"}) != 1:
+            raise invalid_request("invalid_body", 'Send exactly one of {"advance": seconds} or {"now": epoch}.')
+        if "advance" in body:
+            seconds = body["advance"]
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
+                raise invalid_request("invalid_param", "advance must be a number of seconds.", "advance")
+            self.tenant.advance(seconds)
+            return
+        value = body["now"]
+        try:
+            if isinstance(value, str):
+                value = parse_timestamp(value)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(value)
+        except ValueError:
+            raise invalid_request("invalid_param", "now must be epoch seconds or an ISO-8601 string.", "now") from None
+        self.tenant.set_now(value)
+
+    async def truth(self, request: Request) -> Response:
+        raw = request.query_params.get("as_of")
+        try:
+            as_of = parse_timestamp(raw) if raw else self.tenant.now
+        except ValueError:
+            return _error(invalid_request("invalid_param", "as_of must be epoch seconds or ISO-8601.", "as_of"))
+        return StreamingResponse(
+            self.tenant.truth_gzip_chunks(as_of),
+            media_type="application/gzip",
+            headers={
+                "Content-Disposition": 'attachment; filename="truth.jsonl.gz"',
+                "X-Sim-As-Of": json.dumps(as_of),
+            },
+        )
+
+
+def _error(exc: ApiError) -> Response:
+    return json_response(exc.body, exc.status)

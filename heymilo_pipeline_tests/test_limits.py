@@ -1,0 +1,83 @@
+"""The shared rate budget: evenly spaced slots across threads and processes, and 429 pauses."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import time
+from pathlib import Path
+
+from heymilo_pipeline.api.limits import SharedRateLimiter
+
+
+def _take_slots(path: str, count: int, queue: multiprocessing.Queue) -> None:
+    limiter = SharedRateLimiter(path, requests_per_window=1200, window_seconds=60.0, headroom=1.0)
+    queue.put([limiter.reserve_slot() for _ in range(count)])
+
+
+def test_slots_are_spaced_by_the_interval(tmp_path: Path) -> None:
+    limiter = SharedRateLimiter(tmp_path / "k.gcra", requests_per_window=600, window_seconds=60.0, headroom=1.0)
+    slots = [limiter.reserve_slot() for _ in range(5)]
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert all(abs(gap - 0.1) < 1e-6 for gap in gaps), gaps
+
+
+def test_headroom_keeps_pacing_under_the_limit(tmp_path: Path) -> None:
+    limiter = SharedRateLimiter(tmp_path / "k.gcra", requests_per_window=300)
+    assert limiter.interval > 60 / 300
+    assert limiter.interval < 60 / 300 * 1.05
+
+
+def test_processes_share_one_budget(tmp_path: Path) -> None:
+    """Three processes taking 20 slots each get 60 distinct slots, never closer than the interval."""
+    path = str(tmp_path / "shared.gcra")
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_take_slots, args=(path, 20, queue)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    slots = sorted(slot for _ in workers for slot in queue.get(timeout=60))
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert len(slots) == 60
+    interval = 60.0 / 1200
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert min(gaps) >= interval - 1e-6, min(gaps)
+
+
+def test_tasks_in_one_process_share_the_budget(tmp_path: Path) -> None:
+    limiter = SharedRateLimiter(tmp_path / "k.gcra", requests_per_window=6000, window_seconds=60.0, headroom=1.0)
+
+    async def main() -> list[float]:
+        async def one() -> float:
+            await limiter.acquire()
+            return time.time()
+
+        return await asyncio.gather(*(one() for _ in range(10)))
+
+    started = time.time()
+    times = asyncio.run(main())
+    # ten slots 10 ms apart: the last cannot start before 90 ms have passed
+    assert max(times) - started >= 0.09 - 1e-3
+
+
+def test_pause_holds_every_user_of_the_key(tmp_path: Path) -> None:
+    a = SharedRateLimiter(tmp_path / "k.gcra", requests_per_window=6000)
+    b = SharedRateLimiter(tmp_path / "k.gcra", requests_per_window=6000)
+    until = time.time() + 5
+    a.pause_until(until)
+    assert b.reserve_slot() >= until
+    assert 4 < b.reserve() <= 5.1
+
+
+def test_one_file_per_key_and_the_key_is_not_in_it(tmp_path: Path) -> None:
+    one = SharedRateLimiter.for_key(tmp_path, "sk_live_SECRET", "https://api.heymilo.ai", 300)
+    same = SharedRateLimiter.for_key(tmp_path, "sk_live_SECRET", "https://api.heymilo.ai", 300)
+    other = SharedRateLimiter.for_key(tmp_path, "sk_live_OTHER", "https://api.heymilo.ai", 300)
+    assert one.path == same.path != other.path
+    one.reserve_slot()
+    assert "SECRET" not in one.path.name
+    assert b"SECRET" not in one.path.read_bytes()
+    assert (one.path.stat().st_mode & 0o777) == 0o600
