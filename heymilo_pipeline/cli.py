@@ -1,0 +1,143 @@
+"""``heymilo-pipeline``: backfill, update and status without the UI, recorded in DAGSTER_HOME when set.
+
+The commands run the very jobs of the code location in this process, so their runs, partitions
+and check results appear in the Dagster UI afterwards (when DAGSTER_HOME is set).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+
+import click
+import dagster as dg
+
+from heymilo_pipeline.api.errors import ConfigurationError
+from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+from heymilo_pipeline.defs.schedules import update_request
+from heymilo_pipeline.settings import PipelineSettings
+
+DUCKDB_POOL = "duckdb"
+
+
+def _instance() -> dg.DagsterInstance:
+    if os.environ.get("DAGSTER_HOME"):
+        instance = dg.DagsterInstance.get()
+    else:
+        click.echo("DAGSTER_HOME is not set: runs are kept in memory only and will not show in the UI.", err=True)
+        instance = dg.DagsterInstance.ephemeral()
+    return instance
+
+
+def _settings() -> PipelineSettings:
+    try:
+        return PipelineSettings.from_env()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _defs() -> dg.Definitions:
+    from heymilo_pipeline.definitions import defs
+
+    return defs
+
+
+def _execute(job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> bool:
+    result = _defs().resolve_job_def(job_name).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            click.echo(f"  {event.step_key} failed: {event.step_failure_data.error.message.strip()}", err=True)
+    click.echo(f"  run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+    return result.success
+
+
+def _ensure_postings(instance: dg.DagsterInstance, refresh: bool) -> list[str]:
+    registered = instance.get_dynamic_partitions(POSTINGS)
+    if refresh or not registered:
+        click.echo("Listing postings ...")
+        if not _execute("postings_job", instance):
+            raise click.ClickException("could not list postings; see the error above")
+        registered = instance.get_dynamic_partitions(POSTINGS)
+    return list(registered)
+
+
+@click.group()
+def main() -> None:
+    """Fetch HeyMilo candidates into the lake and DuckDB, outside the Dagster UI."""
+
+
+@main.command()
+@click.option("--start", "start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First UTC day.")
+@click.option("--end", "end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last UTC day (inclusive).")
+@click.option("--posting", "posting_ids", multiple=True, help="Only this posting (repeatable). Default: all.")
+def backfill(start: datetime, end: datetime, posting_ids: tuple[str, ...]) -> None:
+    """Fetch and load every day from START to END, one run per posting (as a UI backfill does)."""
+    settings = _settings()
+    first, last = start.date(), end.date()
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    if last < first:
+        raise click.BadParameter(f"--end {last} is before --start {first}")
+    if first < settings.start_date or last > yesterday:
+        raise click.BadParameter(
+            f"days must lie within the partitions: {settings.start_date} (HEYMILO_START_DATE) .. {yesterday} "
+            "(yesterday)"
+        )
+    instance = _instance()
+    registered = _ensure_postings(instance, refresh=False)
+    unknown = sorted(set(posting_ids) - set(registered))
+    if unknown:
+        raise click.ClickException(
+            f"unknown posting(s) {unknown}; registered: {registered}. Run `heymilo-pipeline postings` to refresh."
+        )
+    failed = []
+    for posting_id in posting_ids or registered:
+        click.echo(f"Backfilling posting {posting_id}, {first}..{last}")
+        tags = {**range_tags(first, last, posting_id, posting_id), "heymilo/kind": "backfill"}
+        if not _execute("candidates_job", instance, tags):
+            failed.append(posting_id)
+    if failed:
+        raise click.ClickException(f"the backfill failed for posting(s) {failed}; rerunning them is safe")
+
+
+@main.command()
+@click.option(
+    "--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Day of the update (default: today)."
+)
+def update(as_of: datetime | None) -> None:
+    """Exactly what the daily schedule runs on AS_OF: yesterday plus the lookback window, every posting."""
+    settings = _settings()
+    day = as_of.date() if as_of else datetime.now(UTC).date()
+    instance = _instance()
+    _ensure_postings(instance, refresh=False)
+    request = update_request(instance, day, settings)
+    if isinstance(request, dg.SkipReason):
+        click.echo(f"Nothing to do: {request.skip_message}")
+        return
+    click.echo(
+        f"Updating {request.tags['dagster/asset_partition_range_start']} .. "
+        f"{request.tags['dagster/asset_partition_range_end']}"
+    )
+    if not _execute("candidates_job", instance, dict(request.tags)):
+        raise click.ClickException("the update failed; rerunning it is safe")
+
+
+@main.command()
+def postings() -> None:
+    """List postings from the API, refresh the postings table and register new postings."""
+    _settings()
+    registered = _ensure_postings(_instance(), refresh=True)
+    click.echo(f"{len(registered)} posting(s) registered: {', '.join(registered)}")
+
+
+@main.command()
+def status() -> None:
+    """Row counts, loaded partitions and the latest check results."""
+    from heymilo_pipeline.status import report
+
+    settings = _settings()
+    click.echo(report(settings, _instance()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Dagster definitions: partitions, resources, assets, checks, schedules and sensors."""

@@ -1,0 +1,61 @@
+"""Candidates are partitioned posting x UTC day; postings are a dynamic dimension kept by a sensor."""
+
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from heymilo_pipeline.settings import PipelineSettings
+
+POSTINGS = "postings"
+
+postings_partitions = dg.DynamicPartitionsDefinition(name=POSTINGS)
+
+
+def daily_partitions(start: date) -> dg.DailyPartitionsDefinition:
+    # end_offset=0: the newest partition is yesterday, the last complete UTC day.
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC", end_offset=0)
+
+
+candidate_partitions = dg.MultiPartitionsDefinition(
+    {"date": daily_partitions(PipelineSettings.from_env().start_date), "posting": postings_partitions}
+)
+
+
+def key(posting_id: str, day: date) -> str:
+    return str(dg.MultiPartitionKey({"date": day.isoformat(), "posting": posting_id}))
+
+
+def keys_of(partition_keys: Sequence[str]) -> list[tuple[str, date]]:
+    """(posting_id, day) of every partition key of a run."""
+    out = []
+    for text in partition_keys:
+        dims = candidate_partitions.get_partition_key_from_str(text).keys_by_dimension
+        out.append((dims["posting"], date.fromisoformat(dims["date"])))
+    return out
+
+
+def range_tags(first_day: date, last_day: date, first_posting: str, last_posting: str) -> dict[str, str]:
+    """Run tags for the rectangle days x postings (postings in the order they were registered).
+
+    A multi-partition key range is the product of its dimensions' ranges, so one run can cover
+    every posting for a few days (the daily update) or one posting for a year (a backfill).
+    """
+    return {
+        ASSET_PARTITION_RANGE_START_TAG: key(first_posting, first_day),
+        ASSET_PARTITION_RANGE_END_TAG: key(last_posting, last_day),
+    }
+
+
+def yesterday(today: date) -> date:
+    return today - timedelta(days=1)
+
+
+def register_postings(instance: dg.DagsterInstance, wanted: Sequence[str]) -> list[str]:
+    """Add the postings not yet registered as partitions; returns the new ones, in the API's order."""
+    existing = set(instance.get_dynamic_partitions(POSTINGS))
+    new = [posting_id for posting_id in wanted if posting_id not in existing]
+    if new:
+        instance.add_dynamic_partitions(POSTINGS, new)
+    return new

@@ -1,0 +1,45 @@
+"""New postings: register them as partitions and request their backfill."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from heymilo_pipeline.api.errors import HeyMiloError
+from heymilo_pipeline.defs.jobs import candidates_job, postings_job
+from heymilo_pipeline.defs.partitions import POSTINGS, postings_partitions, range_tags
+from heymilo_pipeline.defs.resources import HeyMiloAPI
+from heymilo_pipeline.discovery import discover_postings
+from heymilo_pipeline.settings import PipelineSettings
+
+
+@dg.sensor(
+    jobs=[candidates_job, postings_job],
+    minimum_interval_seconds=600,
+    description="Every 10 minutes: list postings (one request per 100), register new ones and backfill each "
+    "from HEYMILO_START_DATE to yesterday in its own run.",
+)
+def new_postings(context: dg.SensorEvaluationContext, heymilo: HeyMiloAPI) -> dg.SensorResult | dg.SkipReason:
+    settings = PipelineSettings.from_env()
+    try:
+        found = asyncio.run(discover_postings(heymilo.client(), settings))
+    except HeyMiloError as exc:
+        return dg.SkipReason(f"could not list postings: {exc}")
+    existing = set(context.instance.get_dynamic_partitions(POSTINGS))
+    new = [posting_id for posting_id in found.wanted if posting_id not in existing]
+    if not new:
+        return dg.SkipReason(f"no new postings ({len(found.wanted)} registered)")
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M")
+    runs = [dg.RunRequest(run_key=f"postings-{stamp}", job_name=postings_job.name)]
+    if yesterday >= settings.start_date:
+        runs += [
+            dg.RunRequest(
+                run_key=f"backfill-{posting_id}",
+                job_name=candidates_job.name,
+                tags={**range_tags(settings.start_date, yesterday, posting_id, posting_id), "heymilo/kind": "backfill"},
+            )
+            for posting_id in new
+        ]
+    context.log.info(f"new postings: {new}")
+    return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=[postings_partitions.build_add_request(new)])

@@ -1,0 +1,123 @@
+"""One run's work without Dagster: fetch slices (posting x day range), check them, publish them.
+
+A slice is fetched with one range query, flattened page by page, checked, and only then written:
+the lake files of every day of the range (atomic per file), and after that the DuckDB slice (one
+transaction). A slice that fails a blocking rule is not written at all, so the previous data
+stays as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import pyarrow as pa
+
+from heymilo_pipeline import quality
+from heymilo_pipeline.api.client import CandidatePage, HeyMiloClient, gather_bounded
+from heymilo_pipeline.api.stats import QueryStats
+from heymilo_pipeline.api.windows import DayRange
+from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
+from heymilo_pipeline.lake import Lake, PartitionFiles
+
+log = logging.getLogger("heymilo_pipeline.ingest")
+
+PageCallback = Callable[[CandidatePage, QueryStats], None]
+
+
+@dataclass(frozen=True)
+class Slice:
+    posting_id: str
+    days: DayRange
+
+    def __str__(self) -> str:
+        return f"posting {self.posting_id}, days {self.days}"
+
+
+@dataclass
+class FetchedSlice:
+    slice: Slice
+    stats: QueryStats
+    candidates: pa.Table
+    steps: pa.Table
+    raw: list[dict] = field(repr=False, default_factory=list)
+    findings: dict[str, quality.Finding] = field(default_factory=dict)
+    files: dict[date, PartitionFiles] = field(default_factory=dict)
+
+    @property
+    def rows_by_day(self) -> dict[date, int]:
+        counts = dict.fromkeys(self.slice.days.days, 0)
+        for day in self.candidates["created_date"].to_pylist():
+            counts[day] = counts.get(day, 0) + 1
+        return counts
+
+
+def slices_from_keys(keys: Sequence[tuple[str, date]]) -> list[Slice]:
+    """Group (posting, day) partition keys into one slice per posting and run of consecutive days."""
+    by_posting: dict[str, list[date]] = {}
+    for posting_id, day in keys:
+        by_posting.setdefault(posting_id, []).append(day)
+    out: list[Slice] = []
+    for posting_id, days in by_posting.items():
+        ordered = sorted(set(days))
+        start = prev = ordered[0]
+        for day in ordered[1:]:
+            if (day - prev).days != 1:
+                out.append(Slice(posting_id, DayRange(start, prev)))
+                start = day
+            prev = day
+        out.append(Slice(posting_id, DayRange(start, prev)))
+    return out
+
+
+async def fetch_slice(client: HeyMiloClient, item: Slice, on_page: PageCallback | None = None) -> FetchedSlice:
+    stats = QueryStats()
+    tables: list[pa.Table] = []
+    step_tables: list[pa.Table] = []
+    raw: list[dict] = []
+    async for page in client.candidate_pages(item.posting_id, item.days, stats):
+        if page.candidates:
+            candidates, steps = flatten(page.candidates, partition_day=item.days.first)
+            tables.append(candidates)
+            step_tables.append(steps)
+            raw.extend(page.raw)
+        if on_page is not None:
+            on_page(page, stats)
+    return FetchedSlice(
+        slice=item,
+        stats=stats,
+        candidates=pa.concat_tables(tables) if tables else CANDIDATES.empty(),
+        steps=pa.concat_tables(step_tables) if step_tables else WORKFLOW_STEPS.empty(),
+        raw=raw,
+    )
+
+
+async def fetch_slices(
+    client: HeyMiloClient, items: Sequence[Slice], on_page: PageCallback | None = None
+) -> list[FetchedSlice]:
+    """Every slice, several postings at once (bounded by the client's ``max_concurrency``)."""
+    return await gather_bounded(
+        [lambda item=item: fetch_slice(client, item, on_page) for item in items], client.settings.max_concurrency
+    )
+
+
+def evaluate(fetched: FetchedSlice, bounds: quality.ScoreBounds) -> dict[str, quality.Finding]:
+    """Every data rule on one slice (stored on the slice and returned)."""
+    c, s = fetched.candidates, fetched.steps
+    fetched.findings = {
+        "unique_interview_id": quality.unique_interview_ids(c),
+        "non_null_keys": quality.non_null_keys(c, s),
+        "score_ranges": quality.score_ranges(c, bounds),
+        "rows_match_total_count": quality.rows_match_total_count(fetched.stats.rows, fetched.stats.total_count),
+        "steps_reference_candidates": quality.steps_reference_candidates(c, s),
+        "known_status_values": quality.known_statuses(c),
+    }
+    return fetched.findings
+
+
+def write_lake(lake: Lake, fetched: FetchedSlice) -> dict[date, PartitionFiles]:
+    item = fetched.slice
+    fetched.files = lake.write_partitions(item.posting_id, item.days, fetched.raw, fetched.candidates, fetched.steps)
+    return fetched.files

@@ -1,0 +1,86 @@
+"""Pipeline settings (where data lives, from when, which postings), from the environment.
+
+The API client has its own settings (``api/settings.py``); these are the pipeline's. Both are
+read from ``HEYMILO_*`` variables so one ``.env`` configures everything.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from heymilo_pipeline.api.errors import ConfigurationError
+
+DEFAULT_START_DATE = date(2025, 1, 1)
+
+ENVIRONMENT = {
+    "HEYMILO_DATA_DIR": "data_dir",
+    "HEYMILO_START_DATE": "start_date",
+    "HEYMILO_LOOKBACK_DAYS": "lookback_days",
+    "HEYMILO_POSTINGS": "include_postings",
+    "HEYMILO_EXCLUDE_POSTINGS": "exclude_postings",
+    "HEYMILO_INCLUDE_TEST_POSTINGS": "include_test_postings",
+}
+
+
+class PipelineSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    data_dir: Path = Field(Path("data"), description="Root of the lake, the DuckDB file and the rate-limit state.")
+    start_date: date = Field(DEFAULT_START_DATE, description="First UTC day of the candidate partitions.")
+    lookback_days: int = Field(7, ge=0, description="Days before yesterday that the daily update fetches again.")
+    include_postings: tuple[str, ...] = Field((), description="Only these postings (empty: all).")
+    exclude_postings: tuple[str, ...] = Field((), description="Never these postings.")
+    include_test_postings: bool = Field(False, description="Also fetch postings flagged test_posting.")
+
+    @field_validator("include_postings", "exclude_postings", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.replace(";", ",").split(",") if part.strip())
+        return value
+
+    @field_validator("start_date")
+    @classmethod
+    def _not_in_future(cls, value: date) -> date:
+        if value > date.today():
+            raise ValueError(f"{value} is in the future; there is nothing to fetch before it")
+        return value
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.data_dir / "heymilo.duckdb"
+
+    @property
+    def rate_limit_dir(self) -> Path:
+        return self.data_dir / ".ratelimit"
+
+    def wants(self, posting_id: str, *, test_posting: bool = False) -> bool:
+        """Whether a posting is fetched under these filters."""
+        if posting_id in self.exclude_postings:
+            return False
+        if self.include_postings:
+            return posting_id in self.include_postings
+        return self.include_test_postings or not test_posting
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> PipelineSettings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {name: env[var] for var, name in ENVIRONMENT.items() if env.get(var)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            names = {name: var for var, name in ENVIRONMENT.items()}
+            problems = "; ".join(
+                f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors(include_input=False)
+            )
+            raise ConfigurationError(f"invalid pipeline settings: {problems}") from None

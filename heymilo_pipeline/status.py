@@ -1,0 +1,67 @@
+"""The text `heymilo-pipeline status` prints: tables, partitions and the latest check results."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from heymilo_pipeline.defs.partitions import POSTINGS
+from heymilo_pipeline.settings import PipelineSettings
+from heymilo_pipeline.warehouse import query
+
+
+def latest_check_results(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[str, str, str]]:
+    """(check, status, when) of the most recent execution of every check of the code location."""
+    rows = []
+    for check_key in sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string()):
+        history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=1)
+        if not history:
+            rows.append((check_key.to_user_string(), "never run", ""))
+            continue
+        record = history[0]
+        status = record.status.value
+        evaluation = record.event.asset_check_evaluation if record.event else None
+        if evaluation is not None and not evaluation.passed:
+            status = f"FAILED ({evaluation.severity.value})"
+        elif evaluation is not None:
+            status = "passed"
+        when = datetime.fromtimestamp(record.create_timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        rows.append((check_key.to_user_string(), status, when))
+    return rows
+
+
+def report(settings: PipelineSettings, instance: dg.DagsterInstance) -> str:
+    from heymilo_pipeline.definitions import defs
+
+    lines = [f"data directory: {settings.data_dir.resolve()}"]
+    path = settings.duckdb_path
+    if path.exists():
+        counts = query(
+            path,
+            "SELECT table_name, estimated_size FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name",
+        )
+        lines.append(f"DuckDB {path}:")
+        for name in counts["table_name"]:
+            n = query(path, f'SELECT count(*) AS n FROM "{name}"')["n"][0]
+            lines.append(f"  {name:<26} {n:>10,} rows")
+        loads = query(
+            path,
+            "SELECT posting_id, count(*) AS days, min(partition_date) AS first, max(partition_date) AS last, "
+            "sum(rows)::BIGINT AS rows FROM partition_loads GROUP BY posting_id ORDER BY posting_id",
+        )
+        if len(loads):
+            lines.append("loaded partitions (posting: days, range, rows):")
+            for row in loads.itertuples():
+                lines.append(
+                    f"  {row.posting_id}: {row.days} days, {row.first:%Y-%m-%d}..{row.last:%Y-%m-%d}, {row.rows} rows"
+                )
+    else:
+        lines.append(f"DuckDB {path}: not created yet (run a backfill)")
+    registered = instance.get_dynamic_partitions(POSTINGS)
+    materialized = instance.get_materialized_partitions(dg.AssetKey("candidates"))
+    lines.append(f"registered postings: {len(registered)}; materialized candidate partitions: {len(materialized)}")
+    lines.append("latest check results:")
+    for name, status, when in latest_check_results(instance, defs):
+        lines.append(f"  {name:<52} {status:<18} {when}")
+    return "\n".join(lines)

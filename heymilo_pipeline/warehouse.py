@@ -1,0 +1,302 @@
+"""The DuckDB warehouse: tables with comments, one-transaction slice replacement, lock-aware connections.
+
+The lake's Parquet files are the only source of candidate rows: a slice (posting x day range) is
+deleted and re-inserted from exactly the files the lake just wrote, so lake and warehouse agree.
+
+DuckDB lets one process open a file read-write, and a process holding it blocks every other one,
+readers included. ``Warehouse.connect`` therefore waits (with backoff, telling ``on_wait`` who is in
+the way) instead of failing at once, and notebooks should use ``query``/``query_arrow``, which open
+the file read-only for a single statement and let go of it at once.
+
+Types: JSON text columns are DuckDB's JSON type (validated on insert, queryable with ->> etc.);
+timestamps are TIMESTAMPTZ and every connection uses TimeZone 'UTC', so they read back in UTC.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+
+from heymilo_pipeline.api.windows import DayRange
+from heymilo_pipeline.flatten import CANDIDATES, NOT_NULL, POSTINGS, TIMESTAMP, WORKFLOW_STEPS, TableSpec, spec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger("heymilo_pipeline.warehouse")
+
+PARTITION_LOADS = spec(
+    "partition_loads",
+    "One row per posting x UTC day loaded into the warehouse: what was loaded, when and by which run.",
+    ("posting_id", pa.string(), "The posting.", NOT_NULL),
+    ("partition_date", pa.date32(), "The UTC day (candidates.created_date).", NOT_NULL),
+    ("rows", pa.int64(), "Candidates loaded for the day (0: fetched, and there were none).", NOT_NULL),
+    ("loaded_at", TIMESTAMP, "When the day was last loaded (UTC).", NOT_NULL),
+    ("run_id", pa.string(), "The run (e.g. Dagster run id) that loaded it."),
+    primary_key=("posting_id", "partition_date"),
+)
+TABLES = (CANDIDATES, WORKFLOW_STEPS, POSTINGS, PARTITION_LOADS)
+_LOCK_ERROR = "Could not set lock on file"
+_READ = "read_parquet(?, hive_partitioning = false)"  # the lake's paths are never a source of columns
+
+
+_ROWS_PER_DAY = (
+    "SELECT created_date, count(*) FROM candidates WHERE posting_id = ? AND created_date BETWEEN ? AND ? "
+    "GROUP BY created_date"
+)
+
+
+@dataclass(frozen=True)
+class SliceFiles:
+    """One posting x day range and the lake files that hold it."""
+
+    posting_id: str
+    days: DayRange
+    candidate_files: Sequence[Path]
+    step_files: Sequence[Path]
+
+
+class WarehouseLockedError(RuntimeError):
+    """Another process kept the DuckDB file open for longer than we were willing to wait."""
+
+
+class Warehouse:
+    def __init__(
+        self, path: Path | str, lock_timeout_s: float = 60.0, on_wait: Callable[[str], None] | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+        self.on_wait = on_wait or log.warning
+
+    def __repr__(self) -> str:
+        return f"Warehouse({str(self.path)!r})"
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection (TimeZone UTC), closed on exit; waits up to lock_timeout_s for another process."""
+        if not read_only:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        conn = self._open(read_only)
+        try:
+            if not read_only:
+                with suppress(PermissionError):  # not ours to change if another user created it
+                    os.chmod(self.path, 0o600)  # candidate data is personal data
+            conn.execute("SET TimeZone = 'UTC'")
+            yield conn
+        finally:
+            conn.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        waited = False
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if _LOCK_ERROR not in str(exc):
+                    raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WarehouseLockedError(
+                        f"the DuckDB file {self.path} stayed locked by another process for {self.lock_timeout_s:g}s "
+                        f"({exc}). Close the other connection (a notebook? use heymilo_pipeline.warehouse.query, "
+                        "which never holds the file), or wait for the other run to finish, then retry."
+                    ) from None
+                if not waited:
+                    waited = True
+                    self.on_wait(
+                        f"the DuckDB file {self.path} is open in another process (a notebook? {_holder(exc)}); "
+                        f"waiting up to {self.lock_timeout_s:g}s for it to be released"
+                    )
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 1.0)
+
+    # --- schema -----------------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create missing tables and columns, and (re)apply every table and column comment. Idempotent."""
+        with self.connect() as conn, _transaction(conn):
+            for table in TABLES:
+                conn.execute(table.create_sql())
+                listed = conn.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table.name])
+                existing = {name for (name,) in listed.fetchall()}
+                for column in table.columns:
+                    if column.name not in existing:  # a column added in a later release; old rows get NULL
+                        conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
+                for statement in table.comment_sql():
+                    conn.execute(statement)
+
+    # --- loads ------------------------------------------------------------------------------
+
+    def replace_slice(
+        self,
+        posting_id: str,
+        days: DayRange,
+        candidate_files: Sequence[Path],
+        step_files: Sequence[Path],
+        run_id: str,
+    ) -> dict[str, int]:
+        """Replace one posting's rows created within ``days`` by the given Parquet files (see replace_slices)."""
+        return self.replace_slices([SliceFiles(posting_id, days, candidate_files, step_files)], run_id)
+
+    def replace_slices(self, slices: Sequence[SliceFiles], run_id: str) -> dict[str, int]:
+        """Replace every slice's rows by its Parquet files, all in ONE transaction.
+
+        For each slice: delete the posting's rows created within its days, insert the files' rows,
+        and record every day of the range in partition_loads (0 rows for empty days). Any error rolls
+        back every slice of the call. Returns the inserted row count per table.
+        """
+        inserted = {CANDIDATES.name: 0, WORKFLOW_STEPS.name: 0}
+        with self.connect() as conn, _transaction(conn):
+            for item in slices:
+                bounds = [item.posting_id, item.days.first, item.days.last]
+                for table, files in ((CANDIDATES, item.candidate_files), (WORKFLOW_STEPS, item.step_files)):
+                    conn.execute(
+                        f'DELETE FROM "{table.name}" WHERE posting_id = ? AND created_date BETWEEN ? AND ?', bounds
+                    )
+                    inserted[table.name] += _insert_files(conn, table, [str(f) for f in files], bounds)
+                per_day = dict(conn.execute(_ROWS_PER_DAY, bounds).fetchall())
+                conn.executemany(
+                    "INSERT OR REPLACE INTO partition_loads VALUES (?, ?, ?, now(), ?)",
+                    [[item.posting_id, day, per_day.get(day, 0), run_id] for day in item.days.days],
+                )
+        return inserted
+
+    def compare_with_lake(self, slices: Sequence[SliceFiles]) -> list[dict[str, Any]]:
+        """Slices whose DuckDB rows differ from their Parquet files (as multisets); empty when all agree."""
+        differing = []
+        with self.connect(read_only=True) as conn:
+            for item in slices:
+                bounds = [item.posting_id, item.days.first, item.days.last]
+                for table, files in ((CANDIDATES, item.candidate_files), (WORKFLOW_STEPS, item.step_files)):
+                    names = _names(table)
+                    in_db = f'SELECT {names} FROM "{table.name}" WHERE posting_id = ? AND created_date BETWEEN ? AND ?'
+                    in_lake = f"SELECT {names} FROM {_READ}" if files else f'SELECT {names} FROM "{table.name}" LIMIT 0'
+                    lake_params = [[str(f) for f in files]] if files else []
+                    db_rows = conn.execute(f"SELECT count(*) FROM ({in_db})", bounds).fetchone()[0]
+                    lake_rows = conn.execute(f"SELECT count(*) FROM ({in_lake})", lake_params).fetchone()[0]
+                    only_db = conn.execute(
+                        f"SELECT count(*) FROM (({in_db}) EXCEPT ALL ({in_lake}))", [*bounds, *lake_params]
+                    ).fetchone()[0]
+                    if db_rows != lake_rows or only_db:
+                        differing.append(
+                            {"slice": f"{item.posting_id} {item.days}", "table": table.name,
+                             "duckdb_rows": db_rows, "lake_rows": lake_rows, "rows_only_in_duckdb": only_db}
+                        )  # fmt: skip
+        return differing
+
+    def preview(self, slices: Sequence[SliceFiles], columns: Sequence[str], limit: int = 10) -> str:
+        """A markdown table of a few loaded rows of the first slice, restricted to ``columns``."""
+        if not slices:
+            return "(nothing loaded)"
+        item = slices[0]
+        cols = ", ".join(_quote(c) for c in columns)
+        with self.connect(read_only=True) as conn:
+            rows = conn.execute(
+                f"SELECT {cols} FROM candidates WHERE posting_id = ? AND created_date BETWEEN ? AND ? "
+                f"ORDER BY created_at, interview_id LIMIT {int(limit)}",
+                [item.posting_id, item.days.first, item.days.last],
+            ).fetchall()
+        header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+        return "\n".join(
+            [header, *("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows)]
+        )
+
+    def replace_postings(self, table: pa.Table) -> int:
+        """Replace the postings table by this snapshot (see flatten.postings_table); returns its row count."""
+        if table.column_names != POSTINGS.names:
+            raise ValueError(f"postings: columns {table.column_names} are not the declared {POSTINGS.names}")
+        incoming = table.cast(POSTINGS.schema)
+        with self.connect() as conn, _transaction(conn):
+            conn.register("incoming_postings", incoming)
+            conn.execute("DELETE FROM postings")
+            conn.execute(f"INSERT INTO postings ({_names(POSTINGS)}) SELECT {_names(POSTINGS)} FROM incoming_postings")
+            conn.unregister("incoming_postings")
+        return incoming.num_rows
+
+    # --- inspection -------------------------------------------------------------------------
+
+    def table_counts(self) -> dict[str, int]:
+        with self.connect(read_only=True) as conn:
+            return {t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0] for t in TABLES}
+
+    def checksum(self, table: str, exclude: Sequence[str] = ()) -> str:
+        """A hash of a table's content that ignores row order: ``"<rows>:<sum>"``.
+
+        Each row is rendered as text (timestamps in UTC) and md5-hashed, and the hashes are summed (not
+        XORed, so a duplicated row changes the result). For comparing tables across runs, e.g. in tests.
+        """
+        if table not in {t.name for t in TABLES}:
+            raise ValueError(f"unknown table {table!r}")
+        columns = f"* EXCLUDE ({', '.join(_quote(c) for c in exclude)})" if exclude else "*"
+        rows = f'SELECT {columns} FROM "{table}"'
+        sql = f"SELECT count(*), coalesce(sum(md5_number_lower(CAST(r AS VARCHAR))), 0) FROM ({rows}) r"
+        with self.connect(read_only=True) as conn:
+            count, total = conn.execute(sql).fetchone()
+        return f"{count}:{total}"
+
+
+def _insert_files(conn: duckdb.DuckDBPyConnection, table: TableSpec, files: list[str], bounds: list[Any]) -> int:
+    if not files:
+        return 0
+    # A file with rows of another posting or day would land outside the slice and never be deleted by it.
+    outside = "posting_id IS DISTINCT FROM ? OR created_date IS NULL OR created_date NOT BETWEEN ? AND ?"
+    stray = conn.execute(f"SELECT count(*) FROM {_READ} WHERE {outside}", [files, *bounds]).fetchone()[0]
+    if stray:
+        raise ValueError(
+            f"{table.name}: {stray} row(s) in {files} lie outside posting {bounds[0]} {bounds[1]}..{bounds[2]}"
+        )
+    names = _names(table)
+    return conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {_READ}', [files]).fetchone()[0]
+
+
+@contextmanager
+def _transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    conn.begin()
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def _names(table: TableSpec) -> str:
+    return ", ".join(_quote(n) for n in table.names)
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _holder(exc: duckdb.IOException) -> str:
+    # DuckDB names the holder: "Conflicting lock is held in /usr/bin/python3 (PID 1234)".
+    text = str(exc)
+    at = text.find("Conflicting lock is held in")
+    return text[at:].split(". See also")[0].rstrip(".") if at >= 0 else "holder unknown"
+
+
+def query(path: Path | str, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+    """Run one statement read-only and return a pandas DataFrame; the file is released right after.
+
+    For notebooks: unlike a long-lived ``duckdb.connect``, this never blocks the pipeline for longer
+    than the query itself.
+    """
+    with Warehouse(path).connect(read_only=True) as conn:
+        return conn.execute(sql, params).df()
+
+
+def query_arrow(path: Path | str, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+    """Like ``query``, as an Arrow table."""
+    with Warehouse(path).connect(read_only=True) as conn:
+        return conn.sql(sql, params=params).to_arrow_table()

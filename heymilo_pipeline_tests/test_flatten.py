@@ -1,0 +1,346 @@
+"""Records -> Arrow: declared schemas, nulls, timestamps and days, unknown fields, JSON, workflow summary."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import types
+import typing
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pydantic
+import pytest
+
+from heymilo_pipeline import flatten as fl
+from heymilo_pipeline.api.models import CandidateResponse, PostingResponse
+from heymilo_pipeline.api.windows import day_of, midnight
+
+DAY = date(2026, 3, 13)
+T0 = midnight(DAY) + 3600.25  # 01:00:00.25 UTC
+BIG = 2**64 + 12345
+
+
+def step(step_id: str, order: int, status: str, updated: float | None = None) -> dict[str, Any]:
+    return {
+        "step_id": step_id,
+        "order": order,
+        "status": status,
+        "started": status != "not_started",
+        "completed": status == "completed",
+        "knocked_out": status == "knocked_out",
+        "last_updated_at": updated,
+    }
+
+
+def record(n: int = 1, created_at: float | None = T0, **overrides: Any) -> dict[str, Any]:
+    """One candidate as the API sends it, every section filled (tests override what they need)."""
+    interview_id = f"{n:016X}"
+    doc: dict[str, Any] = {
+        "object": "candidate",
+        "interview_id": interview_id,
+        "candidate_id": f"cand_{n}",
+        "posting_id": "P1",
+        "name": "Jane Smith",
+        "email": "jane.smith@example.com",
+        "score": 78.5,
+        "status": "in_progress",
+        "interview_url": f"https://candidates.heymilo.io/acme/i/{interview_id}",
+        "workflow": {
+            "steps": [
+                step("resume_1", 1, "completed", T0 + 60),
+                step("vi_2", 2, "in_progress", T0 + 120.5),
+                step("form_3", 3, "not_started"),
+            ],
+            "all_complete": False,
+            "last_activity_at": T0 + 120.5,
+        },
+        "agent_summary": {
+            "resume": {"resume_score": 3.8, "is_eligible": True, "resume_link": "https://cdn.heymilo.io/r.pdf"},
+            "web_interview": {
+                "score": 82.0,
+                "highlights": ["clear", "kind"],
+                "audio_recording_link": "https://a",
+                "video_recording_link": None,
+            },
+            "sms": {"is_eligible": None, "criteria_passed": ["age"], "criteria_failed": [], "messages_sent": 8},
+            "form": {"is_complete": False, "is_eligible": None, "questions_answered": 5, "total_questions": 7},
+        },
+        "shortlisted": False,
+        "dismissed": False,
+        "metadata": {"source": "linkedin", "external_id": "x1"},
+        "data": {"phone": "+15125550100", "ats": {"application_id": BIG}, "tags": ["a", 1, True, None, 2.5]},
+        "interviewed_at": T0 + 100,
+        "created_at": created_at,
+    }
+    doc.update(overrides)
+    return doc
+
+
+def flat(*docs: dict[str, Any], partition_day: date | None = None) -> tuple[pa.Table, pa.Table]:
+    return fl.flatten([CandidateResponse.model_validate(d) for d in docs], partition_day=partition_day)
+
+
+def row(table: pa.Table, i: int = 0) -> dict[str, Any]:
+    return table.slice(i, 1).to_pylist()[0]
+
+
+def test_tables_have_exactly_the_declared_schemas_with_descriptions() -> None:
+    candidates, steps = flat(record(1), record(2, workflow=None, agent_summary=None))
+    assert candidates.schema.equals(fl.CANDIDATES.schema, check_metadata=True)
+    assert steps.schema.equals(fl.WORKFLOW_STEPS.schema, check_metadata=True)
+    for spec in (fl.CANDIDATES, fl.WORKFLOW_STEPS, fl.POSTINGS):
+        for field, column in zip(spec.schema, spec.columns, strict=True):
+            assert field.metadata[fl.DESCRIPTION].decode() == column.description != ""
+    assert candidates.num_rows == 2 and steps.num_rows == 3
+
+
+def test_empty_input_gives_empty_tables_with_the_full_schema() -> None:
+    candidates, steps = fl.flatten([])
+    assert candidates.num_rows == steps.num_rows == 0
+    assert candidates.schema.equals(fl.CANDIDATES.schema, check_metadata=True)
+    assert steps.schema.equals(fl.WORKFLOW_STEPS.schema, check_metadata=True)
+
+
+def test_a_full_record() -> None:
+    candidates, steps = flat(record())
+    r = row(candidates)
+    assert r["interview_id"] == "0000000000000001" and r["posting_id"] == "P1" and r["candidate_id"] == "cand_1"
+    assert r["created_at"] == datetime(2026, 3, 13, 1, 0, 0, 250000, tzinfo=UTC)
+    assert r["created_date"] == DAY
+    assert r["interviewed_at"] == datetime(2026, 3, 13, 1, 1, 40, 250000, tzinfo=UTC)
+    assert r["workflow_all_complete"] is False
+    assert r["workflow_last_activity_at"] == datetime(2026, 3, 13, 1, 2, 0, 750000, tzinfo=UTC)
+    assert (r["workflow_steps_total"], r["workflow_steps_started"], r["workflow_steps_completed"]) == (3, 2, 1)
+    assert r["workflow_steps_knocked_out"] == 0
+    assert (r["workflow_current_step_id"], r["workflow_current_step_order"]) == ("vi_2", 2)
+    assert (r["resume_score"], r["resume_is_eligible"], r["resume_link"]) == (3.8, True, "https://cdn.heymilo.io/r.pdf")
+    assert r["web_interview_score"] == 82.0 and r["web_interview_highlights"] == ["clear", "kind"]
+    assert r["web_interview_audio_recording_link"] == "https://a" and r["web_interview_video_recording_link"] is None
+    assert r["sms_is_eligible"] is None and r["sms_criteria_passed"] == ["age"] and r["sms_criteria_failed"] == []
+    assert r["sms_messages_sent"] == 8
+    form = [r[c] for c in ("form_is_complete", "form_is_eligible", "form_questions_answered", "form_total_questions")]
+    assert form == [False, None, 5, 7]
+    assert r["metadata"] == '{"external_id":"x1","source":"linkedin"}'
+    assert r["extra"] is None
+    assert steps.to_pylist()[1] == {
+        "interview_id": "0000000000000001",
+        "posting_id": "P1",
+        "created_date": DAY,
+        "step_id": "vi_2",
+        "step_order": 2,
+        "status": "in_progress",
+        "started": True,
+        "completed": False,
+        "knocked_out": False,
+        "last_updated_at": datetime(2026, 3, 13, 1, 2, 0, 750000, tzinfo=UTC),
+        "extra": None,
+    }
+
+
+def test_nulls_where_the_spec_allows_them() -> None:
+    minimal = {"interview_id": "M", "posting_id": "P1", "name": "N", "email": "e@x", "status": "pending"}
+    sections_null = record(2, agent_summary={"resume": None, "web_interview": None, "sms": None, "form": None})
+    empty_lists = record(3, agent_summary={"web_interview": {"highlights": []}, "sms": {"criteria_passed": []}})
+    no_workflow = record(1, workflow=None, agent_summary=None)
+    candidates, steps = flat(minimal, no_workflow, sections_null, empty_lists, partition_day=DAY)
+    section_columns = [c for c in fl.CANDIDATES.names if c.startswith(("resume_", "web_interview_", "sms_", "form_"))]
+    workflow_columns = [c for c in fl.CANDIDATES.names if c.startswith("workflow_")]
+    rows = candidates.to_pylist()
+    for r in rows[:3]:
+        assert all(r[c] is None for c in section_columns), r
+    for r in rows[:2]:
+        assert all(r[c] is None for c in workflow_columns), r
+    m = rows[0]
+    assert m["candidate_id"] is m["score"] is m["created_at"] is m["interviewed_at"] is m["metadata"] is None
+    assert m["data"] is None and m["interview_url"] is None and m["created_date"] == DAY
+    assert m["shortlisted"] is False and m["dismissed"] is False
+    # A section the API sent, with empty lists: [] (not null); the sections it did not send stay null.
+    e = rows[3]
+    assert e["web_interview_highlights"] == [] and e["web_interview_score"] is None
+    assert e["sms_criteria_passed"] == [] and e["sms_criteria_failed"] == []
+    assert e["resume_score"] is None and e["form_total_questions"] is None
+    assert steps.num_rows == 6  # only the two records with a workflow
+
+
+def test_workflow_without_steps_counts_zero() -> None:
+    candidates, steps = flat(record(workflow={"steps": [], "all_complete": False, "last_activity_at": None}))
+    r = row(candidates)
+    assert steps.num_rows == 0
+    assert (r["workflow_steps_total"], r["workflow_steps_started"], r["workflow_steps_completed"]) == (0, 0, 0)
+    assert r["workflow_current_step_id"] is None and r["workflow_current_step_order"] is None
+
+
+def test_current_step_is_the_first_not_completed_by_order_not_by_position() -> None:
+    unordered = [step("c", 3, "not_started"), step("a", 1, "completed"), step("b", 2, "knocked_out")]
+    all_done = [step("y", 2, "completed"), step("x", 1, "completed")]
+    candidates, steps = flat(
+        record(1, workflow={"steps": unordered, "all_complete": False}),
+        record(2, workflow={"steps": all_done, "all_complete": True}),
+        record(3),
+    )
+    rows = candidates.to_pylist()
+    assert (rows[0]["workflow_current_step_id"], rows[0]["workflow_current_step_order"]) == ("b", 2)
+    assert (rows[0]["workflow_steps_completed"], rows[0]["workflow_steps_knocked_out"]) == (1, 1)
+    assert rows[0]["workflow_steps_started"] == 2
+    assert rows[1]["workflow_current_step_id"] is None and rows[1]["workflow_all_complete"] is True
+    assert rows[1]["workflow_steps_completed"] == 2
+    assert rows[2]["workflow_current_step_id"] == "vi_2"
+    # Steps keep the API's order and belong to the right candidate.
+    owners = [s["interview_id"][-1] + s["step_id"] for s in steps.to_pylist()]
+    assert owners == ["1c", "1a", "1b", "2y", "2x", "3resume_1", "3vi_2", "3form_3"]
+
+
+def test_timestamps_round_to_microseconds_and_days_follow_floor_division() -> None:
+    midnight_next = midnight(DAY + timedelta(days=1))
+    cases = {
+        "midnight": midnight(DAY),  # exactly 00:00:00.000 belongs to that day
+        "half_second_before": midnight_next - 0.5,  # 23:59:59.5 is still DAY
+        "hair_before": midnight_next - 2**-22,  # rounds to the next midnight as a timestamp, yet is DAY
+        "fraction": T0 + 0.0000015,
+    }
+    candidates, _ = flat(*(record(i, created_at=t) for i, t in enumerate(cases.values())))
+    got = candidates.select(["created_at", "created_date"]).to_pylist()
+    assert [g["created_date"] for g in got] == [DAY, DAY, DAY, DAY]
+    assert got[0]["created_at"] == datetime(2026, 3, 13, tzinfo=UTC)
+    assert got[1]["created_at"] == datetime(2026, 3, 13, 23, 59, 59, 500000, tzinfo=UTC)
+    assert got[2]["created_at"] == datetime(2026, 3, 14, tzinfo=UTC)
+
+    rng = random.Random(7)
+    seconds = [rng.uniform(0, 4e9) for _ in range(2000)] + [midnight(DAY) + k / 8 for k in range(-16, 16)]
+    seconds += [float(k * 86400) for k in range(20000, 20010)] + [k * 86400 - 1e-6 for k in range(20000, 20010)]
+    array = pa.array(seconds, pa.float64())
+    micros = fl.timestamps(array).cast(pa.int64()).to_pylist()
+    assert micros == [round(s * 1_000_000) for s in seconds]
+    assert fl.utc_days(array).to_pylist() == [day_of(s) for s in seconds]
+
+
+def test_undated_candidates_take_the_partition_day_or_fail() -> None:
+    candidates, steps = flat(record(1, created_at=None), record(2), partition_day=date(2026, 3, 20))
+    assert candidates["created_date"].to_pylist() == [date(2026, 3, 20), DAY]
+    assert candidates["created_at"].to_pylist()[0] is None
+    undated_steps = steps.filter(pc.equal(steps["interview_id"], "0000000000000001"))
+    assert set(undated_steps["created_date"].to_pylist()) == {date(2026, 3, 20)}
+    with pytest.raises(ValueError, match="no partition_day"):
+        flat(record(1, created_at=None))
+
+
+def test_unknown_fields_at_every_level_go_to_extra() -> None:
+    doc = record(1, sentiment={"label": "positive", "confidence": 0.93}, source_channel="sms")
+    doc["workflow"]["current_step"] = 2
+    doc["workflow"]["steps"][0]["attempts"] = 2
+    doc["agent_summary"]["model_version"] = "milo-2026.03"
+    doc["agent_summary"]["web_interview"]["sentiment_score"] = 0.7
+    doc["agent_summary"]["form"]["duration_seconds"] = 300
+    candidates, steps = flat(doc, record(2))
+    assert json.loads(row(candidates)["extra"]) == {
+        "sentiment": {"label": "positive", "confidence": 0.93},
+        "source_channel": "sms",
+        "workflow.current_step": 2,
+        "agent_summary.model_version": "milo-2026.03",
+        "agent_summary.web_interview.sentiment_score": 0.7,
+        "agent_summary.form.duration_seconds": 300,
+    }
+    assert row(candidates, 1)["extra"] is None
+    assert steps["extra"].to_pylist()[:3] == ['{"attempts":2}', None, None]
+
+
+def _model_paths(model: type[pydantic.BaseModel], prefix: str = "") -> set[str]:
+    found = set()
+    for name, field in model.model_fields.items():
+        for arg in [field.annotation, *_flat_args(field.annotation)]:
+            if isinstance(arg, type) and issubclass(arg, pydantic.BaseModel):
+                found |= {f"{prefix}{name}", *_model_paths(arg, f"{prefix}{name}.")}
+    return found
+
+
+def _flat_args(annotation: Any) -> list[Any]:
+    args = list(typing.get_args(annotation))
+    return args + [a for arg in args if isinstance(arg, types.GenericAlias | types.UnionType) for a in _flat_args(arg)]
+
+
+def test_flatten_scans_every_nested_model_for_unknown_fields() -> None:
+    # flatten reads __pydantic_extra__ level by level for speed; if the models gain a nested model,
+    # this fails until flatten scans it too.
+    scanned = {"workflow", "workflow.steps", "agent_summary", *(f"agent_summary.{s}" for s in fl._SECTIONS)}
+    assert _model_paths(CandidateResponse) == scanned
+
+
+def test_json_columns_keep_big_integers_and_are_independent_of_key_order() -> None:
+    data = {"z": {"b": [1, "two", None, {"x": BIG}], "a": -(2**70)}, "a": 1.5, "n": None}
+    reordered = {"n": None, "a": 1.5, "z": {"a": -(2**70), "b": [1, "two", None, {"x": BIG}]}}
+    candidates, _ = flat(record(1, data=data), record(2, data=reordered))
+    texts = candidates["data"].to_pylist()
+    assert texts[0] == texts[1]
+    assert json.loads(texts[0]) == data
+    assert json.loads(texts[0])["z"]["b"][3]["x"] == BIG
+
+
+def test_split_by_day_groups_rows_and_keeps_their_order() -> None:
+    days = [DAY + timedelta(days=d) for d in (2, 0, 2, 1, 0)]
+    candidates, steps = flat(*(record(i, created_at=midnight(d) + i) for i, d in enumerate(days)))
+    by_day = fl.split_by_day(pa.concat_tables([candidates.slice(0, 2), candidates.slice(2)]))
+    assert sorted(by_day) == [DAY, DAY + timedelta(days=1), DAY + timedelta(days=2)]
+    assert by_day[DAY]["interview_id"].to_pylist() == [f"{1:016X}", f"{4:016X}"]
+    assert by_day[DAY + timedelta(days=2)]["interview_id"].to_pylist() == [f"{0:016X}", f"{2:016X}"]
+    assert all(t.schema.equals(fl.CANDIDATES.schema, check_metadata=True) for t in by_day.values())
+    assert sum(t.num_rows for t in fl.split_by_day(steps).values()) == steps.num_rows
+    assert fl.split_by_day(fl.CANDIDATES.empty()) == {}
+
+
+def test_postings_table() -> None:
+    posting = {
+        "id": "13D77095",
+        "company_id": "comp_1",
+        "title": "Engineer",
+        "description": "d",
+        "status": "active",
+        "finalized": True,
+        "archived": False,
+        "test_posting": False,
+        "deadline": 1775174400.5,
+        "workflow": [{"type": "web_interview", "order": 2, "budget": 3}, {"type": "resume", "order": 1}],
+        "urls": {"candidate_url": "https://c", "qr": "x"},
+        "metadata": {"b": "2", "a": "1"},
+        "tier": "gold",
+    }
+    listed_at = datetime(2026, 3, 13, 12, tzinfo=UTC)
+    table = fl.postings_table([PostingResponse.model_validate(posting)], listed_at)
+    assert table.schema.equals(fl.POSTINGS.schema, check_metadata=True)
+    r = row(table)
+    assert r["posting_id"] == "13D77095" and r["workflow_step_types"] == ["resume", "web_interview"]
+    assert r["language"] == "en" and r["name"] is None and r["listed_at"] == listed_at
+    assert r["deadline"] == datetime(2026, 4, 3, 0, 0, 0, 500000, tzinfo=UTC)
+    assert r["metadata"] == '{"a":"1","b":"2"}'
+    assert json.loads(r["extra"]) == {"tier": "gold", "workflow.0.budget": 3, "urls.qr": "x"}
+    with pytest.raises(ValueError, match="timezone-aware"):
+        fl.postings_table([], datetime(2026, 3, 13))
+    assert fl.postings_table([], listed_at).num_rows == 0
+
+
+def test_declarations_render_as_ddl_comments_dagster_columns_and_markdown() -> None:
+    ddl = fl.CANDIDATES.create_sql()
+    assert '"created_at" TIMESTAMPTZ' in ddl and '"data" JSON' in ddl and '"interview_id" VARCHAR NOT NULL' in ddl
+    assert '"web_interview_highlights" VARCHAR[]' in ddl and '"created_date" DATE NOT NULL' in ddl
+    comments = fl.WORKFLOW_STEPS.comment_sql()
+    assert len(comments) == 1 + len(fl.WORKFLOW_STEPS.columns) and comments[0].startswith("COMMENT ON TABLE")
+    assert (
+        "step_order",
+        "BIGINT",
+        "Position of the step in the workflow (1-based).",
+    ) in fl.WORKFLOW_STEPS.dagster_columns()
+    markdown = fl.tables_markdown()
+    for spec in fl.LAKE_TABLES:
+        assert f"## `{spec.name}`" in markdown and all(f"| `{c}` |" in markdown for c in spec.names)
+
+
+def test_input_records_are_not_modified() -> None:
+    doc = record(1, sentiment="x")
+    before = copy.deepcopy(doc)
+    model = CandidateResponse.model_validate(doc)
+    dumped = model.model_dump()
+    fl.flatten([model])
+    assert doc == before and model.model_dump() == dumped

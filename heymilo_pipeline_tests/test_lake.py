@@ -1,0 +1,191 @@
+"""The Parquet lake: layout, atomic replacement, empty days, permissions, raw round trip, temp files."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from heymilo_pipeline.api.models import CandidateResponse
+from heymilo_pipeline.api.windows import DayRange, midnight
+from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
+from heymilo_pipeline.lake import RAW, Lake
+from heymilo_pipeline_tests.test_flatten import BIG, DAY, record
+
+DAYS = DayRange(DAY, DAY + timedelta(days=2))
+
+
+def fetched(posting_id: str = "P1", per_day: tuple[int, ...] = (3, 0, 2), first: int = 0) -> list[dict[str, Any]]:
+    """Raw records of one posting: ``per_day[i]`` candidates created on DAY + i."""
+    docs, n = [], first
+    for offset, count in enumerate(per_day):
+        for k in range(count):
+            n += 1
+            docs.append(
+                record(n, created_at=midnight(DAY + timedelta(days=offset)) + 3600 * k + 0.5, posting_id=posting_id)
+            )
+    return docs
+
+
+def write(lake: Lake, raw: list[dict[str, Any]], posting_id: str = "P1", days: DayRange = DAYS) -> dict:
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    return lake.write_partitions(posting_id, days, raw, candidates, steps)
+
+
+def visible(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_layout_and_round_trip(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    raw = fetched()
+    files = write(lake, raw)
+    assert sorted(files) == DAYS.days
+    names = {"candidates": "part.parquet", "candidate_workflow_steps": "part.parquet", RAW: "part.jsonl.gz"}
+    expected = [f"{table}/posting_id=P1/date={day}/{name}" for table, name in names.items() for day in DAYS.days]
+    assert visible(lake.root) == sorted(expected)
+    assert files[DAY].candidates == lake.root / "candidates/posting_id=P1/date=2026-03-13/part.parquet"
+    candidates = lake.read("candidates")
+    assert candidates.schema.equals(CANDIDATES.schema, check_metadata=True)
+    assert candidates["interview_id"].to_pylist() == [r["interview_id"] for r in raw]
+    assert lake.read("candidate_workflow_steps").num_rows == 3 * len(raw)
+    # posting_id and created_date are real columns of the files, not only directory names.
+    file_columns = pq.read_schema(files[DAY].candidates).names
+    assert file_columns[:2] == ["interview_id", "posting_id"] and "created_date" in file_columns
+    # The raw records come back exactly as the API sent them: key order, floats, an int beyond 64 bits.
+    assert lake.read_raw("P1", DAY) == raw[:3]
+    assert list(lake.read_raw("P1", DAY)[0]) == list(raw[0])
+    assert lake.read_raw("P1", DAY)[0]["data"]["ats"]["application_id"] == BIG
+
+
+def test_raw_records_survive_what_json_allows(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    raw = fetched(per_day=(3,))
+    raw[0]["name"] = "Zoë \U0001f600 \u00e9"
+    raw[1]["data"] = {"note": "\ud800 lone surrogate", "x": 1e16, "y": 0.1, "z": -(2**80)}
+    raw[2]["data"] = {"nan": float("nan")}
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    lake.write_partition("P1", DAY, raw, candidates, steps)
+    back = lake.read_raw("P1", DAY)
+    assert back[:2] == raw[:2] and back[2]["data"]["nan"] != back[2]["data"]["nan"]
+
+
+def test_empty_days_get_empty_files_with_the_full_schema(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    files = write(lake, fetched(per_day=(1, 0, 0)))
+    empty = files[DAY + timedelta(days=1)]
+    assert pq.read_table(empty.candidates).schema.equals(CANDIDATES.schema, check_metadata=True)
+    assert pq.read_table(empty.steps).schema.equals(WORKFLOW_STEPS.schema, check_metadata=True)
+    assert pq.read_metadata(empty.candidates).num_rows == 0
+    assert lake.read_raw("P1", DAY + timedelta(days=1)) == []
+    assert lake.read("candidates", "P1", DayRange.single(DAY + timedelta(days=2))).num_rows == 0
+    assert lake.read("candidates", "nope").schema.equals(CANDIDATES.schema)
+    assert lake.partitions("candidates") == {("P1", d) for d in DAYS.days}
+
+
+def test_rewrite_replaces_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    write(lake, fetched(per_day=(3, 1, 2)))
+    write(lake, fetched(per_day=(1, 0, 0), first=100), days=DayRange.single(DAY))
+    assert lake.read("candidates", days=DayRange.single(DAY))["interview_id"].to_pylist() == [f"{101:016X}"]
+    assert lake.read("candidates").num_rows == 1 + 1 + 2  # the other days are untouched
+    assert all(not name.startswith(".") for p in visible(tmp_path) for name in Path(p).parts)
+    assert [p.name for p in lake.paths("candidates")] == ["part.parquet"] * 3
+
+
+def test_a_failed_write_keeps_the_previous_files(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    write(lake, fetched(per_day=(2,)), days=DayRange.single(DAY))
+    before = lake.read("candidates").to_pylist(), lake.read_raw("P1", DAY)
+    raw = fetched(per_day=(2,), first=50)
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    raw[1]["data"] = {"not json": object()}  # fails half way through writing the raw file
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        lake.write_partition("P1", DAY, raw, candidates, steps)
+    assert (lake.read("candidates").to_pylist(), lake.read_raw("P1", DAY)) == before
+    assert all(not Path(p).name.startswith(".") for p in visible(tmp_path))
+
+
+def test_rows_of_another_partition_are_refused(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    raw = fetched(per_day=(1, 1))
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    with pytest.raises(ValueError, match="created_date other than 2026-03-13"):
+        lake.write_partition("P1", DAY, raw, candidates, steps)
+    with pytest.raises(ValueError, match="posting_id other than P2"):
+        lake.write_partitions("P2", DAYS, raw, candidates, steps)
+    with pytest.raises(ValueError, match="outside the range"):
+        lake.write_partitions("P1", DayRange.single(DAY), raw, candidates, steps)
+    with pytest.raises(ValueError, match="raw records"):
+        lake.write_partition("P1", DAY, raw[:0], candidates.slice(0, 1), steps.slice(0, 3))
+    nameless = candidates.slice(0, 1).set_column(3, "name", pa.array([None], pa.string()))
+    with pytest.raises(ValueError, match="null values to non-nullable"):
+        lake.write_partition("P1", DAY, raw[:1], nameless, steps.slice(0, 3))
+    assert visible(tmp_path) == []
+
+
+def test_personal_data_is_private(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "new" / "lake")
+    files = write(lake, fetched())
+    for path in (files[DAY].candidates, files[DAY].steps, files[DAY].raw):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    directory = files[DAY].candidates.parent
+    while directory != tmp_path:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+        directory = directory.parent
+
+
+def test_temp_files_are_never_listed_and_are_cleaned(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    files = write(lake, fetched())
+    crashed = files[DAY].candidates.parent / ".part.parquet.tmp-0123abcd"
+    crashed.write_bytes(b"half a parquet file")
+    fresh = files[DAY].raw.parent / ".part.jsonl.gz.tmp-4567"
+    fresh.write_bytes(b"being written")
+    os.utime(crashed, (1, 1))  # long ago
+    assert crashed not in lake.paths("candidates") and len(lake.paths("candidates")) == 3
+    assert lake.read("candidates").num_rows == 5
+    everything = f"SELECT count(*) FROM read_parquet('{lake.root}/candidates/**/*.parquet')"
+    assert duckdb.connect().execute(everything).fetchall() == [(5,)]
+    assert lake.clean_temp_files() == [crashed]  # a recent temp file may belong to a write still running
+    assert fresh.exists() and not crashed.exists()
+    assert lake.clean_temp_files(older_than_s=0) == [fresh]
+    assert lake.paths("candidates") == [files[d].candidates for d in DAYS.days]
+
+
+def test_partitions_and_filters_with_unusual_posting_ids(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    ids = ["13D77095", "a/b c=d", ".hidden", "%41"]
+    for n, posting_id in enumerate(ids):
+        write(lake, fetched(posting_id, per_day=(1, 1, 0), first=10 * n), posting_id)
+    assert lake.partitions("candidates") == {(p, d) for p in ids for d in DAYS.days}
+    assert lake.partitions(RAW) == lake.partitions("candidate_workflow_steps") == lake.partitions("candidates")
+    for posting_id in ids:
+        table = lake.read("candidates", posting_id, DayRange(DAY, DAY + timedelta(days=1)))
+        assert set(table["posting_id"].to_pylist()) == {posting_id} and table.num_rows == 2
+    assert all(p.parent.parent.parent == lake.root / "candidates" for p in lake.paths("candidates"))
+    with pytest.raises(ValueError, match="unknown lake table"):
+        lake.paths("nope")
+
+
+def test_hive_readers_see_the_same_posting_ids_as_the_files(tmp_path: Path) -> None:
+    # With hive partitioning on, DuckDB replaces posting_id by the directory's value and adds `date`;
+    # both agree with the files' own columns, so an ad-hoc glob in a notebook sees the same data.
+    lake = Lake(tmp_path)
+    for posting_id in ("P1", "P2"):
+        write(lake, fetched(posting_id, first=0 if posting_id == "P1" else 10), posting_id)
+    glob = f"{lake.root}/candidates/*/*/*.parquet"
+    conn = duckdb.connect()
+    hive = conn.execute(f"SELECT posting_id, created_date, date FROM read_parquet('{glob}', hive_partitioning=true)")
+    with_directory_values = sorted(hive.fetchall())
+    plain = conn.execute(f"SELECT posting_id, created_date FROM read_parquet('{glob}', hive_partitioning=false)")
+    assert with_directory_values == sorted((p, d, d) for p, d in plain.fetchall())
+    assert pc.count_distinct(lake.read("candidates")["posting_id"]).as_py() == 2

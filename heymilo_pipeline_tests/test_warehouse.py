@@ -1,0 +1,250 @@
+"""The DuckDB warehouse: schema and comments, slice replacement, rollback, types, lock waiting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from heymilo_pipeline.api.models import CandidateResponse, PostingResponse
+from heymilo_pipeline.api.windows import DayRange
+from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten, postings_table
+from heymilo_pipeline.lake import Lake, PartitionFiles
+from heymilo_pipeline.warehouse import PARTITION_LOADS, TABLES, Warehouse, WarehouseLockedError, query, query_arrow
+from heymilo_pipeline_tests.test_flatten import BIG, DAY
+from heymilo_pipeline_tests.test_lake import DAYS, fetched
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    return Lake(tmp_path / "lake")
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Warehouse:
+    warehouse = Warehouse(tmp_path / "heymilo.duckdb")
+    warehouse.ensure_schema()
+    return warehouse
+
+
+def publish(
+    lake: Lake, warehouse: Warehouse, posting_id: str, per_day: tuple[int, ...], first: int = 0, run_id: str = "run-1"
+) -> dict[str, int]:
+    """Fetch-like records -> lake -> warehouse, for DAY .. DAY + len(per_day) - 1."""
+    days = DayRange(DAY, DAY + timedelta(days=len(per_day) - 1))
+    raw = fetched(posting_id, per_day, first)
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    files = lake.write_partitions(posting_id, days, raw, candidates, steps)
+    return load(warehouse, posting_id, days, files, run_id)
+
+
+def load(warehouse: Warehouse, posting_id: str, days: DayRange, files: dict[date, PartitionFiles], run_id: str) -> dict:
+    candidate_files = [f.candidates for f in files.values()]
+    return warehouse.replace_slice(posting_id, days, candidate_files, [f.steps for f in files.values()], run_id)
+
+
+def fetch(warehouse: Warehouse, sql: str, params: list | None = None) -> list[tuple]:
+    with warehouse.connect(read_only=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def checksums(warehouse: Warehouse) -> dict[str, str]:
+    return {t.name: warehouse.checksum(t.name, exclude=["loaded_at"] if t is PARTITION_LOADS else ()) for t in TABLES}
+
+
+def test_schema_with_comments_is_idempotent(warehouse: Warehouse) -> None:
+    warehouse.ensure_schema()
+    with warehouse.connect(read_only=True) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() ORDER BY table_name, column_index"
+        ).fetchall()
+        tables = dict(conn.execute("SELECT table_name, comment FROM duckdb_tables()").fetchall())
+    for spec in TABLES:
+        assert tables[spec.name] == spec.description
+        declared = [(c.name, c.description) for c in spec.columns]
+        assert [(name, comment) for table, name, _, comment in columns if table == spec.name] == declared
+    types = {(table, name): data_type for table, name, data_type, _ in columns}
+    assert types["candidates", "created_at"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["candidates", "data"] == types["candidate_workflow_steps", "extra"] == "JSON"
+    assert types["candidates", "created_date"] == "DATE"
+    assert types["candidates", "sms_criteria_passed"] == "VARCHAR[]"
+    assert types["partition_loads", "rows"] == "BIGINT"
+    assert warehouse.table_counts() == {
+        "candidates": 0,
+        "candidate_workflow_steps": 0,
+        "postings": 0,
+        "partition_loads": 0,
+    }
+
+
+def test_schema_gains_columns_added_to_the_declarations(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute('CREATE TABLE candidates ("interview_id" VARCHAR NOT NULL, "posting_id" VARCHAR NOT NULL)')
+    Warehouse(path).ensure_schema()
+    assert query(path, "SELECT * FROM candidates").columns.tolist()[:2] == ["interview_id", "posting_id"]
+    assert set(query(path, "SELECT * FROM candidates").columns) == set(CANDIDATES.names)
+
+
+def test_slice_load_matches_the_lake_and_is_idempotent(lake: Lake, warehouse: Warehouse) -> None:
+    assert publish(lake, warehouse, "P1", (3, 0, 2)) == {"candidates": 5, "candidate_workflow_steps": 15}
+    first = checksums(warehouse)
+    assert publish(lake, warehouse, "P1", (3, 0, 2)) == {"candidates": 5, "candidate_workflow_steps": 15}
+    assert checksums(warehouse) == first
+    assert warehouse.table_counts() == {
+        "candidates": 5,
+        "candidate_workflow_steps": 15,
+        "postings": 0,
+        "partition_loads": 3,
+    }
+    loads = fetch(warehouse, 'SELECT partition_date, "rows", run_id FROM partition_loads ORDER BY 1')
+    assert loads == [(d, n, "run-1") for d, n in zip(DAYS.days, (3, 0, 2), strict=True)]
+    # Lake and warehouse hold the same rows.
+    for spec in (CANDIDATES, WORKFLOW_STEPS):
+        stored = query_arrow(warehouse.path, f"SELECT * FROM {spec.name} ORDER BY ALL")
+        assert (
+            stored.to_pylist() == lake.read(spec.name).sort_by([(n, "ascending") for n in spec.names[:4]]).to_pylist()
+        )
+
+
+def test_json_and_timestamps_read_back_exactly_in_utc(lake: Lake, warehouse: Warehouse) -> None:
+    publish(lake, warehouse, "P1", (1,))
+    frame = query(
+        warehouse.path,
+        "SELECT created_at, data->>'$.ats.application_id' AS big, json_extract(data, '$.tags[2]') AS flag, "
+        "metadata->>'source' AS source, sms_criteria_passed FROM candidates",
+    )
+    r = frame.iloc[0]
+    assert r["big"] == str(BIG) and json.loads(r["flag"]) is True and r["source"] == "linkedin"
+    assert r["created_at"].to_pydatetime() == datetime(2026, 3, 13, 0, 0, 0, 500000, tzinfo=UTC)
+    assert str(r["created_at"].tz) in ("UTC", "Etc/UTC") and list(r["sms_criteria_passed"]) == ["age"]
+    raw = query_arrow(warehouse.path, "SELECT data FROM candidates").column(0).to_pylist()[0]
+    assert json.loads(raw)["ats"]["application_id"] == BIG
+
+
+def test_replacing_a_slice_leaves_other_postings_and_days_alone(lake: Lake, warehouse: Warehouse) -> None:
+    publish(lake, warehouse, "P1", (3, 1, 2))
+    publish(lake, warehouse, "P2", (2, 2, 2), first=100)
+    p2_before = query(warehouse.path, "SELECT * FROM candidates WHERE posting_id = 'P2' ORDER BY ALL")
+    p1_others = "SELECT interview_id FROM candidates WHERE posting_id = 'P1' AND created_date <> ? ORDER BY 1"
+    others_before = query(warehouse.path, p1_others, [DAY + timedelta(days=1)])
+
+    # P1's middle day is fetched again: now two (new) candidates there.
+    middle = DayRange.single(DAY + timedelta(days=1))
+    raw = [r for r in fetched("P1", (0, 2), first=500)]
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    files = lake.write_partitions("P1", middle, raw, candidates, steps)
+    assert load(warehouse, "P1", middle, files, "run-2") == {"candidates": 2, "candidate_workflow_steps": 6}
+
+    assert query(warehouse.path, "SELECT * FROM candidates WHERE posting_id = 'P2' ORDER BY ALL").equals(p2_before)
+    assert query(warehouse.path, p1_others, [DAY + timedelta(days=1)]).equals(others_before)
+    middle_ids = query(
+        warehouse.path,
+        "SELECT interview_id FROM candidate_workflow_steps WHERE created_date = ? AND posting_id = 'P1'",
+        [middle.first],
+    )["interview_id"]
+    assert set(middle_ids) == {f"{501:016X}", f"{502:016X}"}
+    loads = fetch(warehouse, "SELECT posting_id, partition_date, rows, run_id FROM partition_loads ORDER BY 1, 2")
+    assert loads[:3] == [("P1", DAY, 3, "run-1"), ("P1", middle.first, 2, "run-2"), ("P1", DAYS.last, 2, "run-1")]
+
+
+def test_a_failing_load_rolls_back_completely(lake: Lake, warehouse: Warehouse, tmp_path: Path) -> None:
+    publish(lake, warehouse, "P1", (3, 1, 2))
+    publish(lake, warehouse, "P2", (1,), first=100)
+    before = checksums(warehouse)
+    files = lake.paths("candidates", "P1")
+    with pytest.raises(duckdb.IOException):
+        warehouse.replace_slice("P1", DAYS, [*files, tmp_path / "missing.parquet"], [], "run-bad")
+    assert checksums(warehouse) == before
+    # Files of another posting would put rows outside the slice: refused, and nothing changes either.
+    with pytest.raises(ValueError, match="outside posting P1"):
+        warehouse.replace_slice("P1", DAYS, lake.paths("candidates"), [], "run-bad")
+    assert checksums(warehouse) == before
+    assert query(warehouse.path, "SELECT count(*) AS n FROM partition_loads WHERE run_id = 'run-bad'")["n"][0] == 0
+
+
+def test_postings_are_replaced_by_each_listing(warehouse: Warehouse) -> None:
+    posting = {
+        "id": "13D77095",
+        "company_id": "c",
+        "title": "Engineer",
+        "description": "d",
+        "status": "active",
+        "finalized": True,
+        "archived": False,
+        "test_posting": False,
+        "extra_flag": 1,
+    }
+    models = [PostingResponse.model_validate(posting | {"id": f"P{i}"}) for i in range(3)]
+    assert warehouse.replace_postings(postings_table(models, datetime(2026, 3, 1, tzinfo=UTC))) == 3
+    assert warehouse.replace_postings(postings_table(models[:2], datetime(2026, 3, 2, tzinfo=UTC))) == 2
+    frame = query(warehouse.path, "SELECT posting_id, listed_at, extra->>'extra_flag' AS flag FROM postings ORDER BY 1")
+    assert frame["posting_id"].tolist() == ["P0", "P1"] and frame["flag"].tolist() == ["1", "1"]
+    assert frame["listed_at"][0].to_pydatetime() == datetime(2026, 3, 2, tzinfo=UTC)
+
+
+HOLDER = """
+import sys, time, duckdb
+conn = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.fixture
+def hold(warehouse: Warehouse) -> Iterator[object]:
+    """``hold(seconds)``: another process opens the file read-write and keeps it that long."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(seconds: float) -> float:
+        process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(warehouse.path), str(seconds)], stdout=subprocess.PIPE, text=True
+        )
+        processes.append(process)
+        assert process.stdout is not None and process.stdout.readline().strip() == "holding"
+        return time.monotonic()
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.communicate()
+
+
+def test_connect_waits_for_another_process_then_succeeds(warehouse: Warehouse, hold) -> None:
+    messages: list[str] = []
+    patient = Warehouse(warehouse.path, lock_timeout_s=20, on_wait=messages.append)
+    held_since = hold(1.0)
+    with patient.connect() as conn:
+        waited = time.monotonic() - held_since
+        assert conn.execute("SELECT count(*) FROM candidates").fetchall() == [(0,)]
+    assert waited > 0.5
+    assert len(messages) == 1 and str(warehouse.path) in messages[0] and "another process" in messages[0]
+    assert "PID" in messages[0]
+
+
+def test_connect_gives_up_after_the_timeout_naming_the_file(warehouse: Warehouse, hold) -> None:
+    messages: list[str] = []
+    impatient = Warehouse(warehouse.path, lock_timeout_s=0.3, on_wait=messages.append)
+    hold(3.0)
+    started = time.monotonic()
+    with pytest.raises(WarehouseLockedError) as error, impatient.connect(read_only=True):
+        pass
+    assert 0.3 <= time.monotonic() - started < 2.0
+    assert str(warehouse.path) in str(error.value) and "heymilo_pipeline.warehouse.query" in str(error.value)
+    assert len(messages) == 1
+
+
+def test_other_io_errors_are_not_taken_for_a_lock(tmp_path: Path) -> None:
+    messages: list[str] = []
+    missing = Warehouse(tmp_path / "absent.duckdb", lock_timeout_s=5, on_wait=messages.append)
+    started = time.monotonic()
+    with pytest.raises(duckdb.Error), missing.connect(read_only=True):
+        pass
+    assert time.monotonic() - started < 1.0 and messages == []
