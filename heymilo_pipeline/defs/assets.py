@@ -188,7 +188,7 @@ def warehouse_tables(context: dg.AssetExecutionContext, storage: Storage) -> Ite
                 allow_retries=False,
             )
         plan.append(SliceFiles(item.posting_id, item.days, *files))
-    inserted = warehouse.replace_slices(plan, context.run_id)
+    inserted = warehouse.replace_slices(plan, context.run.run_id)
     counts = warehouse.table_counts()
     mismatched = warehouse.compare_with_lake(plan)
     context.log.info(f"loaded {inserted} into DuckDB for {len(slices)} slice(s)")

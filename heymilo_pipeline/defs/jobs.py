@@ -4,12 +4,10 @@ import dagster as dg
 
 from heymilo_pipeline.defs.assets import WORKFLOW_STEPS_KEY, postings
 from heymilo_pipeline.defs.checks import CANDIDATES, RAW_CANDIDATES
-from heymilo_pipeline.defs.partitions import candidate_partitions
 
 candidates_job = dg.define_asset_job(
     "candidates_job",
     selection=dg.AssetSelection.assets(RAW_CANDIDATES, CANDIDATES, WORKFLOW_STEPS_KEY),
-    partitions_def=candidate_partitions,
     description="Fetch, check and publish candidates for a rectangle of postings x days, then check freshness.",
 )
 

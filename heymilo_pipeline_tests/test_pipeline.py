@@ -1,0 +1,266 @@
+"""The Dagster code location, materialized for real against the simulator on loopback.
+
+One module-scoped world: a simulated tenant with faults switched on, served by uvicorn; postings
+registered; every posting backfilled over the whole partition range, one run per posting, as a
+UI backfill with BackfillPolicy.single_run() does. Tests then compare lake, DuckDB and the
+simulator's ground truth, rerun, plant bad data and move the simulated clock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import pytest
+
+from heymilo_pipeline.api.windows import DayRange, day_of, midnight
+from heymilo_pipeline.defs.assets import postings, raw_candidates, warehouse_tables
+from heymilo_pipeline.defs.checks import freshness
+from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
+from heymilo_pipeline.defs.schedules import daily_update
+from heymilo_pipeline.defs.sensors import new_postings
+from heymilo_pipeline.lake import Lake
+from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
+from heymilo_pipeline.warehouse import Warehouse, query
+
+KEY = "sk_test_PIPELINE-9f8e7d6c"
+TODAY = datetime.now(UTC).date()
+LAST = TODAY - timedelta(days=1)
+START = date.fromisoformat(os.environ["HEYMILO_START_DATE"])  # set by conftest before the definitions load
+FAULTS = Faults(error_rate=0.05, drop_rate=0.02, truncate_rate=0.02, malformed_rate=0.02, seed=5)
+ASSETS = [postings, raw_candidates, warehouse_tables, freshness]
+CANDIDATE_SELECTION = ["raw_candidates", "candidates", "candidate_workflow_steps"]
+
+
+@dataclass
+class World:
+    tenant: Tenant
+    url: str
+    data_dir: Path
+    instance: dg.DagsterInstance
+
+    def resources(self, url: str | None = None) -> dict[str, Any]:
+        return {
+            "heymilo": HeyMiloAPI(
+                api_key=KEY,
+                base_url=url or self.url,
+                requests_per_minute=1_000_000,
+                state_dir=str(self.data_dir / ".ratelimit"),
+            ),
+            "storage": Storage(data_dir=str(self.data_dir), lock_timeout_seconds=20),
+        }
+
+    @property
+    def registered(self) -> list[str]:
+        return list(self.instance.get_dynamic_partitions(POSTINGS))
+
+    def run(self, first: date, last: date, first_posting: str, last_posting: str, url: str | None = None):
+        return dg.materialize(
+            ASSETS,
+            instance=self.instance,
+            resources=self.resources(url),
+            selection=CANDIDATE_SELECTION,
+            tags=range_tags(first, last, first_posting, last_posting),
+            raise_on_error=False,
+        )
+
+    def sim_stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/_sim/stats", headers={"X-API-KEY": KEY}).json()
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.data_dir / "heymilo.duckdb")
+
+
+def truth_in(tenant: Tenant, posting_ids: list[str], first: date, last: date) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in tenant.truth():
+        if record["posting_id"] in posting_ids and midnight(first) <= record["created_at"] < midnight(last) + 86400:
+            out[record["posting_id"]].append(record)
+    return out
+
+
+def checksums(world: World) -> dict[str, str]:
+    return {t: world.warehouse.checksum(t) for t in ("candidates", "candidate_workflow_steps")}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    tenant = Tenant(TenantSpec(seed=21, postings=4, start=START, end=LAST, candidates_per_posting=(150, 900)))
+    with serve_in_thread(create_app(tenant, KEY, FAULTS)) as url:
+        data_dir = tmp_path_factory.mktemp("data")
+        with dg.instance_for_test() as instance:
+            w = World(tenant, url, data_dir, instance)
+            result = dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"])
+            assert result.success
+            w.backfill_results = [w.run(START, LAST, p, p) for p in w.registered]
+            yield w
+
+
+def test_postings_are_listed_and_filtered(world: World) -> None:
+    listed = world.tenant.postings()
+    table = query(world.data_dir / "heymilo.duckdb", "SELECT posting_id, status, test_posting FROM postings")
+    assert sorted(table["posting_id"]) == sorted(p["id"] for p in listed)
+    test_ids = {p["id"] for p in listed if p["test_posting"]}
+    assert test_ids and not test_ids & set(world.registered)  # test postings are skipped by default
+    assert set(world.registered) == {p["id"] for p in listed} - test_ids
+
+
+def test_backfill_equals_the_ground_truth(world: World) -> None:
+    assert all(r.success for r in world.backfill_results)
+    truth = truth_in(world.tenant, world.registered, START, LAST)
+    lake = Lake(world.data_dir / "lake")
+    for posting_id in world.registered:
+        raw = [r for day in DayRange(START, LAST).days for r in lake.read_raw(posting_id, day)]
+        assert sorted(raw, key=lambda r: r["interview_id"]) == sorted(
+            truth[posting_id], key=lambda r: r["interview_id"]
+        ), posting_id
+    table = query(world.data_dir / "heymilo.duckdb", "SELECT interview_id, posting_id, created_date FROM candidates")
+    want = {(r["interview_id"], r["posting_id"], day_of(r["created_at"])) for rs in truth.values() for r in rs}
+    got = set(zip(table["interview_id"], table["posting_id"], (d.date() for d in table["created_date"]), strict=True))
+    assert len(table) == len(want) and got == want  # nothing missing, doubled or moved to another day
+
+
+def test_partitions_marked_materialized_equal_the_loads(world: World) -> None:
+    materialized = world.instance.get_materialized_partitions(dg.AssetKey("candidates"))
+    loads = query(world.data_dir / "heymilo.duckdb", "SELECT posting_id, partition_date FROM partition_loads")
+    loaded = {f"{d.date().isoformat()}|{p}" for p, d in zip(loads["posting_id"], loads["partition_date"], strict=True)}
+    expected = {f"{day.isoformat()}|{p}" for p in world.registered for day in DayRange(START, LAST).days}
+    assert materialized == loaded == expected  # empty days included
+
+
+def test_requests_stay_within_five_percent_of_the_minimum(world: World) -> None:
+    stats = world.sim_stats()
+    truth = truth_in(world.tenant, world.registered, START, LAST)
+    minimum = sum(max(1, math.ceil(len(truth.get(p, [])) / 100)) for p in world.registered)
+    candidate_requests = sum(n for route, n in stats["requests_by_route"].items() if route.endswith("/candidates"))
+    retried = sum(stats["faults"].values()) + stats["rate_limited"]
+    assert retried > 0, "faults were switched on; the run should have needed retries"
+    assert candidate_requests - retried <= 1.05 * minimum, (candidate_requests, retried, minimum)
+
+
+def test_checks_passed_and_metadata_reported(world: World) -> None:
+    result = world.backfill_results[0]
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} >= {
+        "unique_interview_id",
+        "non_null_keys",
+        "score_ranges",
+        "rows_match_total_count",
+        "steps_reference_candidates",
+        "known_status_values",
+        "matches_lake",
+        "freshness",
+    }
+    assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+    fetched = result.asset_materializations_for_node("raw_candidates")[0].metadata
+    for key in ("rows", "pages", "requests", "retries", "rate_limited", "seconds", "by_slice"):
+        assert key in fetched, key
+    loaded = result.asset_materializations_for_node("warehouse_tables")[0].metadata
+    assert "preview" in loaded and "@" not in loaded["preview"].value  # no e-mail addresses in the UI
+
+
+def test_rerun_is_idempotent(world: World) -> None:
+    before = checksums(world)
+    posting_id = world.registered[0]
+    assert world.run(START, LAST, posting_id, posting_id).success
+    assert checksums(world) == before
+
+
+def test_a_failing_blocking_check_publishes_nothing(world: World) -> None:
+    """A wrong total_count means rows may be missing: the run fails, naming posting and days, and the
+    previous lake files and DuckDB rows stay exactly as they were."""
+    before = checksums(world)
+    lake_files = {p: p.stat().st_mtime_ns for p in (world.data_dir / "lake").rglob("*.parquet")}
+    posting_id = world.registered[0]
+    with serve_in_thread(create_app(world.tenant, KEY, Faults(total_count_offset=3))) as bad_url:
+        result = world.run(START, LAST, posting_id, posting_id, url=bad_url)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message
+    assert posting_id in message and f"{START}..{LAST}" in message and "nothing of this run was published" in message
+    assert "rows_match_total_count" in message
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "rows_match_total_count")
+    assert not evaluation.passed
+    assert checksums(world) == before
+    assert {p: p.stat().st_mtime_ns for p in (world.data_dir / "lake").rglob("*.parquet")} == lake_files
+
+
+def test_score_bounds_are_configurable(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEYMILO_SCORE_MAX", "10")  # planted: real scores go up to 100
+    busiest = max(world.registered, key=lambda p: len(truth_in(world.tenant, [p], START, LAST).get(p, [])))
+    before = checksums(world)
+    result = world.run(START, LAST, busiest, busiest)
+    assert not result.success
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "score_ranges")
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert checksums(world) == before
+
+
+def test_the_api_key_is_not_in_any_log_or_metadata(world: World) -> None:
+    for result in world.backfill_results:
+        for record in world.instance.all_logs(result.run_id):
+            assert KEY not in str(record.user_message)
+            assert KEY not in str(record.dagster_event.event_specific_data if record.dagster_event else "")
+
+
+def test_schedule_requests_yesterday_and_the_lookback_for_every_posting(world: World) -> None:
+    context = dg.build_schedule_context(
+        instance=world.instance, scheduled_execution_time=datetime.combine(TODAY, datetime.min.time(), UTC)
+    )
+    request = daily_update(context)
+    assert isinstance(request, dg.RunRequest)
+    first = max(START, LAST - timedelta(days=7))
+    assert request.tags == {
+        **range_tags(first, LAST, world.registered[0], world.registered[-1]),
+        "heymilo/kind": "update",
+        "heymilo/as_of": TODAY.isoformat(),
+    }
+
+
+def test_sensor_registers_new_postings_and_requests_their_backfill(world: World) -> None:
+    with dg.instance_for_test() as empty:
+        context = dg.build_sensor_context(instance=empty, resources={"heymilo": world.resources()["heymilo"]})
+        result = new_postings(context)
+    assert isinstance(result, dg.SensorResult)
+    added = result.dynamic_partitions_requests[0].partition_keys
+    assert sorted(added) == sorted(world.registered)
+    backfills = [r for r in result.run_requests if r.tags.get("heymilo/kind") == "backfill"]
+    assert {r.tags["dagster/asset_partition_range_start"].split("|")[1] for r in backfills} == set(added)
+
+
+def test_update_captures_late_changes(tmp_path: Path) -> None:
+    """Candidates advance after their day was fetched; the update (yesterday + lookback) brings them up to date."""
+    tenant = Tenant(TenantSpec(seed=8, postings=4, start=LAST - timedelta(days=9), end=LAST))
+    tenant.set_now(midnight(LAST) + 86400 - 6 * 3600)  # the backfill sees the world as of yesterday 18:00
+    with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test() as instance:
+        w = World(tenant, url, tmp_path, instance)
+        assert dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"]).success
+        first = LAST - timedelta(days=7)
+        assert w.run(first, LAST, w.registered[0], w.registered[-1]).success
+        stale = query(tmp_path / "heymilo.duckdb", "SELECT interview_id, status, score FROM candidates")
+        tenant.set_now(midnight(TODAY) + 12 * 3600)  # a day and a half later
+        request = daily_update(dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(UTC)))
+        result = dg.materialize(
+            ASSETS, instance=instance, resources=w.resources(), selection=CANDIDATE_SELECTION, tags=request.tags
+        )
+        assert result.success
+        fresh = query(tmp_path / "heymilo.duckdb", "SELECT interview_id, status, score FROM candidates")
+        registered = w.registered
+    truth = {r["interview_id"]: r for rs in truth_in(tenant, registered, first, LAST).values() for r in rs}
+    assert sorted(fresh["interview_id"]) == sorted(truth)
+    assert {i: s for i, s in zip(fresh["interview_id"], fresh["status"], strict=True)} == {
+        i: r["status"] for i, r in truth.items()
+    }
+    changed = set(zip(fresh["interview_id"], fresh["status"], strict=True)) - set(
+        zip(stale["interview_id"], stale["status"], strict=True)
+    )
+    assert changed, "the clock moved; some candidates should have advanced"
