@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint
+.PHONY: test lint demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,3 +22,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## make demo: set up .venv, run the pipeline on the embedded simulator, print a report (data/ holds the result)
+demo: $(STAMP)
+	$(BIN)/python -m heymilo_pipeline.demo

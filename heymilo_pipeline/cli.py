@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import click
 import dagster as dg
@@ -21,7 +21,7 @@ from heymilo_pipeline.settings import PipelineSettings
 DUCKDB_POOL = "duckdb"
 
 
-def _instance() -> dg.DagsterInstance:
+def open_instance() -> dg.DagsterInstance:
     if os.environ.get("DAGSTER_HOME"):
         instance = dg.DagsterInstance.get()
     else:
@@ -30,7 +30,7 @@ def _instance() -> dg.DagsterInstance:
     return instance
 
 
-def _settings() -> PipelineSettings:
+def load_settings() -> PipelineSettings:
     try:
         return PipelineSettings.from_env()
     except ConfigurationError as exc:
@@ -43,7 +43,7 @@ def _defs() -> dg.Definitions:
     return defs
 
 
-def _execute(job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> bool:
+def execute_job(job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> bool:
     result = _defs().resolve_job_def(job_name).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
@@ -52,11 +52,11 @@ def _execute(job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] |
     return result.success
 
 
-def _ensure_postings(instance: dg.DagsterInstance, refresh: bool) -> list[str]:
+def ensure_postings(instance: dg.DagsterInstance, refresh: bool) -> list[str]:
     registered = instance.get_dynamic_partitions(POSTINGS)
     if refresh or not registered:
         click.echo("Listing postings ...")
-        if not _execute("postings_job", instance):
+        if not execute_job("postings_job", instance):
             raise click.ClickException("could not list postings; see the error above")
         registered = instance.get_dynamic_partitions(POSTINGS)
     return list(registered)
@@ -73,7 +73,7 @@ def main() -> None:
 @click.option("--posting", "posting_ids", multiple=True, help="Only this posting (repeatable). Default: all.")
 def backfill(start: datetime, end: datetime, posting_ids: tuple[str, ...]) -> None:
     """Fetch and load every day from START to END, one run per posting (as a UI backfill does)."""
-    settings = _settings()
+    settings = load_settings()
     first, last = start.date(), end.date()
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     if last < first:
@@ -83,21 +83,27 @@ def backfill(start: datetime, end: datetime, posting_ids: tuple[str, ...]) -> No
             f"days must lie within the partitions: {settings.start_date} (HEYMILO_START_DATE) .. {yesterday} "
             "(yesterday)"
         )
-    instance = _instance()
-    registered = _ensure_postings(instance, refresh=False)
+    instance = open_instance()
+    registered = ensure_postings(instance, refresh=False)
     unknown = sorted(set(posting_ids) - set(registered))
     if unknown:
         raise click.ClickException(
             f"unknown posting(s) {unknown}; registered: {registered}. Run `heymilo-pipeline postings` to refresh."
         )
-    failed = []
-    for posting_id in posting_ids or registered:
-        click.echo(f"Backfilling posting {posting_id}, {first}..{last}")
-        tags = {**range_tags(first, last, posting_id, posting_id), "heymilo/kind": "backfill"}
-        if not _execute("candidates_job", instance, tags):
-            failed.append(posting_id)
+    failed = run_backfill(instance, first, last, list(posting_ids) or registered)
     if failed:
         raise click.ClickException(f"the backfill failed for posting(s) {failed}; rerunning them is safe")
+
+
+def run_backfill(instance: dg.DagsterInstance, first: date, last: date, posting_ids: list[str]) -> list[str]:
+    """One run per posting over first..last, as a UI backfill with a single-run policy does; returns failures."""
+    failed = []
+    for posting_id in posting_ids:
+        click.echo(f"Backfilling posting {posting_id}, {first}..{last}")
+        tags = {**range_tags(first, last, posting_id, posting_id), "heymilo/kind": "backfill"}
+        if not execute_job("candidates_job", instance, tags):
+            failed.append(posting_id)
+    return failed
 
 
 @main.command()
@@ -106,10 +112,10 @@ def backfill(start: datetime, end: datetime, posting_ids: tuple[str, ...]) -> No
 )
 def update(as_of: datetime | None) -> None:
     """Exactly what the daily schedule runs on AS_OF: yesterday plus the lookback window, every posting."""
-    settings = _settings()
+    settings = load_settings()
     day = as_of.date() if as_of else datetime.now(UTC).date()
-    instance = _instance()
-    _ensure_postings(instance, refresh=False)
+    instance = open_instance()
+    ensure_postings(instance, refresh=False)
     request = update_request(instance, day, settings)
     if isinstance(request, dg.SkipReason):
         click.echo(f"Nothing to do: {request.skip_message}")
@@ -118,15 +124,15 @@ def update(as_of: datetime | None) -> None:
         f"Updating {request.tags['dagster/asset_partition_range_start']} .. "
         f"{request.tags['dagster/asset_partition_range_end']}"
     )
-    if not _execute("candidates_job", instance, dict(request.tags)):
+    if not execute_job("candidates_job", instance, dict(request.tags)):
         raise click.ClickException("the update failed; rerunning it is safe")
 
 
 @main.command()
 def postings() -> None:
     """List postings from the API, refresh the postings table and register new postings."""
-    _settings()
-    registered = _ensure_postings(_instance(), refresh=True)
+    load_settings()
+    registered = ensure_postings(open_instance(), refresh=True)
     click.echo(f"{len(registered)} posting(s) registered: {', '.join(registered)}")
 
 
@@ -135,8 +141,8 @@ def status() -> None:
     """Row counts, loaded partitions and the latest check results."""
     from heymilo_pipeline.status import report
 
-    settings = _settings()
-    click.echo(report(settings, _instance()))
+    settings = load_settings()
+    click.echo(report(settings, open_instance()))
 
 
 if __name__ == "__main__":  # pragma: no cover

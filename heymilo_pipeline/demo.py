@@ -1,0 +1,115 @@
+"""`make demo`: the whole pipeline on the embedded simulator, recorded in data/dagster_home.
+
+Starts the simulator on a free loopback port, registers the postings, backfills the demo range for
+every posting through Dagster (one run per posting, as a UI backfill does), runs the checks, stops
+the simulator and prints a short report. Running it again is safe: every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+import httpx
+
+DEMO_KEY = "sk_demo_local-simulator"  # not a secret: the simulator only answers on 127.0.0.1
+DEMO_DAYS = 90
+DEMO_RATE_LIMIT = 3000  # the simulator enforces this, and the client paces itself under it
+
+DAGSTER_YAML = """\
+# Written by `make demo` / `make dev`. Local instance for the demo; see docs/ for production settings.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1   # the "duckdb" pool: one DuckDB writer at a time
+  runs:
+    max_concurrent_runs: 4   # fetching runs in parallel; they share the key's rate budget
+"""
+
+
+def prepare_environment(data_dir: Path, base_url: str, start: str) -> dict[str, str]:
+    home = data_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    env = {
+        "HEYMILO_API_KEY": DEMO_KEY,
+        "HEYMILO_BASE_URL": base_url,
+        "HEYMILO_DATA_DIR": str(data_dir),
+        "HEYMILO_START_DATE": start,
+        "HEYMILO_RATE_LIMIT": str(DEMO_RATE_LIMIT),
+        "DAGSTER_HOME": str(home.resolve()),
+    }
+    os.environ.update(env)
+    return env
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
+@click.option("--days", type=int, default=DEMO_DAYS, show_default=True, help="Days of history to backfill.")
+@click.option("--seed", type=int, default=7, show_default=True)
+def main(data_dir: Path, days: int, seed: int) -> None:
+    """Run the pipeline end to end on the simulator and print a report."""
+    from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
+
+    started = time.monotonic()
+    today = datetime.now(UTC).date()
+    first, last = today - timedelta(days=days), today - timedelta(days=1)
+    tenant = Tenant(TenantSpec(seed=seed, postings=8, start=first, end=last, candidates_per_posting=(300, 3000)))
+    # A little weather, so the report shows retries doing their job.
+    faults = Faults(rate_limit=DEMO_RATE_LIMIT, error_rate=0.01, drop_rate=0.005, seed=seed)
+    with serve_in_thread(create_app(tenant, DEMO_KEY, faults)) as base_url:
+        prepare_environment(data_dir, base_url, first.isoformat())
+        # Imported only now: the partitions are defined from HEYMILO_START_DATE at import time.
+        from heymilo_pipeline import cli
+
+        instance = cli.open_instance()
+        registered = cli.ensure_postings(instance, refresh=True)
+        failed = cli.run_backfill(instance, first, last, registered)
+        stats = httpx.get(f"{base_url}/_sim/stats", headers={"X-API-KEY": DEMO_KEY}).json()
+    truth_counts: dict[str, int] = {}
+    for record in tenant.truth():
+        truth_counts[record["posting_id"]] = truth_counts.get(record["posting_id"], 0) + 1
+    minimum = sum(max(1, math.ceil(truth_counts.get(p, 0) / 100)) for p in registered)
+    candidate_requests = sum(n for route, n in stats["requests_by_route"].items() if route.endswith("/candidates"))
+    _report(data_dir, instance, registered, failed, candidate_requests, minimum, stats, time.monotonic() - started)
+    if failed:
+        raise SystemExit(1)
+
+
+def _report(data_dir, instance, registered, failed, requests, minimum, stats, seconds) -> None:
+    from heymilo_pipeline.definitions import defs
+    from heymilo_pipeline.status import latest_check_results
+    from heymilo_pipeline.warehouse import query
+
+    db = data_dir / "heymilo.duckdb"
+    counts = {
+        name: int(query(db, f'SELECT count(*) AS n FROM "{name}"')["n"][0])
+        for name in ("postings", "candidates", "candidate_workflow_steps", "partition_loads")
+    }
+    checks = latest_check_results(instance, defs)
+    passed = sum(1 for _, status, _ in checks if status == "passed")
+    retried = sum(stats["faults"].values()) + stats["rate_limited"]
+    lines = [
+        "",
+        "HeyMilo pipeline demo: done" + (f" with FAILED postings {failed}" if failed else ""),
+        f"  postings        {counts['postings']} listed, {len(registered)} fetched (test postings skipped)",
+        *(f"  {name:<15} {n:,} rows" for name, n in counts.items() if name != "postings"),
+        f"  checks          {passed} passed, {len(checks) - passed} not passed"
+        + "".join(f"\n                  {name}: {status}" for name, status, _ in checks if status != "passed"),
+        f"  API requests    {requests} for candidates (minimum {minimum}; {retried} retried after injected faults)",
+        f"  time            {seconds:.0f} s",
+        f"  DuckDB file     {db.resolve()}",
+        f'  open it         .venv/bin/python -c "from heymilo_pipeline.warehouse import query; '
+        f"print(query('{db}', 'SELECT status, count(*) FROM candidates GROUP BY 1'))\"",
+        "  see the runs    make dev   (Dagster UI on http://127.0.0.1:3000)",
+    ]
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
