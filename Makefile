@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo
+.PHONY: test lint demo dev
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,7 @@ lint: $(STAMP)
 ## make demo: set up .venv, run the pipeline on the embedded simulator, print a report (data/ holds the result)
 demo: $(STAMP)
 	$(BIN)/python -m heymilo_pipeline.demo
+
+## make dev: the simulator plus the Dagster UI and daemon on http://127.0.0.1:3000 (Ctrl-C stops both)
+dev: $(STAMP)
+	$(BIN)/python -m heymilo_pipeline.dev

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import click
 import httpx
+
+from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec
 
 DEMO_KEY = "sk_demo_local-simulator"  # not a secret: the simulator only answers on 127.0.0.1
 DEMO_DAYS = 90
@@ -30,6 +32,22 @@ concurrency:
   runs:
     max_concurrent_runs: 4   # fetching runs in parallel; they share the key's rate budget
 """
+
+
+def demo_tenant(days: int = DEMO_DAYS, seed: int = 7) -> tuple[Tenant, date, date]:
+    """The demo workspace: 8 postings over the last ``days`` days, up to yesterday."""
+    today = datetime.now(UTC).date()
+    first, last = today - timedelta(days=days), today - timedelta(days=1)
+    return (
+        Tenant(TenantSpec(seed=seed, postings=8, start=first, end=last, candidates_per_posting=(300, 3000))),
+        first,
+        last,
+    )
+
+
+def demo_faults(seed: int = 7) -> Faults:
+    # A little weather, so the report shows retries doing their job.
+    return Faults(rate_limit=DEMO_RATE_LIMIT, error_rate=0.01, drop_rate=0.005, seed=seed)
 
 
 def prepare_environment(data_dir: Path, base_url: str, start: str) -> dict[str, str]:
@@ -54,15 +72,11 @@ def prepare_environment(data_dir: Path, base_url: str, start: str) -> dict[str, 
 @click.option("--seed", type=int, default=7, show_default=True)
 def main(data_dir: Path, days: int, seed: int) -> None:
     """Run the pipeline end to end on the simulator and print a report."""
-    from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
+    from heymilo_pipeline.simulator import create_app, serve_in_thread
 
     started = time.monotonic()
-    today = datetime.now(UTC).date()
-    first, last = today - timedelta(days=days), today - timedelta(days=1)
-    tenant = Tenant(TenantSpec(seed=seed, postings=8, start=first, end=last, candidates_per_posting=(300, 3000)))
-    # A little weather, so the report shows retries doing their job.
-    faults = Faults(rate_limit=DEMO_RATE_LIMIT, error_rate=0.01, drop_rate=0.005, seed=seed)
-    with serve_in_thread(create_app(tenant, DEMO_KEY, faults)) as base_url:
+    tenant, first, last = demo_tenant(days, seed)
+    with serve_in_thread(create_app(tenant, DEMO_KEY, demo_faults(seed))) as base_url:
         prepare_environment(data_dir, base_url, first.isoformat())
         # Imported only now: the partitions are defined from HEYMILO_START_DATE at import time.
         from heymilo_pipeline import cli
