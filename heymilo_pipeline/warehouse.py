@@ -65,6 +65,14 @@ class SliceFiles:
     step_files: Sequence[Path]
 
 
+@dataclass
+class LoadReport:
+    inserted: dict[str, int]
+    table_counts: dict[str, int]
+    differing_from_lake: list[dict[str, Any]]
+    preview: str
+
+
 class WarehouseLockedError(RuntimeError):
     """Another process kept the DuckDB file open for longer than we were willing to wait."""
 
@@ -125,16 +133,8 @@ class Warehouse:
 
     def ensure_schema(self) -> None:
         """Create missing tables and columns, and (re)apply every table and column comment. Idempotent."""
-        with self.connect() as conn, _transaction(conn):
-            for table in TABLES:
-                conn.execute(table.create_sql())
-                listed = conn.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table.name])
-                existing = {name for (name,) in listed.fetchall()}
-                for column in table.columns:
-                    if column.name not in existing:  # a column added in a later release; old rows get NULL
-                        conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
-                for statement in table.comment_sql():
-                    conn.execute(statement)
+        with self.connect() as conn:
+            _ensure_schema(conn)
 
     # --- loads ------------------------------------------------------------------------------
 
@@ -156,61 +156,31 @@ class Warehouse:
         and record every day of the range in partition_loads (0 rows for empty days). Any error rolls
         back every slice of the call. Returns the inserted row count per table.
         """
-        inserted = {CANDIDATES.name: 0, WORKFLOW_STEPS.name: 0}
-        with self.connect() as conn, _transaction(conn):
-            for item in slices:
-                bounds = [item.posting_id, item.days.first, item.days.last]
-                for table, files in ((CANDIDATES, item.candidate_files), (WORKFLOW_STEPS, item.step_files)):
-                    conn.execute(
-                        f'DELETE FROM "{table.name}" WHERE posting_id = ? AND created_date BETWEEN ? AND ?', bounds
-                    )
-                    inserted[table.name] += _insert_files(conn, table, [str(f) for f in files], bounds)
-                per_day = dict(conn.execute(_ROWS_PER_DAY, bounds).fetchall())
-                conn.executemany(
-                    "INSERT OR REPLACE INTO partition_loads VALUES (?, ?, ?, now(), ?)",
-                    [[item.posting_id, day, per_day.get(day, 0), run_id] for day in item.days.days],
-                )
-        return inserted
+        with self.connect() as conn:
+            return _replace_slices(conn, slices, run_id)
+
+    def publish(self, slices: Sequence[SliceFiles], run_id: str, preview_columns: Sequence[str]) -> LoadReport:
+        """What a run's load step does, on ONE connection: schema, replacement (one transaction), then
+        a comparison with the lake, table counts and a preview of the loaded rows."""
+        with self.connect() as conn:
+            _ensure_schema(conn)
+            inserted = _replace_slices(conn, slices, run_id)
+            return LoadReport(
+                inserted=inserted,
+                table_counts=_table_counts(conn),
+                differing_from_lake=_compare_with_lake(conn, slices),
+                preview=_preview(conn, slices, preview_columns),
+            )
 
     def compare_with_lake(self, slices: Sequence[SliceFiles]) -> list[dict[str, Any]]:
         """Slices whose DuckDB rows differ from their Parquet files (as multisets); empty when all agree."""
-        differing = []
         with self.connect(read_only=True) as conn:
-            for item in slices:
-                bounds = [item.posting_id, item.days.first, item.days.last]
-                for table, files in ((CANDIDATES, item.candidate_files), (WORKFLOW_STEPS, item.step_files)):
-                    names = _names(table)
-                    in_db = f'SELECT {names} FROM "{table.name}" WHERE posting_id = ? AND created_date BETWEEN ? AND ?'
-                    in_lake = f"SELECT {names} FROM {_READ}" if files else f'SELECT {names} FROM "{table.name}" LIMIT 0'
-                    lake_params = [[str(f) for f in files]] if files else []
-                    db_rows = conn.execute(f"SELECT count(*) FROM ({in_db})", bounds).fetchone()[0]
-                    lake_rows = conn.execute(f"SELECT count(*) FROM ({in_lake})", lake_params).fetchone()[0]
-                    only_db = conn.execute(
-                        f"SELECT count(*) FROM (({in_db}) EXCEPT ALL ({in_lake}))", [*bounds, *lake_params]
-                    ).fetchone()[0]
-                    if db_rows != lake_rows or only_db:
-                        differing.append(
-                            {"slice": f"{item.posting_id} {item.days}", "table": table.name,
-                             "duckdb_rows": db_rows, "lake_rows": lake_rows, "rows_only_in_duckdb": only_db}
-                        )  # fmt: skip
-        return differing
+            return _compare_with_lake(conn, slices)
 
     def preview(self, slices: Sequence[SliceFiles], columns: Sequence[str], limit: int = 10) -> str:
         """A markdown table of a few loaded rows of the first slice, restricted to ``columns``."""
-        if not slices:
-            return "(nothing loaded)"
-        item = slices[0]
-        cols = ", ".join(_quote(c) for c in columns)
         with self.connect(read_only=True) as conn:
-            rows = conn.execute(
-                f"SELECT {cols} FROM candidates WHERE posting_id = ? AND created_date BETWEEN ? AND ? "
-                f"ORDER BY created_at, interview_id LIMIT {int(limit)}",
-                [item.posting_id, item.days.first, item.days.last],
-            ).fetchall()
-        header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
-        return "\n".join(
-            [header, *("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows)]
-        )
+            return _preview(conn, slices, columns, limit)
 
     def replace_postings(self, table: pa.Table) -> int:
         """Replace the postings table by this snapshot (see flatten.postings_table); returns its row count."""
@@ -228,7 +198,7 @@ class Warehouse:
 
     def table_counts(self) -> dict[str, int]:
         with self.connect(read_only=True) as conn:
-            return {t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0] for t in TABLES}
+            return _table_counts(conn)
 
     def checksum(self, table: str, exclude: Sequence[str] = ()) -> str:
         """A hash of a table's content that ignores row order: ``"<rows>:<sum>"``.
@@ -244,6 +214,82 @@ class Warehouse:
         with self.connect(read_only=True) as conn:
             count, total = conn.execute(sql).fetchone()
         return f"{count}:{total}"
+
+
+# --- statements on an open connection (so one step can do everything on one connection) ---------
+
+
+def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    with _transaction(conn):
+        for table in TABLES:
+            conn.execute(table.create_sql())
+            listed = conn.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table.name])
+            existing = {name for (name,) in listed.fetchall()}
+            for column in table.columns:
+                if column.name not in existing:  # a column added in a later release; old rows get NULL
+                    conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
+            for statement in table.comment_sql():
+                conn.execute(statement)
+
+
+def _replace_slices(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles], run_id: str) -> dict[str, int]:
+    inserted = {CANDIDATES.name: 0, WORKFLOW_STEPS.name: 0}
+    with _transaction(conn):
+        for item in slices:
+            bounds = [item.posting_id, item.days.first, item.days.last]
+            for table, files in ((CANDIDATES, item.candidate_files), (WORKFLOW_STEPS, item.step_files)):
+                conn.execute(
+                    f'DELETE FROM "{table.name}" WHERE posting_id = ? AND created_date BETWEEN ? AND ?', bounds
+                )
+                inserted[table.name] += _insert_files(conn, table, [str(f) for f in files], bounds)
+            per_day = dict(conn.execute(_ROWS_PER_DAY, bounds).fetchall())
+            conn.executemany(
+                "INSERT OR REPLACE INTO partition_loads VALUES (?, ?, ?, now(), ?)",
+                [[item.posting_id, day, per_day.get(day, 0), run_id] for day in item.days.days],
+            )
+    return inserted
+
+
+def _compare_with_lake(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles]) -> list[dict[str, Any]]:
+    differing = []
+    for item in slices:
+        bounds = [item.posting_id, item.days.first, item.days.last]
+        for table, files in ((CANDIDATES, item.candidate_files), (WORKFLOW_STEPS, item.step_files)):
+            names = _names(table)
+            in_db = f'SELECT {names} FROM "{table.name}" WHERE posting_id = ? AND created_date BETWEEN ? AND ?'
+            in_lake = f"SELECT {names} FROM {_READ}" if files else f'SELECT {names} FROM "{table.name}" LIMIT 0'
+            lake_params = [[str(f) for f in files]] if files else []
+            db_rows = conn.execute(f"SELECT count(*) FROM ({in_db})", bounds).fetchone()[0]
+            lake_rows = conn.execute(f"SELECT count(*) FROM ({in_lake})", lake_params).fetchone()[0]
+            only_db = conn.execute(
+                f"SELECT count(*) FROM (({in_db}) EXCEPT ALL ({in_lake}))", [*bounds, *lake_params]
+            ).fetchone()[0]
+            if db_rows != lake_rows or only_db:
+                differing.append(
+                    {"slice": f"{item.posting_id} {item.days}", "table": table.name,
+                     "duckdb_rows": db_rows, "lake_rows": lake_rows, "rows_only_in_duckdb": only_db}
+                )  # fmt: skip
+    return differing
+
+
+def _preview(
+    conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles], columns: Sequence[str], limit: int = 10
+) -> str:
+    if not slices:
+        return "(nothing loaded)"
+    item = slices[0]
+    cols = ", ".join(_quote(c) for c in columns)
+    rows = conn.execute(
+        f"SELECT {cols} FROM candidates WHERE posting_id = ? AND created_date BETWEEN ? AND ? "
+        f"ORDER BY created_at, interview_id LIMIT {int(limit)}",
+        [item.posting_id, item.days.first, item.days.last],
+    ).fetchall()
+    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+    return "\n".join([header, *("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows)])
+
+
+def _table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    return {t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0] for t in TABLES}
 
 
 def _insert_files(conn: duckdb.DuckDBPyConnection, table: TableSpec, files: list[str], bounds: list[Any]) -> int:

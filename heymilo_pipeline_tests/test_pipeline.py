@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -264,3 +268,64 @@ def test_update_captures_late_changes(tmp_path: Path) -> None:
         zip(stale["interview_id"], stale["status"], strict=True)
     )
     assert changed, "the clock moved; some candidates should have advanced"
+
+
+HOLD_FILE = """
+import sys, time, duckdb
+conn = duckdb.connect(sys.argv[1], read_only=True)  # what a notebook does with a plain duckdb.connect
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@contextmanager
+def notebook_holding(path: Path, seconds: float) -> Iterator[subprocess.Popen]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FILE, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_notebook_holding_the_file_makes_the_load_wait(world: World) -> None:
+    posting_id = world.registered[0]
+    before = checksums(world)
+    with notebook_holding(world.data_dir / "heymilo.duckdb", 4):
+        # only the load (the lake already holds the files), so the run reaches DuckDB while it is still held
+        result = dg.materialize(
+            ASSETS,
+            instance=world.instance,
+            resources=world.resources(),
+            selection=["candidates", "candidate_workflow_steps"],
+            tags=range_tags(START, LAST, posting_id, posting_id),
+        )
+    assert result.success
+    messages = [str(r.user_message) for r in world.instance.all_logs(result.run_id)]
+    assert any("is open in another process" in m and "waiting up to" in m for m in messages)
+    assert checksums(world) == before
+
+
+def test_a_notebook_holding_the_file_too_long_fails_clearly(world: World) -> None:
+    posting_id = world.registered[0]
+    before = checksums(world)
+    resources = world.resources()
+    resources["storage"] = Storage(data_dir=str(world.data_dir), lock_timeout_seconds=1)
+    with notebook_holding(world.data_dir / "heymilo.duckdb", 60):
+        result = dg.materialize(
+            ASSETS,
+            instance=world.instance,
+            resources=resources,
+            selection=["candidates", "candidate_workflow_steps"],
+            tags=range_tags(START, LAST, posting_id, posting_id),
+            raise_on_error=False,
+        )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message
+    assert "stayed locked by another process" in message and "Nothing was written to DuckDB" in message
+    assert str(world.data_dir / "heymilo.duckdb") in message
+    assert checksums(world) == before

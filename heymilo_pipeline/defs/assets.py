@@ -23,7 +23,7 @@ from heymilo_pipeline.flatten import POSTINGS as POSTINGS_TABLE
 from heymilo_pipeline.flatten import WORKFLOW_STEPS, TableSpec
 from heymilo_pipeline.ingest import FetchedSlice, evaluate, fetch_slices, slices_from_keys, write_lake
 from heymilo_pipeline.settings import PipelineSettings
-from heymilo_pipeline.warehouse import SliceFiles
+from heymilo_pipeline.warehouse import SliceFiles, WarehouseLockedError
 
 GROUP = "heymilo"
 WORKFLOW_STEPS_KEY = dg.AssetKey("candidate_workflow_steps")
@@ -177,8 +177,6 @@ def _fetch_metadata(fetched: list[FetchedSlice], stats: QueryStats) -> dict:
 def warehouse_tables(context: dg.AssetExecutionContext, storage: Storage) -> Iterator:
     slices = slices_from_keys(keys_of(context.partition_keys))
     lake = storage.lake
-    warehouse = storage.warehouse(on_wait=context.log.warning)
-    warehouse.ensure_schema()
     plan = []
     for item in slices:
         files = [lake.paths(t.name, item.posting_id, item.days) for t in (CANDIDATES_TABLE, WORKFLOW_STEPS)]
@@ -188,18 +186,24 @@ def warehouse_tables(context: dg.AssetExecutionContext, storage: Storage) -> Ite
                 allow_retries=False,
             )
         plan.append(SliceFiles(item.posting_id, item.days, *files))
-    inserted = warehouse.replace_slices(plan, context.run.run_id)
-    counts = warehouse.table_counts()
-    mismatched = warehouse.compare_with_lake(plan)
+    try:
+        with core_logs_to(context.log):
+            report = storage.warehouse(on_wait=context.log.warning).publish(plan, context.run.run_id, PREVIEW_COLUMNS)
+    except WarehouseLockedError as exc:
+        raise dg.Failure(
+            f"{exc} Nothing was written to DuckDB (the load is one transaction); the lake already holds this run's "
+            "files, so rerunning the same partitions publishes them.",
+            allow_retries=False,
+        ) from None
+    inserted, counts, mismatched = report.inserted, report.table_counts, report.differing_from_lake
     context.log.info(f"loaded {inserted} into DuckDB for {len(slices)} slice(s)")
-    preview = warehouse.preview(plan, PREVIEW_COLUMNS)
     yield dg.MaterializeResult(
         asset_key=CANDIDATES,
         metadata={
             "rows_loaded": inserted["candidates"],
             "dagster/row_count": counts["candidates"],
             "slices": len(slices),
-            "preview": dg.MetadataValue.md(preview),
+            "preview": dg.MetadataValue.md(report.preview),
         },
     )
     yield dg.MaterializeResult(

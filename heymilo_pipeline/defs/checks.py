@@ -80,8 +80,17 @@ def data_check_results(fetched: Sequence[FetchedSlice]) -> tuple[list[dg.AssetCh
         "(HEYMILO_FRESHNESS_DEADLINE_HOUR, UTC, default 6), and reports how recent each posting's newest candidate is."
     ),
     blocking=False,
+    pool="duckdb",  # it reads the DuckDB file: take turns with the loads instead of waiting on their lock
 )
 def freshness(context: dg.AssetCheckExecutionContext, storage: Storage) -> dg.AssetCheckResult:
+    if "dagster/backfill" in context.run.tags:
+        # A backfill is one run per posting; judging all postings from inside one of them would show red
+        # while the others are still loading. The daily update (and any run outside a backfill) evaluates it.
+        return dg.AssetCheckResult(
+            passed=True,
+            description="not evaluated inside a backfill run; the daily update evaluates freshness",
+            metadata={"evaluated": False},
+        )
     deadline_hour = int(os.environ.get("HEYMILO_FRESHNESS_DEADLINE_HOUR", 6))
     now = datetime.now(UTC)
     due = now.date() - timedelta(days=1 if now.hour >= deadline_hour else 2)
@@ -108,6 +117,7 @@ def freshness(context: dg.AssetCheckExecutionContext, storage: Storage) -> dg.As
             else f"every active posting is loaded through {due}"
         ),
         metadata={
+            "evaluated": True,
             "due_through": str(due),
             "active_postings": len(active),
             "stale_postings": dg.MetadataValue.json(stale),
