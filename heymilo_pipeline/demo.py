@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -85,12 +86,13 @@ def main(data_dir: Path, days: int, seed: int) -> None:
         registered = cli.ensure_postings(instance, refresh=True)
         failed = cli.run_backfill(instance, first, last, registered)
         stats = httpx.get(f"{base_url}/_sim/stats", headers={"X-API-KEY": DEMO_KEY}).json()
-    truth_counts: dict[str, int] = {}
-    for record in tenant.truth():
-        truth_counts[record["posting_id"]] = truth_counts.get(record["posting_id"], 0) + 1
+    wanted = set(registered)
+    truth = {(r["interview_id"], r["status"], r["score"]) for r in tenant.truth() if r["posting_id"] in wanted}
+    truth_counts = Counter(r["posting_id"] for r in tenant.truth() if r["posting_id"] in wanted)
     minimum = sum(max(1, math.ceil(truth_counts.get(p, 0) / 100)) for p in registered)
     candidate_requests = sum(n for route, n in stats["requests_by_route"].items() if route.endswith("/candidates"))
     _report(data_dir, instance, registered, failed, candidate_requests, minimum, stats, time.monotonic() - started)
+    _compare_with_truth(data_dir / "heymilo.duckdb", truth)
     if failed:
         raise SystemExit(1)
 
@@ -111,18 +113,33 @@ def _report(data_dir, instance, registered, failed, requests, minimum, stats, se
     lines = [
         "",
         "HeyMilo pipeline demo: done" + (f" with FAILED postings {failed}" if failed else ""),
-        f"  postings        {counts['postings']} listed, {len(registered)} fetched (test postings skipped)",
-        *(f"  {name:<15} {n:,} rows" for name, n in counts.items() if name != "postings"),
-        f"  checks          {passed} passed, {len(checks) - passed} not passed"
-        + "".join(f"\n                  {name}: {status}" for name, status, _ in checks if status != "passed"),
-        f"  API requests    {requests} for candidates (minimum {minimum}; {retried} retried after injected faults)",
-        f"  time            {seconds:.0f} s",
-        f"  DuckDB file     {db.resolve()}",
-        f'  open it         .venv/bin/python -c "from heymilo_pipeline.warehouse import query; '
+        f"  postings                  {counts['postings']} listed, {len(registered)} fetched (test postings skipped)",
+        *(f"  {name:<25} {n:,} rows" for name, n in counts.items() if name != "postings"),
+        f"  checks                    {passed} passed, {len(checks) - passed} not passed"
+        + "".join(f"\n{'':28}{name}: {status}" for name, status, _ in checks if status != "passed"),
+        f"  API requests              {requests} for candidates (minimum {minimum}; {retried} retried after injected faults)",
+        f"  time                      {seconds:.0f} s",
+        f"  DuckDB file               {db.resolve()}",
+        f'  open it                   .venv/bin/python -c "from heymilo_pipeline.warehouse import query; '
         f"print(query('{db}', 'SELECT status, count(*) FROM candidates GROUP BY 1'))\"",
-        "  see the runs    make dev   (Dagster UI on http://127.0.0.1:3000)",
+        "  see the runs              make dev   (Dagster UI on http://127.0.0.1:3000)",
     ]
     click.echo("\n".join(lines))
+
+
+def _compare_with_truth(db: Path, truth: set[tuple]) -> None:
+    """The simulator knows every candidate: say whether the tables hold exactly those, as the API sent them."""
+    from heymilo_pipeline.warehouse import query
+
+    table = query(db, "SELECT interview_id, status, score FROM candidates")
+    loaded = {(i, s, None if sc != sc else sc) for i, s, sc in zip(*(table[c] for c in table.columns), strict=True)}
+    missing, extra = len(truth - loaded), len(loaded - truth)
+    verdict = (
+        "exactly the simulator's candidates"
+        if not missing and not extra and len(table) == len(truth)
+        else (f"MISMATCH: {missing} missing or different, {extra} unexpected")
+    )
+    click.echo(f"  ground truth              {len(table):,} rows loaded, {len(truth):,} expected: {verdict}")
 
 
 if __name__ == "__main__":  # pragma: no cover
