@@ -117,7 +117,8 @@ def _report(data_dir, instance, registered, failed, requests, minimum, stats, se
         *(f"  {name:<25} {n:,} rows" for name, n in counts.items() if name != "postings"),
         f"  checks                    {passed} passed, {len(checks) - passed} not passed"
         + "".join(f"\n{'':28}{name}: {status}" for name, status, _ in checks if status != "passed"),
-        f"  API requests              {requests} for candidates (minimum {minimum}; {retried} retried after injected faults)",
+        f"  API requests              {requests} for candidates "
+        f"(minimum {minimum}; {retried} retried after injected faults)",
         f"  time                      {seconds:.0f} s",
         f"  DuckDB file               {db.resolve()}",
         f'  open it                   .venv/bin/python -c "from heymilo_pipeline.warehouse import query; '
