@@ -9,16 +9,17 @@ from __future__ import annotations
 import os
 import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import click
 import dagster as dg
+from dotenv import load_dotenv  # python-dotenv comes with dagster, which reads .env the same way
 
 from heymilo_pipeline.api.errors import ConfigurationError
-from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
-from heymilo_pipeline.defs.schedules import update_request
 from heymilo_pipeline.settings import PipelineSettings
 
-DUCKDB_POOL = "duckdb"
+# The Dagster definitions are imported inside the commands, after .env is read: the partitions are
+# defined from HEYMILO_START_DATE when they are imported.
 
 
 def open_instance() -> dg.DagsterInstance:
@@ -53,6 +54,8 @@ def execute_job(job_name: str, instance: dg.DagsterInstance, tags: dict[str, str
 
 
 def ensure_postings(instance: dg.DagsterInstance, refresh: bool) -> list[str]:
+    from heymilo_pipeline.defs.partitions import POSTINGS
+
     registered = instance.get_dynamic_partitions(POSTINGS)
     if refresh or not registered:
         click.echo("Listing postings ...")
@@ -65,6 +68,8 @@ def ensure_postings(instance: dg.DagsterInstance, refresh: bool) -> list[str]:
 @click.group()
 def main() -> None:
     """Fetch HeyMilo candidates into the lake and DuckDB, outside the Dagster UI."""
+    # Like `dagster dev`, read .env from the working directory; variables already set win.
+    load_dotenv(Path.cwd() / ".env", override=False)
 
 
 @main.command()
@@ -97,6 +102,8 @@ def backfill(start: datetime, end: datetime, posting_ids: tuple[str, ...]) -> No
 
 def run_backfill(instance: dg.DagsterInstance, first: date, last: date, posting_ids: list[str]) -> list[str]:
     """One run per posting over first..last, as a UI backfill with a single-run policy does; returns failures."""
+    from heymilo_pipeline.defs.partitions import range_tags
+
     failed = []
     for posting_id in posting_ids:
         click.echo(f"Backfilling posting {posting_id}, {first}..{last}")
@@ -112,6 +119,8 @@ def run_backfill(instance: dg.DagsterInstance, first: date, last: date, posting_
 )
 def update(as_of: datetime | None) -> None:
     """Exactly what the daily schedule runs on AS_OF: yesterday plus the lookback window, every posting."""
+    from heymilo_pipeline.defs.schedules import update_request
+
     settings = load_settings()
     day = as_of.date() if as_of else datetime.now(UTC).date()
     instance = open_instance()

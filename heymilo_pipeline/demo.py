@@ -24,7 +24,7 @@ DEMO_DAYS = 90
 DEMO_RATE_LIMIT = 3000  # the simulator enforces this, and the client paces itself under it
 
 DAGSTER_YAML = """\
-# Written by `make demo` / `make dev`. Local instance for the demo; see docs/ for production settings.
+# Written by `make demo` / `make dev`: a local instance for trying the pipeline out.
 telemetry:
   enabled: false
 concurrency:

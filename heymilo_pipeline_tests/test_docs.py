@@ -1,0 +1,41 @@
+"""docs/tables.md must be what `python -m heymilo_pipeline.docs` writes from the column declarations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from heymilo_pipeline import docs
+from heymilo_pipeline.warehouse import TABLES
+
+TABLES_MD = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
+
+
+def test_tables_md_is_current() -> None:
+    assert TABLES_MD.is_file(), f"{TABLES_MD} is missing; run `{docs.COMMAND}`"
+    assert TABLES_MD.read_text(encoding="utf-8") == docs.render(), (
+        f"{TABLES_MD} is not current with the column declarations; run `{docs.COMMAND}` and commit the result"
+    )
+
+
+def test_every_table_and_column_is_documented() -> None:
+    text = docs.render()
+    assert docs.COMMAND in text.splitlines()[2]  # the note sits right under the title
+    for table in TABLES:
+        assert f"## `{table.name}`" in text
+        for column in table.columns:
+            assert f"| `{column.name}` | {column.sql_type} |" in text, (table.name, column.name)
+
+
+def test_command_writes_and_checks(tmp_path: Path) -> None:
+    out = tmp_path / "docs" / "tables.md"
+    runner = CliRunner()
+    assert runner.invoke(docs.main, ["--out", str(out), "--check"]).exit_code == 1  # missing is not current
+    written = runner.invoke(docs.main, ["--out", str(out)])
+    assert written.exit_code == 0, written.output
+    assert out.read_text(encoding="utf-8") == docs.render()
+    assert runner.invoke(docs.main, ["--out", str(out), "--check"]).exit_code == 0
+    out.write_text(docs.render() + "edited by hand\n", encoding="utf-8")
+    stale = runner.invoke(docs.main, ["--out", str(out), "--check"])
+    assert stale.exit_code == 1 and docs.COMMAND in stale.output
