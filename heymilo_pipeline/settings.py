@@ -11,9 +11,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from heymilo_pipeline.api.errors import ConfigurationError
+from heymilo_pipeline.privacy import PiiMode, Scrubber
 
 DEFAULT_START_DATE = date(2025, 1, 1)
 
@@ -24,6 +25,8 @@ ENVIRONMENT = {
     "HEYMILO_POSTINGS": "include_postings",
     "HEYMILO_EXCLUDE_POSTINGS": "exclude_postings",
     "HEYMILO_INCLUDE_TEST_POSTINGS": "include_test_postings",
+    "HEYMILO_PII": "pii",
+    "HEYMILO_PII_KEY": "pii_key",
 }
 
 
@@ -36,6 +39,8 @@ class PipelineSettings(BaseModel):
     include_postings: tuple[str, ...] = Field((), description="Only these postings (empty: all).")
     exclude_postings: tuple[str, ...] = Field((), description="Never these postings.")
     include_test_postings: bool = Field(False, description="Also fetch postings flagged test_posting.")
+    pii: PiiMode = Field("keep", description="What to store of names, emails and links: keep, hash or drop.")
+    pii_key: SecretStr | None = Field(None, description="Secret that keys the hash when pii=hash.")
 
     @field_validator("include_postings", "exclude_postings", mode="before")
     @classmethod
@@ -43,6 +48,15 @@ class PipelineSettings(BaseModel):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.replace(";", ",").split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _hash_needs_key(self) -> PipelineSettings:
+        if self.pii == "hash" and not (self.pii_key and self.pii_key.get_secret_value()):
+            raise ValueError("HEYMILO_PII=hash needs HEYMILO_PII_KEY, a secret that keys the hash")
+        return self
+
+    def scrubber(self) -> Scrubber:
+        return Scrubber(self.pii, self.pii_key.get_secret_value() if self.pii_key else None)
 
     @field_validator("start_date")
     @classmethod
@@ -81,6 +95,7 @@ class PipelineSettings(BaseModel):
         except ValidationError as exc:
             names = {name: var for var, name in ENVIRONMENT.items()}
             problems = "; ".join(
-                f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors(include_input=False)
+                f"{names.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'settings'}: {e['msg']}"
+                for e in exc.errors(include_input=False)
             )
             raise ConfigurationError(f"invalid pipeline settings: {problems}") from None

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from heymilo_pipeline.api.client import CandidatePage
-from heymilo_pipeline.api.errors import HeyMiloError
+from heymilo_pipeline.api.errors import ConfigurationError, HeyMiloError
 from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.defs.checks import CANDIDATES, DATA_CHECK_SPECS, RAW_CANDIDATES, data_check_results, score_bounds
 from heymilo_pipeline.defs.partitions import candidate_partitions, keys_of, register_postings
@@ -37,6 +37,13 @@ def column_schema(table: TableSpec) -> dg.TableSchema:
     )
 
 
+def _settings() -> PipelineSettings:
+    try:
+        return PipelineSettings.from_env()
+    except ConfigurationError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+
+
 def _fail(exc: HeyMiloError) -> dg.Failure:
     """Our errors already name the posting, the days and what to do; retrying a 401 or 404 is pointless."""
     return dg.Failure(str(exc), allow_retries=exc.retryable)
@@ -50,7 +57,8 @@ def _fail(exc: HeyMiloError) -> dg.Failure:
     metadata={"dagster/column_schema": column_schema(POSTINGS_TABLE), "dagster/table_name": "postings"},
 )
 def postings(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage) -> dg.MaterializeResult:
-    settings = PipelineSettings.from_env()
+    settings = _settings()
+    storage.ensure_writable()
     try:
         found = asyncio.run(discover_postings(heymilo.client(), settings))
     except HeyMiloError as exc:
@@ -84,6 +92,9 @@ def postings(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: St
 )
 def raw_candidates(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage) -> Iterator:
     slices = slices_from_keys(keys_of(context.partition_keys))
+    # Configuration problems surface before the first request and before anything is written.
+    scrubber = _settings().scrubber()
+    storage.ensure_writable()
     context.log.info(f"{len(slices)} slice(s) to fetch: " + "; ".join(str(s) for s in slices[:20]))
 
     def progress(page: CandidatePage, stats: QueryStats) -> None:
@@ -104,6 +115,7 @@ def raw_candidates(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, stora
         raise _fail(exc) from None
     bounds = score_bounds()
     for item in fetched:
+        item.raw, item.candidates = scrubber.records(item.raw), scrubber.table(item.candidates)
         evaluate(item, bounds)
     results, blocking = data_check_results(fetched)
     if blocking:

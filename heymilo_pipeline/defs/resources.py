@@ -6,6 +6,7 @@ against the simulator (``make demo``) or the real API (``HEYMILO_API_KEY`` in ``
 
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,6 +59,20 @@ class Storage(dg.ConfigurableResource):
     lock_timeout_seconds: float = Field(
         300.0, description="How long a load waits for a DuckDB file held by another process (a notebook?)."
     )
+
+    def ensure_writable(self) -> None:
+        """Fail before fetching anything when the data directory cannot take our files."""
+        root = Path(self.data_dir)
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            raise dg.Failure(
+                f"HEYMILO_DATA_DIR {root} is not a writable directory ({exc.strerror or exc}). Point HEYMILO_DATA_DIR "
+                "at a directory this user can write; nothing was fetched or written.",
+                allow_retries=False,
+            ) from None
 
     @property
     def lake(self) -> Lake:
