@@ -27,6 +27,8 @@ DAGSTER_YAML = """\
 # Written by `make demo` / `make dev`: a local instance for trying the pipeline out.
 telemetry:
   enabled: false
+nux:
+  enabled: false
 concurrency:
   pools:
     default_limit: 1   # the "duckdb" pool: one DuckDB writer at a time

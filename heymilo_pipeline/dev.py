@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -26,23 +27,50 @@ def main(data_dir: Path, port: int, days: int) -> None:
     from heymilo_pipeline.simulator import create_app, serve_in_thread
 
     tenant, first, _ = demo_tenant(days)
+    data_dir = data_dir.resolve()
     with serve_in_thread(create_app(tenant, DEMO_KEY, demo_faults())) as base_url:
         env = {**os.environ, **prepare_environment(data_dir, base_url, first.isoformat())}
+        home = Path(env["DAGSTER_HOME"])
+        workspace = home / "workspace.yaml"
+        workspace.write_text(WORKSPACE)
         click.echo(f"Simulator on {base_url}; Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops both)")
-        command = [sys.executable, "-m", "dagster", "dev", "-m", "heymilo_pipeline.definitions", "-h", "127.0.0.1",
-                   "-p", str(port)]  # fmt: skip
-        process = subprocess.Popen(command, env=env, start_new_session=True)
+        command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+        # Started in DAGSTER_HOME, not the project root: dagster dev reads .env from its working directory,
+        # and a .env meant for the real API must not point this simulator session at it.
+        process = subprocess.Popen(command, env=env, cwd=home, start_new_session=True)
+        stop = _stopper(process)
+        for name in ("SIGTERM", "SIGHUP"):
+            signal.signal(getattr(signal, name), lambda *_: stop())
         try:
             process.wait()
         except KeyboardInterrupt:
             pass
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGINT)  # dagster dev stops its webserver and daemon on SIGINT
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+            stop()
+
+
+WORKSPACE = """\
+load_from:
+  - python_module:
+      module_name: heymilo_pipeline.definitions
+      location_name: heymilo_pipeline
+"""
+
+
+def _stopper(process: subprocess.Popen) -> Callable[[], None]:
+    """Stop dagster dev's whole process group (webserver, daemon, code server) whatever ends this one."""
+
+    def stop() -> None:
+        if process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
+        try:
+            process.wait(timeout=30)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    return stop
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -491,6 +491,10 @@ async def gather_bounded(factories: list[Callable[[], Awaitable[R]]], limit: int
         async with semaphore:
             return await factory()
 
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(run(factory)) for factory in factories]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(run(factory)) for factory in factories]
+    except ExceptionGroup as failed:
+        # The first failure cancels the rest; callers catch our own error types, not a group of them.
+        raise failed.exceptions[0] from None
     return [task.result() for task in tasks]

@@ -1,0 +1,564 @@
+"""`make dev` end to end: ``python -m heymilo_pipeline.dev`` as a user starts it, driven over GraphQL.
+
+One ``make dev`` (the simulator in-process plus ``dagster dev``) serves the whole module from a temporary data
+directory. The first test reads what the code location defines (assets, checks, schedule, sensor), registers
+the postings with a run of ``postings_job`` and loads ONE posting x day partition with a run of
+``candidates_job``, both launched with the mutation the UI's Launchpad uses. The second test takes a headless
+Chromium screenshot of the asset graph (skipped without a chromium binary). Stopping ``make dev`` is part of the
+test: SIGINT, as Ctrl-C sends it, must stop the dev process, ``dagster dev`` (its own session, started by
+dev.py) and everything they started; SIGTERM / SIGKILL only clean up after a failure.
+
+Slow-ish (~40-60 s: a code location load and two runs); no timing assertions, only timeouts that fail with the
+processes' output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from heymilo_pipeline.demo import DEMO_KEY
+
+pytestmark = pytest.mark.timeout(300)
+
+DAYS = 10
+ASSETS = {"postings", "raw_candidates", "candidates", "candidate_workflow_steps"}
+PARTITIONED = ("raw_candidates", "candidates", "candidate_workflow_steps")
+CHECKS = {
+    "raw_candidates": {
+        "unique_interview_id",
+        "non_null_keys",
+        "score_ranges",
+        "rows_match_total_count",
+        "steps_reference_candidates",
+        "known_status_values",
+    },
+    "candidates": {"matches_lake", "freshness"},
+}
+GROUP = "heymilo"
+STARTUP_TIMEOUT_S = 150.0
+RUN_TIMEOUT_S = 120.0
+SIGINT_TIMEOUT_S = 60.0  # dev.py itself gives dagster dev 30 s before it kills it
+KILL_TIMEOUT_S = 15.0
+SCREENSHOT_TIMEOUT_S = 90.0
+
+
+# --- processes --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 80) -> str:
+    if not path.exists():
+        return f"({path} does not exist)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    state: str
+    cmd: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} (ppid {self.ppid}, pgid {self.pgid}, sid {self.sid}, state {self.state}) {self.cmd}"
+
+
+def processes() -> list[Proc]:
+    """Every process of the machine, from /proc (Linux)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # exited meanwhile
+        # "pid (comm) state ppid pgrp session ...": comm may contain spaces and parentheses.
+        state, ppid, pgid, sid = stat[stat.rindex(")") + 2 :].split()[:4]
+        out.append(Proc(int(entry.name), int(ppid), int(pgid), int(sid), state, cmd[:160] or stat.split()[1]))
+    return out
+
+
+def descendants(root: int) -> list[Proc]:
+    table = processes()
+    children: dict[int, list[Proc]] = {}
+    for proc in table:
+        children.setdefault(proc.ppid, []).append(proc)
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child.pid)
+    return found
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _default_sigint() -> None:
+    # A shell that starts a background job without job control makes it ignore SIGINT (and dagster dev then
+    # ignores SIGTERM too: it maps SIGTERM to its SIGINT handler). Give the child what a terminal gives `make dev`.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@dataclass
+class MakeDev:
+    """``python -m heymilo_pipeline.dev`` in its own session, logging to a file."""
+
+    popen: subprocess.Popen[bytes]
+    log: Path
+    url: str
+    data_dir: Path
+    started: float = field(default_factory=time.monotonic)
+    groups: set[int] = field(default_factory=set)  # process groups (= sessions here) of dev.py and dagster dev
+
+    @classmethod
+    def start(cls, tmp: Path, port: int) -> MakeDev:
+        data_dir = tmp / "data"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
+        env.update(PYTHONUNBUFFERED="1", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+        args = [sys.executable, "-m", "heymilo_pipeline.dev", "--port", str(port), "--data-dir", str(data_dir),
+                "--days", str(DAYS)]  # fmt: skip
+        log = tmp / "make_dev.log"
+        # cwd=tmp: dagster dev reads .env from its working directory, and a developer's .env must not leak in.
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                args, env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=_default_sigint,
+            )  # fmt: skip
+        dev = cls(popen, log, f"http://127.0.0.1:{port}", data_dir)
+        dev.groups.add(popen.pid)
+        return dev
+
+    def output(self, lines: int = 120) -> str:
+        return f"--- make dev output (tail) ---\n{tail(self.log, lines)}"
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            raise AssertionError(f"make dev exited with code {self.popen.returncode}\n{self.output()}")
+
+    def simulator_url(self) -> str | None:
+        for line in tail(self.log, 10_000).splitlines():
+            if line.startswith("Simulator on "):
+                return line.split()[2].rstrip(";")
+        return None
+
+    def track(self) -> None:
+        """Remember the process groups of everything dev.py started (dagster dev runs in its own session)."""
+        self.groups |= {proc.pgid for proc in descendants(self.popen.pid)}
+        self.groups |= {proc.sid for proc in descendants(self.popen.pid)}
+
+    def remaining(self, *, zombies: bool = False) -> list[Proc]:
+        return [
+            proc
+            for proc in processes()
+            if (proc.pgid in self.groups or proc.sid in self.groups) and (zombies or proc.state != "Z")
+        ]
+
+    def stop(self) -> tuple[int | None, list[Proc]]:
+        """SIGINT to dev.py's group, as Ctrl-C; returns dev.py's exit code and what SIGINT left running.
+
+        Whatever is left gets SIGTERM, then SIGKILL, so nothing outlives the test either way.
+        """
+        if self.popen.poll() is None:
+            self.track()
+        _signal_group(self.popen.pid, signal.SIGINT)
+        deadline = time.monotonic() + SIGINT_TIMEOUT_S
+        with suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=SIGINT_TIMEOUT_S)
+        while self.remaining() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = self.remaining()
+        code = self.popen.poll()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not self.remaining():
+                break
+            print(f"make dev: {len(self.remaining())} process(es) left, sending {sig.name} to groups {self.groups}")
+            for pgid in self.groups:
+                _signal_group(pgid, sig)
+            deadline = time.monotonic() + KILL_TIMEOUT_S
+            while self.remaining() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        with suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=KILL_TIMEOUT_S)
+        return code, left
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout_s: float, dev: MakeDev, interval_s: float = 0.5) -> Any:
+    """Call ``probe`` until it returns something truthy; fail early if make dev died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        dev.check_alive()
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}\n{dev.output()}")
+        time.sleep(interval_s)
+
+
+# --- GraphQL ----------------------------------------------------------------------------------------
+
+
+def graphql(url: str, document: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = httpx.post(
+        f"{url}/graphql", json={"query": document, "variables": variables or {}}, timeout=60.0, trust_env=False
+    )
+    response.raise_for_status()
+    body = response.json()
+    assert not body.get("errors"), json.dumps(body["errors"], indent=2)
+    return body["data"]
+
+
+def expect_type(value: dict[str, Any], typename: str) -> dict[str, Any]:
+    assert value["__typename"] == typename, json.dumps(value, indent=2)
+    return value
+
+
+REPOSITORIES = """
+query Repositories {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries { name locationOrLoadError { __typename ... on PythonError { message stack } } }
+    }
+  }
+  repositoriesOrError {
+    __typename
+    ... on PythonError { message stack }
+    ... on RepositoryConnection {
+      nodes {
+        name
+        location { name }
+        jobs { name }
+        schedules { name cronSchedule executionTimezone scheduleState { status } }
+        sensors { name minIntervalSeconds sensorState { status } }
+        assetNodes {
+          assetKey { path }
+          groupName
+          isPartitioned
+          assetChecksOrError { __typename ... on AssetChecks { checks { name blocking } } }
+        }
+      }
+    }
+  }
+}
+"""
+
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on PythonError { message stack }
+    ... on Run { runId jobName status tags { key value } }
+  }
+}
+"""
+
+RUN_LOGS = """
+query Logs($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message level stepKey }
+        ... on ExecutionStepFailureEvent { error { message stack } }
+        ... on RunFailureEvent { error { message stack } }
+      }
+    }
+  }
+}
+"""
+
+ASSET = """
+query Asset($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    __typename
+    ... on AssetNode {
+      partitionKeysByDimension { name partitionKeys }
+      partitionStats { numMaterialized numPartitions numFailed numMaterializing }
+      assetChecksOrError {
+        __typename
+        ... on AssetChecks { checks { name executionForLatestMaterialization { runId status } } }
+      }
+    }
+  }
+}
+"""
+
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def run_report(url: str, run_id: str) -> str:
+    """The errors and warnings of a run, for a failure message."""
+    out = [f"run {run_id}:"]
+    logs = graphql(url, RUN_LOGS, {"runId": run_id})["logsForRun"]
+    for event in logs.get("events", []):
+        if event.get("error"):
+            out.append(f"  {event['__typename']} {event.get('stepKey')}: {event['error']['message']}")
+            out.append("    " + "".join(event["error"].get("stack") or [])[-2000:])
+        elif event.get("level") in ("ERROR", "CRITICAL", "WARNING"):
+            out.append(f"  {event['level']} {event.get('stepKey')}: {event.get('message')}")
+    return "\n".join(out)
+
+
+def launch_and_wait(dev: MakeDev, repo: dict[str, Any], job: str, tags: dict[str, str]) -> dict[str, Any]:
+    """Launch ``job`` as the Launchpad does (queued, then dequeued by the daemon) and wait until it finishes."""
+    params = {
+        "selector": {
+            "repositoryLocationName": repo["location"]["name"],
+            "repositoryName": repo["name"],
+            "jobName": job,
+        },
+        "executionMetadata": {"tags": [{"key": key, "value": value} for key, value in tags.items()]},
+    }
+    launched = graphql(dev.url, LAUNCH_RUN, {"params": params})["launchRun"]
+    run_id = expect_type(launched, "LaunchRunSuccess")["run"]["runId"]
+    launched_at = time.monotonic()
+
+    def finished() -> dict[str, Any] | None:
+        run = expect_type(graphql(dev.url, RUN, {"runId": run_id})["runOrError"], "Run")
+        return run if run["status"] in FINISHED else None
+
+    run = wait_for(f"{job} run {run_id} to finish", finished, RUN_TIMEOUT_S, dev, interval_s=1.0)
+    print(f"{job} run {run_id}: {run['status']} {time.monotonic() - launched_at:.1f}s after launch")
+    assert run["status"] == "SUCCESS", f"{job} run {run['status']}\n{run_report(dev.url, run_id)}\n{dev.output(60)}"
+    return run
+
+
+def asset(url: str, key: str) -> dict[str, Any]:
+    return expect_type(graphql(url, ASSET, {"key": {"path": [key]}})["assetNodeOrError"], "AssetNode")
+
+
+# --- fixtures ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    dev: MakeDev
+    repo: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def make_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    """One ``make dev`` for the module, up with its code location loaded; stopped (and checked) at the end."""
+    now = datetime.now(UTC)
+    if (now + timedelta(seconds=300)).date() != now.date():
+        pytest.skip("too close to midnight UTC: the daily partitions would change while the tests run")
+    tmp = tmp_path_factory.mktemp("make_dev")
+    dev = MakeDev.start(tmp, free_port())
+    failed = True
+    try:
+
+        def answering() -> bool:
+            try:
+                return httpx.get(f"{dev.url}/server_info", timeout=5.0, trust_env=False).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("the webserver to answer", answering, STARTUP_TIMEOUT_S, dev)
+        dev.track()
+
+        def repository() -> dict[str, Any] | None:
+            data = graphql(dev.url, REPOSITORIES)
+            for entry in data["workspaceOrError"].get("locationEntries", []):
+                error = entry["locationOrLoadError"] or {}
+                assert error.get("__typename") != "PythonError", (
+                    f"code location {entry['name']} failed to load: {error['message']}{''.join(error['stack'])}"
+                )
+            found = data["repositoriesOrError"]
+            if found["__typename"] != "RepositoryConnection":
+                return None
+            return next((node for node in found["nodes"] if node["assetNodes"]), None)
+
+        repo = wait_for("the code location to load", repository, STARTUP_TIMEOUT_S, dev)
+        dev.track()  # the code server and the daemon are up by now
+        print(f"\nmake dev: code location {repo['location']['name']} loaded {time.monotonic() - dev.started:.1f}s "
+              f"after start; process groups {sorted(dev.groups)}")  # fmt: skip
+        yield Loaded(dev, repo)
+        failed = False
+    finally:
+        code, left = dev.stop()
+        print(f"\nmake dev: SIGINT to process group {dev.popen.pid}; exit code {code}, {len(left)} process(es) of "
+              f"groups {sorted(dev.groups)} left")  # fmt: skip
+        if failed or left or code != 0:
+            print(dev.output(150))
+    assert not left, "SIGINT (Ctrl-C) left these processes of make dev running:\n" + "\n".join(map(str, left))
+    assert code == 0, f"make dev exited with {code} after SIGINT"
+    assert not dev.remaining(), "\n".join(map(str, dev.remaining()))
+
+
+# --- the tests --------------------------------------------------------------------------------------
+
+
+def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded) -> None:
+    dev, repo = make_dev.dev, make_dev.repo
+
+    # 1. What the code location defines: four assets in one group, their checks, the schedule and the sensor
+    #    (both stopped, Dagster's default).
+    nodes = {"/".join(node["assetKey"]["path"]): node for node in repo["assetNodes"]}
+    assert set(nodes) == ASSETS, sorted(nodes)
+    assert {node["groupName"] for node in nodes.values()} == {GROUP}
+    assert all(nodes[key]["isPartitioned"] for key in PARTITIONED) and not nodes["postings"]["isPartitioned"]
+    checks = {
+        key: {check["name"] for check in node["assetChecksOrError"].get("checks", [])}
+        for key, node in nodes.items()
+        if node["assetChecksOrError"].get("checks")
+    }
+    assert checks == CHECKS, checks
+    blocking = {c["name"] for c in nodes["raw_candidates"]["assetChecksOrError"]["checks"] if c["blocking"]}
+    assert blocking == CHECKS["raw_candidates"] - {"known_status_values"}
+    assert {job["name"] for job in repo["jobs"]} >= {"candidates_job", "postings_job"}
+    assert [(s["name"], s["cronSchedule"], s["executionTimezone"], s["scheduleState"]["status"])
+            for s in repo["schedules"]] == [("daily_update", "0 3 * * *", "UTC", "STOPPED")]  # fmt: skip
+    assert [(s["name"], s["minIntervalSeconds"], s["sensorState"]["status"]) for s in repo["sensors"]] == [
+        ("new_postings", 600, "STOPPED")
+    ]
+
+    # 2. Register the postings: a run of postings_job, launched as from the Launchpad.
+    launch_and_wait(dev, repo, "postings_job", {})
+    dims = {d["name"]: d["partitionKeys"] for d in asset(dev.url, "raw_candidates")["partitionKeysByDimension"]}
+    today = datetime.now(UTC).date()
+    assert dims["date"] == [(today - timedelta(days=DAYS - i)).isoformat() for i in range(DAYS)], dims["date"]
+    assert dims["posting"], "postings_job registered no posting"
+    print(f"registered postings: {dims['posting']}")
+
+    # 3. One partition of candidates_job: the first posting, yesterday (multi-partition key "date|posting").
+    posting, day = dims["posting"][0], dims["date"][-1]
+    partition = f"{day}|{posting}"
+    run = launch_and_wait(dev, repo, "candidates_job", {"dagster/partition": partition})
+    assert run["jobName"] == "candidates_job"
+    assert {tag["key"]: tag["value"] for tag in run["tags"]}["dagster/partition"] == partition
+
+    # 4. Dagster recorded exactly that partition of each asset, and the data checks passed in that run.
+    total = len(dims["date"]) * len(dims["posting"])
+    for key in PARTITIONED:
+        stats = asset(dev.url, key)["partitionStats"]
+        assert stats == {"numMaterialized": 1, "numPartitions": total, "numFailed": 0, "numMaterializing": 0}, key
+    executions = {
+        check["name"]: check["executionForLatestMaterialization"]
+        for key in CHECKS
+        for check in asset(dev.url, key)["assetChecksOrError"]["checks"]
+    }
+    print("checks: " + ", ".join(f"{name} {(e or {}).get('status')}" for name, e in sorted(executions.items())))
+    for name in CHECKS["raw_candidates"] | {"matches_lake"}:
+        assert executions[name] and executions[name]["runId"] == run["runId"], (name, executions[name])
+        assert executions[name]["status"] == "SUCCEEDED", (name, executions[name], run_report(dev.url, run["runId"]))
+    # freshness judges every active posting through yesterday: with one partition loaded it may well fail
+    # (severity ERROR, not blocking), which does not fail the run.
+
+    # 5. The candidates came from the embedded simulator.
+    simulator = dev.simulator_url()
+    assert simulator, dev.output()
+    stats = httpx.get(f"{simulator}/_sim/stats", headers={"X-API-KEY": DEMO_KEY}, timeout=10.0, trust_env=False)
+    stats.raise_for_status()
+    routes = stats.json()["requests_by_route"]
+    assert sum(n for route, n in routes.items() if route.endswith("/candidates")) >= 1, routes
+    assert (dev.data_dir / "heymilo.duckdb").exists()
+    assert (dev.data_dir / "lake" / "candidates" / f"posting_id={posting}" / f"date={day}" / "part.parquet").exists()
+
+
+def chromium_binary() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(binary: str, args: list[str], tmp: Path, name: str) -> subprocess.CompletedProcess[bytes]:
+    """Run headless Chromium in its own session; on timeout kill all of it (renderer, GPU, zygote...)."""
+    profile = tmp / f"chromium-profile-{name}"
+    command = [
+        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+        f"--user-data-dir={profile}", *args,
+    ]  # fmt: skip
+    popen = subprocess.Popen(
+        command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = popen.communicate(timeout=SCREENSHOT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(popen.pid, signal.SIGKILL)
+        out, err = popen.communicate()
+        message = f"chromium timed out after {SCREENSHOT_TIMEOUT_S:g}s:\n{err.decode(errors='replace')[-3000:]}"
+        raise AssertionError(message) from None
+    finally:
+        # Helpers (zygote, renderer) that outlived the browser: ours are in its session and use our profile.
+        for proc in processes():
+            if proc.sid == popen.pid and str(profile) in proc.cmd:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(command, popen.returncode, out, err)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", data[:16]
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_asset_graph_screenshot(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("no chromium binary on PATH (chromium / chromium-browser): no screenshot of the asset graph")
+    loaded: Loaded = request.getfixturevalue("make_dev")  # only now: a skip must not start make dev
+    dev, repo = loaded.dev, loaded.repo
+    # What the UI's "Skip" on its first-visit community dialog does; otherwise the dialog covers the graph.
+    graphql(dev.url, "mutation { setNuxSeen }")
+    page = f"{dev.url}/locations/{repo['location']['name']}/asset-groups/{GROUP}"
+    budget = ["--virtual-time-budget=15000", "--window-size=1600,1000"]
+
+    # The page rendered the graph (node labels in the DOM), not a spinner or an error page...
+    dom = chromium(binary, [*budget, "--dump-dom", page], tmp_path, "dom")
+    html = dom.stdout.decode(errors="replace")
+    missing = [key for key in sorted(ASSETS) if key not in html]
+    assert dom.returncode == 0 and not missing, (
+        f"chromium --dump-dom {page}: exit {dom.returncode}, assets missing {missing}\n{html[-3000:]}\n"
+        f"{dom.stderr.decode(errors='replace')[-3000:]}"
+    )
+
+    # ...and the screenshot of the same page is a real 1600x1000 PNG with content.
+    png = tmp_path / "graph.png"
+    shot = chromium(binary, [*budget, f"--screenshot={png}", page], tmp_path, "shot")
+    assert shot.returncode == 0 and png.exists(), shot.stderr.decode(errors="replace")[-3000:]
+    data = png.read_bytes()
+    assert png_size(data) == (1600, 1000)
+    assert len(data) > 30_000, f"{png}: only {len(data)} bytes, likely an empty page"
+    print(f"asset graph screenshot: {png} ({len(data):,} bytes) of {page}")

@@ -1,0 +1,225 @@
+"""Secrets, personal data and bad configuration, through real runs against the simulator."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import pytest
+
+from heymilo_pipeline.api.errors import ConfigurationError
+from heymilo_pipeline.defs.assets import postings, raw_candidates, warehouse_tables
+from heymilo_pipeline.defs.checks import freshness
+from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage, build_resources
+from heymilo_pipeline.lake import RAW, Lake
+from heymilo_pipeline.settings import PipelineSettings
+from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
+from heymilo_pipeline.warehouse import query
+
+KEY = "sk_live_RECOGNISABLE-0c9b8a7f6e5d4c3b"
+LAST = datetime.now(UTC).date() - timedelta(days=1)
+FIRST = LAST - timedelta(days=4)
+ASSETS = [postings, raw_candidates, warehouse_tables, freshness]
+CANDIDATES = ["raw_candidates", "candidates", "candidate_workflow_steps"]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    tenant = Tenant(TenantSpec(seed=31, postings=4, start=FIRST, end=LAST, candidates_per_posting=(40, 120)))
+    with serve_in_thread(create_app(tenant, KEY)) as url:
+        yield url
+
+
+def env_for(monkeypatch: pytest.MonkeyPatch, url: str, data_dir: Path, **extra: str) -> None:
+    monkeypatch.setenv("HEYMILO_API_KEY", KEY)
+    monkeypatch.setenv("HEYMILO_BASE_URL", url)
+    monkeypatch.setenv("HEYMILO_DATA_DIR", str(data_dir))
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+
+
+def run_all(instance: dg.DagsterInstance, resources: dict[str, Any]) -> list[dg.ExecuteInProcessResult]:
+    """Postings, then every registered posting over FIRST..LAST: what a first backfill does."""
+    results = [
+        dg.materialize(ASSETS, instance=instance, resources=resources, selection=["postings"], raise_on_error=False)
+    ]
+    for posting_id in instance.get_dynamic_partitions(POSTINGS):
+        results.append(
+            dg.materialize(
+                ASSETS,
+                instance=instance,
+                resources=resources,
+                selection=CANDIDATES,
+                tags=range_tags(FIRST, LAST, posting_id, posting_id),
+                raise_on_error=False,
+            )
+        )
+    return results
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.step_failure_data.error
+    parts = []
+    while error is not None:
+        parts.append(error.message)
+        error = error.cause
+    return "\n".join(parts)
+
+
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    found = []
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        content = path.read_bytes()
+        if path.suffix == ".gz":
+            content = gzip.decompress(content)
+        if needle in content:
+            found.append(path)
+    return found
+
+
+def test_the_api_key_is_nowhere_in_logs_metadata_or_files(sim: str, tmp_path: Path, monkeypatch) -> None:
+    data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
+    home.mkdir()
+    env_for(monkeypatch, sim, data_dir)
+    resources = build_resources(PipelineSettings.from_env())  # the key is bound with EnvVar, as in production
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        results = run_all(instance, resources)
+        assert all(r.success for r in results)
+        # and a run whose key the API rejects: the error must not echo what was sent
+        monkeypatch.setenv("HEYMILO_API_KEY", KEY + "-revoked")
+        rejected = run_all(instance, resources)[0]
+        assert not rejected.success and "HEYMILO_API_KEY" in failure_message(rejected)
+        for result in [*results, rejected]:
+            for record in instance.all_logs(result.run_id):
+                assert KEY not in str(record.user_message)
+                assert KEY not in str(record.dagster_event) if record.dagster_event else True
+    assert list(data_dir.rglob("*.parquet")), "the backfill should have written the lake"
+    assert files_containing(data_dir, KEY.encode()) == []
+    assert files_containing(home, KEY.encode()) == []
+
+
+def test_files_are_readable_by_their_owner_only(sim: str, tmp_path: Path, monkeypatch) -> None:
+    env_for(monkeypatch, sim, tmp_path)
+    with dg.instance_for_test() as instance:
+        assert all(r.success for r in run_all(instance, build_resources(PipelineSettings.from_env())))
+    data_files = [*tmp_path.rglob("*.parquet"), *tmp_path.rglob("*.jsonl.gz"), tmp_path / "heymilo.duckdb"]
+    assert {oct(p.stat().st_mode & 0o777) for p in data_files} == {"0o600"}
+
+
+@pytest.mark.parametrize("mode", ["hash", "drop"])
+def test_pii_is_hashed_or_dropped_alike_in_lake_and_warehouse(sim: str, tmp_path: Path, monkeypatch, mode: str) -> None:
+    env_for(monkeypatch, sim, tmp_path, HEYMILO_PII=mode, HEYMILO_PII_KEY="pepper-for-tests")
+    with dg.instance_for_test() as instance:
+        assert all(r.success for r in run_all(instance, build_resources(PipelineSettings.from_env())))
+        posting_id = instance.get_dynamic_partitions(POSTINGS)[0]
+    lake = Lake(tmp_path / "lake")
+    raw = [r for path in lake.paths(RAW, posting_id) for r in _read_jsonl(path)]
+    table = query(
+        tmp_path / "heymilo.duckdb",
+        "SELECT interview_id, name, email, resume_link, web_interview_audio_recording_link FROM candidates "
+        "WHERE posting_id = ?",
+        [posting_id],
+    )
+    assert raw and len(raw) == len(table)
+    by_id = {r["interview_id"]: r for r in raw}
+    for row in table.itertuples():
+        record = by_id[row.interview_id]
+        assert row.email == record["email"] and row.name == record["name"]  # lake and warehouse agree
+        if mode == "drop":
+            assert record["email"] is None and record["name"] is None and row.resume_link is None
+        else:
+            assert record["email"].startswith("hmac:") and "@" not in record["email"]
+    assert not any("@" in str(v) for v in table["email"])
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    with gzip.open(path, "rt") as lines:
+        return [json.loads(line) for line in lines]
+
+
+# --- bad configuration: a clear error before anything is written -----------------------------------
+
+
+def test_missing_key(sim: str, tmp_path: Path, monkeypatch) -> None:
+    env_for(monkeypatch, sim, tmp_path)
+    resources = build_resources(PipelineSettings.from_env())
+    monkeypatch.delenv("HEYMILO_API_KEY")
+    with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError, match="HEYMILO_API_KEY"):
+        run_all(instance, resources)
+    assert not (tmp_path / "lake").exists() and not (tmp_path / "heymilo.duckdb").exists()
+
+
+def test_unreachable_base_url(sim: str, tmp_path: Path, monkeypatch) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    env_for(monkeypatch, closed, tmp_path, HEYMILO_MAX_ATTEMPTS="2")
+    resources = build_resources(PipelineSettings.from_env())
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(POSTINGS, ["13D77095"])
+        result = dg.materialize(
+            ASSETS,
+            instance=instance,
+            resources=resources,
+            selection=CANDIDATES,
+            tags=range_tags(FIRST, LAST, "13D77095", "13D77095"),
+            raise_on_error=False,
+        )
+    message = failure_message(result)
+    assert not result.success
+    assert "could not connect to" in message and "HEYMILO_BASE_URL" in message and "13D77095" in message
+    assert not list(tmp_path.rglob("*.parquet")) and not (tmp_path / "heymilo.duckdb").exists()
+
+
+def test_start_date_in_the_future() -> None:
+    future = (date.today() + timedelta(days=3)).isoformat()
+    with pytest.raises(ConfigurationError, match=f"HEYMILO_START_DATE: .*{future} is in the future"):
+        PipelineSettings.from_env({"HEYMILO_START_DATE": future})
+
+
+def test_unknown_posting_in_the_filters(sim: str, tmp_path: Path, monkeypatch) -> None:
+    env_for(monkeypatch, sim, tmp_path, HEYMILO_POSTINGS="NOPE0000")
+    with dg.instance_for_test() as instance:
+        result = run_all(instance, build_resources(PipelineSettings.from_env()))[0]
+        assert instance.get_dynamic_partitions(POSTINGS) == []
+    assert (
+        not result.success and "NOPE0000" in failure_message(result) and "HEYMILO_POSTINGS" in failure_message(result)
+    )
+    assert not (tmp_path / "heymilo.duckdb").exists()
+
+
+def test_unwritable_data_directory(sim: str, tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the data directory should be")
+    data_dir = blocker / "data"
+    env_for(monkeypatch, sim, data_dir)
+    before = httpx.get(f"{sim}/_sim/stats", headers={"X-API-KEY": KEY}).json()["requests_total"]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(POSTINGS, ["13D77095"])
+        result = dg.materialize(
+            ASSETS,
+            instance=instance,
+            resources={
+                "heymilo": HeyMiloAPI(api_key=KEY, base_url=sim, state_dir=str(tmp_path / "rl")),
+                "storage": Storage(data_dir=str(data_dir)),
+            },
+            selection=CANDIDATES,
+            tags=range_tags(FIRST, LAST, "13D77095", "13D77095"),
+            raise_on_error=False,
+        )
+    assert not result.success and "is not a writable directory" in failure_message(result)
+    after = httpx.get(f"{sim}/_sim/stats", headers={"X-API-KEY": KEY}).json()["requests_total"]
+    assert after == before  # failed before spending any of the key's budget
+    assert os.path.isfile(blocker)
