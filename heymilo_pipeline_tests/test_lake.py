@@ -126,9 +126,9 @@ def test_rows_of_another_partition_are_refused(tmp_path: Path) -> None:
         lake.write_partitions("P1", DayRange.single(DAY), raw, candidates, steps)
     with pytest.raises(ValueError, match="raw records"):
         lake.write_partition("P1", DAY, raw[:0], candidates.slice(0, 1), steps.slice(0, 3))
-    nameless = candidates.slice(0, 1).set_column(3, "name", pa.array([None], pa.string()))
+    keyless = candidates.slice(0, 1).set_column(0, "interview_id", pa.array([None], pa.string()))
     with pytest.raises(ValueError, match="null values to non-nullable"):
-        lake.write_partition("P1", DAY, raw[:1], nameless, steps.slice(0, 3))
+        lake.write_partition("P1", DAY, raw[:1], keyless, steps.slice(0, 3))
     assert visible(tmp_path) == []
 
 
