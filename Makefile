@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo dev
+.PHONY: test lint demo dev bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,12 @@ demo: $(STAMP)
 ## make dev: the simulator plus the Dagster UI and daemon on http://127.0.0.1:3000 (Ctrl-C stops both)
 dev: $(STAMP)
 	$(BIN)/python -m heymilo_pipeline.dev
+
+## make bench: every benchmark (requests, rate limit, local processing, dlt, Dagster), ~15 min; rewrites bench/RESULTS.md
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/run.py
+
+## make bench-quick: the same harness on tiny sizes without dlt (a smoke test, < 1 min)
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick

@@ -1,0 +1,113 @@
+"""Dagster overhead: one daily update (yesterday + the lookback window, every posting) through the code
+location's ``candidates_job``, exactly as ``heymilo-pipeline update`` runs it, against the simulator.
+
+Reports the run's wall time and the time its fetch phase spent on the API (``ingest.fetch_slices``
+inside ``raw_candidates``: requests, pacing and paging; flattening is a few ms of it); the rest is
+Dagster (run and step set-up, event log, partitions, checks) plus the lake and DuckDB writes, which
+are timed apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import KEY, WORK_DIR, vm_hwm, write_result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--start-date", type=date.fromisoformat, required=True, help="HEYMILO_START_DATE")
+    parser.add_argument("--rate-limit", type=int, default=300)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    WORK_DIR.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
+        home = Path(work) / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        os.environ.update(
+            {
+                "HEYMILO_API_KEY": KEY,
+                "HEYMILO_BASE_URL": args.url,
+                "HEYMILO_DATA_DIR": str(Path(work) / "data"),
+                "HEYMILO_START_DATE": args.start_date.isoformat(),
+                "HEYMILO_RATE_LIMIT": str(args.rate_limit),
+                "DAGSTER_HOME": str(home),
+            }
+        )
+        t0 = time.perf_counter()
+        import dagster as dg
+
+        from heymilo_pipeline import cli
+        from heymilo_pipeline.defs import assets
+        from heymilo_pipeline.defs.schedules import update_request
+        from heymilo_pipeline.settings import PipelineSettings
+
+        imported = time.perf_counter() - t0
+        timings = {"fetch": 0.0, "write_lake": 0.0}
+        requests = {"n": 0, "rows": 0}
+        fetch_slices, write_lake = assets.fetch_slices, assets.write_lake
+
+        async def timed_fetch(*a, **k):
+            started = time.perf_counter()
+            try:
+                fetched = await fetch_slices(*a, **k)
+            finally:
+                timings["fetch"] += time.perf_counter() - started
+            requests["n"] += sum(f.stats.requests for f in fetched)
+            requests["rows"] += sum(f.candidates.num_rows for f in fetched)
+            return fetched
+
+        def timed_write(*a, **k):
+            started = time.perf_counter()
+            try:
+                return write_lake(*a, **k)
+            finally:
+                timings["write_lake"] += time.perf_counter() - started
+
+        assets.fetch_slices, assets.write_lake = timed_fetch, timed_write
+        instance = dg.DagsterInstance.get()
+        t1 = time.perf_counter()
+        postings = cli.ensure_postings(instance, refresh=True)  # registers the postings (not timed below)
+        t2 = time.perf_counter()
+        today = datetime.now(UTC).date()
+        request = update_request(instance, today, PipelineSettings.from_env())
+        assert isinstance(request, dg.RunRequest), request
+        t3 = time.perf_counter()
+        ok = cli.execute_job("candidates_job", instance, dict(request.tags))
+        wall = time.perf_counter() - t3
+        if not ok:
+            raise SystemExit("the update run failed")
+        first = request.tags["dagster/asset_partition_range_start"]
+        last = request.tags["dagster/asset_partition_range_end"]
+        days = (date.fromisoformat(last.split("|")[0]) - date.fromisoformat(first.split("|")[0])).days + 1
+        result = {
+            "postings": len(postings),
+            "days": days,
+            "partitions": len(postings) * days,
+            "candidates": requests["rows"],
+            "requests": requests["n"],
+            "wall_seconds": wall,
+            "api_seconds": timings["fetch"],
+            "write_lake_seconds": timings["write_lake"],
+            "overhead_seconds": wall - timings["fetch"],
+            "wall_over_api": wall / timings["fetch"] if timings["fetch"] else None,
+            "import_seconds": imported,
+            "register_postings_seconds": t2 - t1,
+            "yesterday": (today - timedelta(days=1)).isoformat(),
+            "rss_self": vm_hwm(),
+        }
+    write_result(args.out, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Local processing, no network: JSON pages -> validated records -> Arrow -> Parquet lake -> DuckDB.
+
+``--impl ours`` runs the pipeline's own code per posting, exactly as a run does it: the client's
+``candidate_pages`` (parsing, validation, paging, day selection) fed by an in-memory httpx transport
+that answers with cached API pages, ``ingest.fetch_slice`` (flattening), ``ingest.evaluate`` (data
+rules), ``ingest.write_lake`` (raw JSON lines + Parquet per posting x day) and
+``Warehouse.replace_slices`` (DuckDB). Pages are read from the cache before each posting's clock
+starts, so only processing is timed. ``--impl pandas`` is the baseline: json.loads of every page,
+one ``pandas.json_normalize`` of every record, one Parquet file.
+
+Run with PYTHONPATH pointing at an older checkout of ``heymilo_pipeline`` to measure that code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import parse_qs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx
+from common import YEAR_FIRST, YEAR_LAST, read_pages, replica_id, replicate, vm_hwm, write_result
+
+
+def posting_plan(cache: Path, replicas: int, limit: int | None) -> list[tuple[str, str, dict]]:
+    """(posting_id, base_posting_id, base index entry) for every posting of the data set."""
+    index = json.loads((cache / "index.json").read_text())
+    plan = [(replica_id(e["posting_id"], r), e["posting_id"], e) for r in range(replicas) for e in index]
+    return plan[:limit] if limit else plan
+
+
+def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
+    import heymilo_pipeline
+    from heymilo_pipeline import ingest
+    from heymilo_pipeline.api.client import HeyMiloClient
+    from heymilo_pipeline.api.settings import ClientSettings
+    from heymilo_pipeline.api.windows import DayRange
+    from heymilo_pipeline.ingest import Slice, evaluate
+    from heymilo_pipeline.lake import Lake
+    from heymilo_pipeline.quality import ScoreBounds
+    from heymilo_pipeline.warehouse import SliceFiles, Warehouse
+
+    days = DayRange(YEAR_FIRST, YEAR_LAST)
+    lake = Lake(work / "lake")
+    warehouse = Warehouse(work / "bench.duckdb")
+    warehouse.ensure_schema()
+    settings = ClientSettings(
+        api_key="sk_local", base_url="http://local.bench", requests_per_minute=10**9, state_dir=work / ".ratelimit"
+    )
+    stages = dict.fromkeys(("fetch_validate_flatten", "evaluate", "write_lake", "load_duckdb"), 0.0)
+    rows = steps = partitions = requests = 0
+    rss_after_imports = vm_hwm()
+    served: dict[str, tuple[list[bytes], dict[str | None, int]]] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        posting_id = request.url.path.split("/")[4]
+        pages, by_cursor = served[posting_id]
+        cursor = parse_qs(request.url.query.decode()).get("starting_after", [None])[0]
+        return httpx.Response(200, content=pages[by_cursor[cursor]], headers={"content-type": "application/json"})
+
+    async def fetch(posting_id: str):
+        async with HeyMiloClient(settings, transport=httpx.MockTransport(handler)) as client:
+            return await ingest.fetch_slice(client, Slice(posting_id, days))
+
+    for posting_id, base_id, entry in posting_plan(cache, replicas, limit):
+        served.clear()
+        served[posting_id] = (
+            replicate(read_pages(cache, base_id), base_id, posting_id),
+            {c: i for i, c in enumerate(entry["cursors"])},
+        )
+        t0 = time.perf_counter()
+        fetched = asyncio.run(fetch(posting_id))
+        t1 = time.perf_counter()
+        findings = evaluate(fetched, ScoreBounds())
+        failed = [name for name, f in findings.items() if not f.passed]
+        if failed:
+            raise SystemExit(f"posting {posting_id}: data rules failed: {failed}")
+        t2 = time.perf_counter()
+        files = ingest.write_lake(lake, fetched)
+        t3 = time.perf_counter()
+        plan = SliceFiles(posting_id, days, [f.candidates for f in files.values()], [f.steps for f in files.values()])
+        warehouse.replace_slices([plan], "bench")
+        t4 = time.perf_counter()
+        for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            stages[name] += seconds
+        rows += fetched.candidates.num_rows
+        steps += fetched.steps.num_rows
+        partitions += len(files)
+        requests += fetched.stats.requests
+        del fetched, files, plan
+        served.clear()
+    counts = warehouse.table_counts()
+    if counts["candidates"] != rows:
+        raise SystemExit(f"DuckDB holds {counts['candidates']} candidates, {rows} were processed")
+    seconds = sum(stages.values())
+    return {
+        "impl": "ours",
+        "code": str(Path(heymilo_pipeline.__file__).parent),
+        "candidates": rows,
+        "workflow_steps": steps,
+        "partitions": partitions,
+        "requests": requests,
+        "seconds": seconds,
+        "candidates_per_s": rows / seconds,
+        "stages": stages,
+        "rss_after_imports": rss_after_imports,
+        "gc_enabled": gc.isenabled(),
+    }
+
+
+def run_pandas(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
+    import pandas as pd
+
+    rss_after_imports = vm_hwm()
+    plan = posting_plan(cache, replicas, limit)
+    all_pages = [p for pid, base, _ in plan for p in replicate(read_pages(cache, base), base, pid)]
+    t0 = time.perf_counter()
+    records = [r for body in all_pages for r in json.loads(body)["data"]]
+    frame = pd.json_normalize(records)
+    t1 = time.perf_counter()
+    try:
+        frame.to_parquet(work / "pandas.parquet", compression="zstd")
+        note = "written as normalized"
+    except Exception as exc:  # mixed-type object columns: Arrow refuses them, as a user would meet it
+        mixed = [c for c in frame.columns if frame[c].dtype == object]
+        frame[mixed] = frame[mixed].astype(str)
+        frame.to_parquet(work / "pandas.parquet", compression="zstd")
+        note = f"object columns cast to str after: {type(exc).__name__}: {str(exc)[:120]}"
+    t2 = time.perf_counter()
+    return {
+        "impl": "pandas",
+        "candidates": len(records),
+        "columns": len(frame.columns),
+        "seconds": t2 - t0,
+        "candidates_per_s": len(records) / (t2 - t0),
+        "stages": {"json_loads_normalize": t1 - t0, "to_parquet": t2 - t1},
+        "note": note,
+        "rss_after_imports": rss_after_imports,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--impl", choices=("ours", "pandas"), default="ours")
+    parser.add_argument("--cache", type=Path, required=True, help="a page cache made by common.page_cache")
+    parser.add_argument("--replicas", type=int, default=1, help="copies of the cached postings (new posting ids)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N postings")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent / ".work") as work:
+        run = run_ours if args.impl == "ours" else run_pandas
+        result = run(args.cache, args.replicas, args.limit, Path(work))
+        result["peak_rss_self"] = vm_hwm()
+        write_result(args.out, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,429 @@
+"""``make bench``: every benchmark of the pipeline in one run, written to bench/RESULTS.md.
+
+    .venv/bin/python bench/run.py            # everything (~10-15 min on 2 cores), rewrites bench/RESULTS.md
+    .venv/bin/python bench/run.py --quick    # tiny sizes, no dlt, no 300/min run (CI smoke test, < 1 min)
+    .venv/bin/python bench/run.py --only local --only dlt --out /tmp/r.md
+
+Each measurement runs in its own child process (peak RSS = the sampled RSS of the child's process
+tree, or its own VmHWM if larger); the simulator runs as ``heymilo-sim serve`` in another process,
+so server and client each have a core. The machine is shared and noisy: compare the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+from common import MiB, SimSpec, bench_script, candidate_requests, sim_stats, simulator
+
+# The code before the performance work of the benchmarks (GC, parsing, parallel lake writes), measured
+# beside the current code in the same run for the before/after figures.
+BASELINE_COMMIT = "4ffaabb"
+BENCHES = ("requests", "ratelimit", "local", "dlt", "dagster")
+
+
+@dataclass
+class Row:
+    section: str
+    measure: str
+    value: str
+    target: str = ""
+    passed: bool | None = None  # None: informational
+
+
+@dataclass
+class Report:
+    quick: bool
+    rows: list[Row] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, section: str, measure: str, value: str, target: str = "", passed: bool | None = None) -> None:
+        self.rows.append(Row(section, measure, value, target, passed))
+        mark = "" if passed is None else (" PASS" if passed else " FAIL")
+        print(f"  {measure}: {value}{f'  (target {target})' if target else ''}{mark}", flush=True)
+
+
+def posting_args(ids: list[str]) -> list[str]:
+    return [a for p in ids for a in ("--posting", p)]
+
+
+def mib(n: float) -> str:
+    return f"{n / MiB:,.0f} MiB"
+
+
+def failed(report: Report, section: str, result: dict[str, Any]) -> bool:
+    if "error" in result:
+        report.add(section, "error", result["error"].split(": ")[-1], "runs", False)
+        report.notes.append(f"{section}: {result['error']}\n\n```\n{result.get('stderr_tail', '')[-1500:]}\n```")
+        return True
+    return False
+
+
+# --- 1. request efficiency ------------------------------------------------------------------
+
+
+def bench_requests(report: Report) -> None:
+    section = "1. Request efficiency"
+    print(f"{section} ...", flush=True)
+    if report.quick:
+        spec = SimSpec(postings=6, candidates=(400, 600), first=date(2025, 12, 1), last=date(2025, 12, 31))
+    else:
+        spec = SimSpec(postings=21, candidates=(26_000, 26_000))
+    tenant = spec.tenant()
+    ids = common.wanted_postings(tenant)
+    counts = common.counts_in(tenant, ids, spec.first, spec.last)
+    minimum = common.minimum_requests(counts)
+    with simulator(spec) as url:
+        sim_stats(url, reset=True)
+        result = bench_script(
+            "backfill", "--url", url, "--first", spec.first.isoformat(), "--last", spec.last.isoformat(),
+            *posting_args(ids),
+        )  # fmt: skip
+        stats = sim_stats(url)
+    report.raw["requests"] = {k: v for k, v in result.items() if k != "page_times_s"} | {"sim": stats}
+    if failed(report, section, result):
+        return
+    made = candidate_requests(stats)
+    days = (spec.last - spec.first).days + 1
+    report.add(section, "backfill", f"{len(ids)} postings x {days} days, {result['candidates']:,} candidates")
+    report.add(section, "candidate requests / minimum", f"{made:,} / {minimum:,} = {made / minimum:.3f}", "<= 1.02",
+               made / minimum <= 1.02)  # fmt: skip
+    report.add(section, "429s / retries", f"{stats['rate_limited']} / {result['client_stats']['retries']}")
+    report.add(
+        section,
+        "wall time (loopback, simulator in its own process)",
+        f"{result['seconds']:.1f} s, {result['candidates_per_s']:,.0f} candidates/s, "
+        f"peak RSS {mib(result['peak_rss'])}",
+    )
+
+
+# --- 2. rate-limit utilisation ---------------------------------------------------------------
+
+
+def utilisation(result: dict[str, Any], limit: int, window: float) -> tuple[float, float]:
+    """(requests per window achieved between the first and the last page, as a share of the limit;
+    the seconds that span covers)."""
+    times = sorted(result["page_times_s"])
+    if len(times) < 2:
+        return 0.0, 0.0
+    span = times[-1] - times[0]
+    rate = (len(times) - 1) / span if span else 0.0
+    return rate * window / limit, span
+
+
+def bench_ratelimit(report: Report) -> None:
+    section = "2. Rate-limit utilisation"
+    print(f"{section} ...", flush=True)
+    runs = []
+    if report.quick:
+        runs.append(("time-scaled 3,000/min (300 per 6 s), 20 ms latency", SimSpec(
+            postings=6, candidates=(1_500, 1_500), rate_limit=300, rate_window_s=6.0, latency_ms=20)))  # fmt: skip
+    else:
+        runs.append(("time-scaled 3,000/min (300 per 6 s), 20 ms latency", SimSpec(
+            postings=6, candidates=(40_000, 40_000), rate_limit=300, rate_window_s=6.0, latency_ms=20)))  # fmt: skip
+        runs.append(("real 300/min, 200 ms latency", SimSpec(
+            postings=6, candidates=(9_000, 9_000), rate_limit=300, rate_window_s=60.0, latency_ms=200)))  # fmt: skip
+    for label, spec in runs:
+        tenant = spec.tenant()
+        # The postings with candidates, all of one size: they run side by side and end together.
+        ids = [p["id"] for p in tenant.postings() if not p["test_posting"] and p["status"] != "draft"]
+        with simulator(spec) as url:
+            sim_stats(url, reset=True)
+            result = bench_script(
+                "backfill", "--url", url, "--first", spec.first.isoformat(), "--last", spec.last.isoformat(),
+                "--rate-limit", str(spec.rate_limit), "--rate-window", str(spec.rate_window_s),
+                "--concurrency", str(len(ids)), "--no-write", *posting_args(ids),
+            )  # fmt: skip
+            stats = sim_stats(url)
+        report.raw.setdefault("ratelimit", []).append(
+            {"label": label, **{k: v for k, v in result.items() if k != "page_times_s"}, "sim": stats}
+        )
+        if failed(report, section, result):
+            continue
+        share, span = utilisation(result, spec.rate_limit, spec.rate_window_s)
+        late = [t for t in result["rate_limited_at_s"] if t > 5.0]
+        per_minute = share * spec.rate_limit * 60 / spec.rate_window_s
+        report.add(
+            section,
+            f"{label}: achieved / limit",
+            f"{per_minute:,.0f}/min of {spec.rate_limit * 60 / spec.rate_window_s:,.0f}/min = {share:.3f} "
+            f"(over {span:.0f} s, {candidate_requests(stats)} requests)",
+            ">= 0.95",
+            share >= 0.95,
+        )
+        report.add(
+            section,
+            f"{label}: 429s (after the first 5 s)",
+            f"{stats['rate_limited']} ({len(late)}); busiest window {stats['max_requests_in_window']} of "
+            f"{spec.rate_limit}",
+            "0 after the first seconds",
+            not late,
+        )
+
+
+# --- 3. local processing ---------------------------------------------------------------------
+
+
+def baseline_tree(commit: str) -> Path | None:
+    """The package as of ``commit`` (git archive, read-only), to measure the code before the changes."""
+    target = common.WORK_DIR / f"baseline-{commit}"
+    if (target / "heymilo_pipeline").is_dir():
+        return target
+    try:
+        data = subprocess.run(
+            ["git", "-C", str(common.REPO), "archive", "--format=tar", commit, "heymilo_pipeline"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile() as tmp:
+        tmp.write(data)
+        tmp.seek(0)
+        with tarfile.open(fileobj=tmp) as tar:
+            tar.extractall(target, filter="data")
+    return target
+
+
+def bench_local(report: Report) -> None:
+    section = "3. Local processing"
+    print(f"{section} ...", flush=True)
+    per_posting = 2_000 if report.quick else 25_000
+    cache = common.page_cache(4, per_posting)
+    # 4 cached postings x 25k = 100k; 10 copies of them under new posting ids = 1M (quick: 1 and 2 postings)
+    small = ["--limit", "1"] if report.quick else ["--replicas", "1"]
+    big = ["--limit", "2"] if report.quick else ["--replicas", "10"]
+    # key -> (implementation, arguments, environment)
+    runs: dict[str, tuple[str, list[str], dict[str, str] | None]] = {
+        "ours-small": ("ours", small, None),
+        "ours-big": ("ours", big, None),
+        "pandas-small": ("pandas", small, None),
+    }
+    if not report.quick:
+        runs["pandas-1"] = ("pandas", ["--replicas", "1", "--limit", "1"], None)
+        baseline = baseline_tree(BASELINE_COMMIT)
+        if baseline is not None:
+            runs["baseline-1"] = ("ours", ["--replicas", "1", "--limit", "1"], {"PYTHONPATH": str(baseline)})
+            runs["ours-1"] = ("ours", ["--replicas", "1", "--limit", "1"], None)
+        else:
+            report.notes.append(f"local: no git checkout of {BASELINE_COMMIT}; the before/after run was skipped")
+    results: dict[str, dict[str, Any]] = {}
+    for key, (impl, args, env) in runs.items():
+        result = bench_script("local", "--impl", impl, "--cache", str(cache), *args, env=env)
+        results[key] = result
+        report.raw.setdefault("local", {})[key] = result
+        if failed(report, section, result):
+            return
+    ours_s, ours_b, pandas_s = results["ours-small"], results["ours-big"], results["pandas-small"]
+    for r in (ours_s, ours_b):
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in r["stages"].items())
+        report.add(
+            section,
+            f"ours, {r['candidates']:,} candidates ({r['partitions']:,} posting-day partitions)",
+            f"{r['candidates_per_s']:,.0f} candidates/s, peak RSS {mib(r['peak_rss'])} [{stages}]",
+            ">= 100,000/s",
+            r["candidates_per_s"] >= 100_000,
+        )
+    growth = ours_b["peak_rss"] / ours_s["peak_rss"]
+    report.add(section, f"peak RSS growth {ours_s['candidates']:,} -> {ours_b['candidates']:,}",
+               f"{growth:.2f}x", "< 1.5x", growth < 1.5)  # fmt: skip
+    report.add(
+        section,
+        f"pandas.json_normalize -> Parquet, {pandas_s['candidates']:,} candidates (one file)",
+        f"{pandas_s['candidates_per_s']:,.0f} candidates/s, peak RSS {mib(pandas_s['peak_rss'])}; "
+        f"ours/pandas speed {ours_s['candidates_per_s'] / pandas_s['candidates_per_s']:.2f}x",
+    )
+    if "baseline-1" in results:
+        before, after = results["baseline-1"], results["ours-1"]
+        report.add(
+            section,
+            f"before/after ({BASELINE_COMMIT} vs now), one posting-year, {after['candidates']:,} candidates",
+            f"{before['candidates_per_s']:,.0f} -> {after['candidates_per_s']:,.0f} candidates/s "
+            f"({after['candidates_per_s'] / before['candidates_per_s']:.1f}x); stages before "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in before["stages"].items())
+            + "; after "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in after["stages"].items()),
+        )
+        one = results["pandas-1"]
+        report.add(
+            section,
+            f"same posting-year, pandas.json_normalize -> one Parquet file, {one['candidates']:,} candidates",
+            f"{one['candidates_per_s']:,.0f} candidates/s",
+        )
+
+
+# --- 4. against dlt ---------------------------------------------------------------------------
+
+
+def bench_dlt(report: Report) -> None:
+    section = "4. Against dlt"
+    print(f"{section} ...", flush=True)
+    if report.quick:
+        report.add(section, "skipped", "--quick skips dlt")
+        return
+    try:
+        import dlt  # noqa: F401
+    except ImportError as exc:
+        report.add(section, "skipped", f"dlt is not installed ({exc}); pip install -e '.[bench]'", "runs", False)
+        return
+    spec = SimSpec(postings=6, candidates=(5_000, 5_000))
+    tenant = spec.tenant()
+    ids = common.wanted_postings(tenant)
+    base = ["--first", spec.first.isoformat(), "--last", spec.last.isoformat(), *posting_args(ids)]
+    results: dict[str, dict[str, Any]] = {}
+    with simulator(spec) as url:
+        for name, script, extra in (
+            ("ours", "backfill", []),
+            ("dlt parquet", "dlt_run", ["--mode", "parquet"]),
+            ("dlt defaults", "dlt_run", ["--mode", "default"]),
+        ):
+            sim_stats(url, reset=True)
+            result = bench_script(script, "--url", url, *base, *extra)
+            result["requests"] = candidate_requests(sim_stats(url))
+            result.pop("page_times_s", None)
+            results[name] = result
+            report.raw.setdefault("dlt", {})[name] = result
+            if failed(report, section, result):
+                return
+    ours = results["ours"]
+    report.add(section, "backfill", f"{len(ids)} postings x 365 days, {ours['candidates']:,} candidates, loopback")
+    for name, r in results.items():
+        report.add(
+            section,
+            name,
+            f"{r['seconds']:.1f} s, {r['requests']} requests, peak RSS {mib(r['peak_rss'])}, "
+            f"{r['candidates']:,} candidates",
+        )
+    best, default = results["dlt parquet"], results["dlt defaults"]
+    speed_best, speed_default = best["seconds"] / ours["seconds"], default["seconds"] / ours["seconds"]
+    report.add(section, "speed ours vs dlt parquet", f"{speed_best:.2f}x faster", ">= 3x", speed_best >= 3)
+    report.add(section, "speed ours vs dlt defaults", f"{speed_default:.2f}x faster", ">= 20x", speed_default >= 20)
+    report.add(section, "requests ours / dlt", f"{ours['requests']} / {best['requests']}", "<= 1",
+               ours["requests"] <= min(best["requests"], default["requests"]))  # fmt: skip
+    share = ours["peak_rss"] / default["peak_rss"]
+    report.add(section, "peak RSS ours / dlt defaults", f"{share:.2f}", "<= 0.10", share <= 0.10)
+
+
+# --- 5. Dagster overhead ----------------------------------------------------------------------
+
+
+def bench_dagster(report: Report) -> None:
+    section = "5. Dagster overhead"
+    print(f"{section} ...", flush=True)
+    today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
+    postings = 6 if report.quick else 51  # one is a test posting, which the pipeline skips
+    spec = SimSpec(
+        postings=postings,
+        candidates=(300, 1_500),
+        first=today - timedelta(days=60),
+        last=yesterday,
+        rate_limit=300,
+        latency_ms=200,
+    )
+    with simulator(spec) as url:
+        sim_stats(url, reset=True)
+        result = bench_script("dagster_update", "--url", url, "--start-date", (today - timedelta(days=30)).isoformat())
+    report.raw["dagster"] = result
+    if failed(report, section, result):
+        return
+    report.add(
+        section,
+        f"daily update, {result['postings']} postings x {result['days']} days "
+        f"({result['partitions']:,} partitions, {result['candidates']:,} candidates, {result['requests']} requests)",
+        f"wall {result['wall_seconds']:.1f} s, API {result['api_seconds']:.1f} s, "
+        f"rest {result['overhead_seconds']:.1f} s (lake {result['write_lake_seconds']:.1f} s); "
+        f"wall/API {result['wall_over_api']:.2f}; peak RSS {mib(result['peak_rss'])}",
+    )
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def markdown(report: Report, command: str, seconds: float, facts: dict[str, Any], finished: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{command}` (finished {finished}) in {seconds / 60:.1f} min"
+        + (" (**--quick**: tiny sizes, not the real figures)" if report.quick else "")
+        + ". Every figure below comes from that one run.",
+        "",
+        f"Machine: {facts['cpu']}, {facts['cores']} cores, {facts['ram_gib']} GiB RAM, Python {facts['python']}, "
+        f"{facts['platform']}. Shared and noisy: compare ratios within this run.",
+        "",
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()) + ".",
+        "",
+        "| section | measure | value | target | result |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report.rows:
+        result = "" if row.passed is None else ("pass" if row.passed else "**FAIL**")
+        value = row.value.replace("|", "\\|")
+        lines.append(f"| {row.section} | {row.measure} | {value} | {row.target} | {result} |")
+    analysis = common.BENCH_DIR / "ANALYSIS.md"
+    if analysis.exists() and not report.quick:
+        lines += ["", analysis.read_text().strip()]
+    if report.notes:
+        lines += ["", "## Notes of this run", "", *report.notes]
+    lines += ["", "<details><summary>Raw results (JSON)</summary>", "", "```json"]
+    lines += [json.dumps(report.raw, indent=1, default=str)[:200_000], "```", "</details>", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, no dlt: a smoke test")
+    parser.add_argument("--only", action="append", choices=BENCHES, help="run only these (repeatable)")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/RESULTS.md (quick: bench/.work/)")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the Markdown from the run's saved JSON (and ANALYSIS.md)"
+    )
+    args = parser.parse_args()
+    common.WORK_DIR.mkdir(exist_ok=True)
+    out = args.out or (common.WORK_DIR / "RESULTS-quick.md" if args.quick else common.BENCH_DIR / "RESULTS.md")
+    if args.render:
+        saved = json.loads(out.with_suffix(".json").read_text())
+        if "seconds" not in saved:  # written before these fields were saved: take them from the Markdown
+            found = re.search(r"Produced by `([^`]+)` \((?:finished |on )?([^)]*)\) in ([\d.]+) min", out.read_text())
+            found = found or re.search(r"Produced by `([^`]+)` on (.*?) in ([\d.]+) min", out.read_text())
+            assert found, "cannot find the run's command and duration"
+            saved |= {"command": found.group(1), "finished": found.group(2), "seconds": float(found.group(3)) * 60}
+        report = Report(quick=saved.get("quick", False), rows=[Row(**r) for r in saved["rows"]], raw=saved["raw"])
+        report.notes = saved.get("notes", [])
+        out.write_text(markdown(report, saved["command"], saved["seconds"], saved["facts"], saved["finished"]))
+        return
+    report = Report(quick=args.quick)
+    started = time.perf_counter()
+    selected = args.only or list(BENCHES)
+    for name in BENCHES:
+        if name in selected:
+            globals()[f"bench_{name}"](report)
+    seconds = time.perf_counter() - started
+    command = "make bench" if not (args.quick or args.only) else "bench/run.py " + " ".join(sys.argv[1:])
+    facts = common.machine_facts()
+    finished = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out.write_text(markdown(report, command, seconds, facts, finished))
+    saved = {"rows": [r.__dict__ for r in report.rows], "raw": report.raw, "facts": facts, "notes": report.notes}
+    saved |= {"quick": report.quick, "command": command, "seconds": seconds, "finished": finished}
+    out.with_suffix(".json").write_text(json.dumps(saved, default=str))
+    checked = [r for r in report.rows if r.passed is not None]
+    print(f"\n{sum(r.passed for r in checked)} of {len(checked)} targets met; {seconds:.0f} s; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Smoke test of the benchmark harness: ``bench/run.py --quick`` runs every benchmark on tiny sizes
+(dlt and the real-time 300/min run are skipped) and reports numbers. No timing is asserted: CI
+machines are shared and noisy; the real figures come from ``make bench`` (bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmarks_run_and_report_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = out.read_text()
+    assert "| section | measure | value | target | result |" in text
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    sections = {r["section"] for r in rows}
+    wanted = {"1. Request efficiency", "2. Rate-limit utilisation", "3. Local processing", "5. Dagster overhead"}
+    assert wanted <= sections
+    assert not [r for r in rows if r["measure"] == "error"], [r["value"] for r in rows if r["measure"] == "error"]
+    measured = {r["measure"]: r["value"] for r in rows}
+    ratio = next(v for m, v in measured.items() if m == "candidate requests / minimum")
+    assert float(ratio.rsplit("=", 1)[1]) > 0
+    assert any("candidates/s" in v for v in measured.values())
+    assert any(r["section"] == "4. Against dlt" and r["measure"] == "skipped" for r in rows)
