@@ -32,10 +32,8 @@ from tenacity import (
 from heymilo_pipeline.api import errors
 from heymilo_pipeline.api.limits import SharedRateLimiter
 from heymilo_pipeline.api.models import (
-    APIErrorResponse,
     CandidateList,
     CandidateResponse,
-    HTTPValidationError,
     PaginationMeta,
     PostingList,
     PostingResponse,
@@ -295,65 +293,26 @@ class HeyMiloClient:
         context: errors.RequestContext,
         posting_id: str | None,
     ) -> errors.HeyMiloError:
-        status = response.status_code
-        error_type = code = param = None
-        message = response.reason_phrase or "error"
         try:
             body = response.json()
         except ValueError:
             body = None
-        if status == 422 and isinstance(body, dict) and "detail" in body:
-            try:
-                detail = HTTPValidationError.model_validate(body).detail
-                message = "; ".join(f"{'.'.join(str(part) for part in d.loc)}: {d.msg}" for d in detail) or message
-                param = next((str(d.loc[-1]) for d in detail if d.loc), None)
-            except pydantic.ValidationError:
-                pass
-        elif isinstance(body, dict) and "error" in body:
-            try:
-                api_error = APIErrorResponse.model_validate(body).error
-                error_type, code, param = api_error.type, api_error.code, api_error.param
-                message = api_error.message
-                if api_error.errors:
-                    message += " (" + "; ".join(f"{e.param or '?'}: {e.message}" for e in api_error.errors) + ")"
-            except pydantic.ValidationError:
-                pass
-        message = self._redact(message)
-        kwargs: dict[str, Any] = dict(
-            status_code=status, error_type=error_type, code=code, param=param, context=context
-        )
-        what = f"HTTP {status}" + (f" {code}" if code else "")
-        if status == 401:
-            return errors.AuthenticationError(
-                f"the API rejected the API key ({what}: {message}). Set HEYMILO_API_KEY to a valid key "
-                "for this workspace; nothing is retried with a rejected key.",
-                **kwargs,
-            )
-        if status == 404:
-            subject = f"posting {posting_id!r}" if posting_id else f"{response.request.url.path}"
-            return errors.NotFoundError(
-                f"{subject} was not found ({what}: {message}). Check the id, or remove it from the "
-                "posting filters; postings outside this key's workspace also answer 404.",
-                **kwargs,
-            )
-        if status == 429:
+        pause = retry_after = None
+        if response.status_code == 429:
             stats.rate_limited += 1
             retry_after = _retry_after(response)
             pause = retry_after if retry_after is not None else self.settings.backoff_initial
-            self.limiter.pause_until(time.time() + pause)
-            return errors.RateLimitedError(
-                f"rate limited ({what}: {message}); retrying after {pause:g}s. If this repeats, "
-                "lower HEYMILO_RATE_LIMIT to what your key allows.",
-                retry_after=retry_after,
-                **{k: v for k, v in kwargs.items() if k != "status_code"},
-            )
-        if status == 400:
-            return errors.BadRequestError(f"the API rejected parameter {param or '?'} ({what}: {message})", **kwargs)
-        if status == 422:
-            return errors.RequestValidationError(f"the API rejected the query ({what}: {message})", **kwargs)
-        if status >= 500:
-            return errors.ServerError(f"the API failed ({what}: {message})", **kwargs)
-        return errors.APIError(f"unexpected answer ({what}: {message})", **kwargs)
+            self.limiter.pause_until(time.time() + pause)  # every process sharing the key waits, not just us
+        return errors.from_response(
+            response.status_code,
+            body,
+            response.reason_phrase or "error",
+            context=context,
+            subject=f"posting {posting_id!r}" if posting_id else response.request.url.path,
+            redact=self._redact,
+            pause=pause,
+            retry_after=retry_after,
+        )
 
     def _redact(self, text: str) -> str:
         key = self.settings.api_key.get_secret_value()

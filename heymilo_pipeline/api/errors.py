@@ -7,7 +7,13 @@ request is described by method, path and query parameters only (the key travels 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from heymilo_pipeline.api.models import APIErrorResponse, HTTPValidationError
 
 
 @dataclass(frozen=True)
@@ -127,3 +133,68 @@ class RetriesExhaustedError(HeyMiloError):
         self.last_error = last_error
         self.attempts = attempts
         super().__init__(message, context=context)
+
+
+def from_response(
+    status: int,
+    body: Any,
+    reason: str,
+    *,
+    context: RequestContext,
+    subject: str,
+    redact: Callable[[str], str],
+    pause: float | None = None,
+    retry_after: float | None = None,
+) -> HeyMiloError:
+    """The error for an HTTP error answer, with the API's own message (APIErrorResponse, or 422's detail)."""
+    error_type = code = param = None
+    message = reason
+    if status == 422 and isinstance(body, dict) and "detail" in body:
+        try:
+            detail = HTTPValidationError.model_validate(body).detail
+            message = "; ".join(f"{'.'.join(str(part) for part in d.loc)}: {d.msg}" for d in detail) or message
+            param = next((str(d.loc[-1]) for d in detail if d.loc), None)
+        except pydantic.ValidationError:
+            pass
+    elif isinstance(body, dict) and "error" in body:
+        try:
+            api_error = APIErrorResponse.model_validate(body).error
+            error_type, code, param = api_error.type, api_error.code, api_error.param
+            message = api_error.message
+            if api_error.errors:
+                message += " (" + "; ".join(f"{e.param or '?'}: {e.message}" for e in api_error.errors) + ")"
+        except pydantic.ValidationError:
+            pass
+    message = redact(message)  # an API that echoes what it was sent must not leak the key through us
+    what = f"HTTP {status}" + (f" {code}" if code else "")
+    kwargs: dict[str, Any] = dict(error_type=error_type, code=code, param=param, context=context)
+    if status == 401:
+        return AuthenticationError(
+            f"the API rejected the API key ({what}: {message}). Set HEYMILO_API_KEY to a valid key "
+            "for this workspace; nothing is retried with a rejected key.",
+            status_code=status,
+            **kwargs,
+        )
+    if status == 404:
+        return NotFoundError(
+            f"{subject} was not found ({what}: {message}). Check the id, or remove it from the "
+            "posting filters; postings outside this key's workspace also answer 404.",
+            status_code=status,
+            **kwargs,
+        )
+    if status == 429:
+        return RateLimitedError(
+            f"rate limited ({what}: {message}); retrying after {pause or 0:g}s. If this repeats, "
+            "lower HEYMILO_RATE_LIMIT to what your key allows.",
+            retry_after=retry_after,
+            **kwargs,
+        )
+    if status == 400:
+        return BadRequestError(
+            f"the API rejected parameter {param or '?'} ({what}: {message})", status_code=status, **kwargs
+        )
+    if status == 422:
+        return RequestValidationError(f"the API rejected the query ({what}: {message})", status_code=status, **kwargs)
+    if status >= 500:
+        return ServerError(f"the API failed ({what}: {message})", status_code=status, **kwargs)
+    return APIError(f"unexpected answer ({what}: {message})", status_code=status, **kwargs)
