@@ -16,7 +16,6 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,19 @@ import httpx
 import pytest
 
 from heymilo_pipeline.warehouse import query
+from heymilo_pipeline_tests.dagster_ui import (
+    CHECKS,
+    RUN_LOGS,
+    check_names,
+    expect_type,
+    free_port,
+    graphql,
+    loaded_repository,
+    server_answers,
+    signal_group,
+    tail,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -40,17 +52,6 @@ BIN = Path(sys.executable).parent
 API_KEY = "sk_test_dagster-dev-3f9a"
 DAYS = 20  # HEYMILO_START_DATE = today - DAYS; the partitions end yesterday
 ASSETS = ("raw_candidates", "candidates", "candidate_workflow_steps")
-CHECKS = {
-    "raw_candidates": {
-        "unique_interview_id",
-        "non_null_keys",
-        "score_ranges",
-        "rows_match_total_count",
-        "steps_reference_candidates",
-        "known_status_values",
-    },
-    "candidates": {"matches_lake", "freshness"},
-}
 # The daemon dequeues every second and launches up to 4 runs at once; the "duckdb" pool (default
 # limit 1) makes the warehouse loads take turns. Schedules and sensors stay stopped (their default).
 DAGSTER_YAML = """\
@@ -72,19 +73,6 @@ STOP_TIMEOUT_S = 30.0
 
 
 # --- processes --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 80) -> str:
-    if not path.exists():
-        return f"({path} does not exist)"
-    text = path.read_text(errors="replace").splitlines()
-    return "\n".join(text[-lines:])
 
 
 @dataclass
@@ -112,10 +100,14 @@ class Process:
                 f"{self.name} exited with code {self.popen.returncode}; its output ends with:\n{tail(self.log)}"
             )
 
+    def output(self, lines: int = 80) -> str:
+        """The tail of the log, for wait_for's timeout message."""
+        return f"{self.name} output:\n{tail(self.log, lines)}"
+
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM to the whole group, SIGKILL to whatever is left after ``timeout_s``."""
         pgid = self.popen.pid  # start_new_session: the leader's pid is the group id
-        _signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         with suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=timeout_s)
@@ -123,13 +115,8 @@ class Process:
             time.sleep(0.2)
         if _group_alive(pgid):
             print(f"{self.name}: process group {pgid} still alive after {timeout_s:g}s, killing it")
-            _signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
             self.popen.wait(timeout=10)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -140,20 +127,6 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def wait_for(what: str, probe: Any, timeout_s: float, process: Process, interval_s: float = 0.5) -> Any:
-    """Call ``probe`` until it returns something truthy; fail early if ``process`` died."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        process.check_alive()
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}; {process.name} output:\n"
-                                 f"{tail(process.log)}")  # fmt: skip
-        time.sleep(interval_s)
 
 
 # --- the environment --------------------------------------------------------------------------------
@@ -243,14 +216,7 @@ def dagster_dev(setup: Setup, postings: list[str]) -> Iterator[tuple[str, Proces
     url = f"http://127.0.0.1:{port}"
     failed = True
     try:
-
-        def answering() -> bool:
-            try:
-                return httpx.get(f"{url}/server_info", timeout=5.0, trust_env=False).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for("the webserver to answer", answering, STARTUP_TIMEOUT_S, process)
+        wait_for("the webserver to answer", lambda: server_answers(url), STARTUP_TIMEOUT_S, process)
         yield url, process
         failed = False
     finally:
@@ -261,50 +227,6 @@ def dagster_dev(setup: Setup, postings: list[str]) -> Iterator[tuple[str, Proces
 
 # --- GraphQL ----------------------------------------------------------------------------------------
 
-
-def graphql(url: str, document: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = httpx.post(
-        f"{url}/graphql", json={"query": document, "variables": variables or {}}, timeout=60.0, trust_env=False
-    )
-    response.raise_for_status()
-    body = response.json()
-    assert not body.get("errors"), json.dumps(body["errors"], indent=2)
-    return body["data"]
-
-
-def expect_type(value: dict[str, Any], typename: str) -> dict[str, Any]:
-    assert value["__typename"] == typename, json.dumps(value, indent=2)
-    return value
-
-
-REPOSITORIES = """
-query Repositories {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message stack } } }
-    }
-  }
-  repositoriesOrError {
-    __typename
-    ... on PythonError { message stack }
-    ... on RepositoryConnection {
-      nodes {
-        name
-        location { name }
-        jobs { name }
-        schedules { name scheduleState { status } }
-        sensors { name sensorState { status } }
-        assetNodes {
-          assetKey { path }
-          isPartitioned
-          assetChecksOrError { __typename ... on AssetChecks { checks { name } } }
-        }
-      }
-    }
-  }
-}
-"""
 
 LAUNCH_BACKFILL = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -337,22 +259,6 @@ query Stats($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) {
     __typename
     ... on AssetNode { partitionStats { numMaterialized numPartitions numFailed numMaterializing } }
-  }
-}
-"""
-
-RUN_LOGS = """
-query Logs($runId: ID!) {
-  logsForRun(runId: $runId) {
-    __typename
-    ... on EventConnection {
-      events {
-        __typename
-        ... on MessageEvent { message level stepKey }
-        ... on ExecutionStepFailureEvent { error { message stack } }
-        ... on RunFailureEvent { error { message stack } }
-      }
-    }
   }
 }
 """
@@ -409,27 +315,11 @@ def test_backfill_through_dagster_dev(
     url, process = dagster_dev
 
     # 1. The code location loaded with everything it defines (sensors and schedules stopped).
-    def repository() -> dict[str, Any] | None:
-        data = graphql(url, REPOSITORIES)
-        for entry in data["workspaceOrError"].get("locationEntries", []):
-            error = entry["locationOrLoadError"] or {}
-            assert error.get("__typename") != "PythonError", (
-                f"code location {entry['name']} failed to load: {error['message']}{''.join(error['stack'])}"
-            )
-        found = data["repositoriesOrError"]
-        if found["__typename"] != "RepositoryConnection":
-            return None  # still loading, or failed: wait_for gives up with dagster dev's output
-        return next((node for node in found["nodes"] if node["assetNodes"]), None)
-
-    repo = wait_for("the code location to load", repository, STARTUP_TIMEOUT_S, process)
+    repo = wait_for("the code location to load", lambda: loaded_repository(url), STARTUP_TIMEOUT_S, process)
     nodes = {"/".join(node["assetKey"]["path"]): node for node in repo["assetNodes"]}
     assert set(nodes) == {"postings", *ASSETS}, sorted(nodes)
     assert all(nodes[key]["isPartitioned"] for key in ASSETS) and not nodes["postings"]["isPartitioned"]
-    checks = {
-        key: {check["name"] for check in node["assetChecksOrError"].get("checks", [])}
-        for key, node in nodes.items()
-        if node["assetChecksOrError"].get("checks")
-    }
+    checks = check_names(repo)
     assert checks == CHECKS, checks
     assert {job["name"] for job in repo["jobs"]} >= {"candidates_job", "postings_job"}
     assert {(s["name"], s["scheduleState"]["status"]) for s in repo["schedules"]} == {("daily_update", "STOPPED")}

@@ -14,15 +14,13 @@ processes' output.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,23 +31,25 @@ import httpx
 import pytest
 
 from heymilo_pipeline.demo import DEMO_KEY
+from heymilo_pipeline_tests.dagster_ui import (
+    CHECKS,
+    RUN_LOGS,
+    check_names,
+    expect_type,
+    free_port,
+    graphql,
+    loaded_repository,
+    server_answers,
+    signal_group,
+    tail,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
 DAYS = 10
 ASSETS = {"postings", "raw_candidates", "candidates", "candidate_workflow_steps"}
 PARTITIONED = ("raw_candidates", "candidates", "candidate_workflow_steps")
-CHECKS = {
-    "raw_candidates": {
-        "unique_interview_id",
-        "non_null_keys",
-        "score_ranges",
-        "rows_match_total_count",
-        "steps_reference_candidates",
-        "known_status_values",
-    },
-    "candidates": {"matches_lake", "freshness"},
-}
 GROUP = "heymilo"
 STARTUP_TIMEOUT_S = 150.0
 RUN_TIMEOUT_S = 120.0
@@ -59,18 +59,6 @@ SCREENSHOT_TIMEOUT_S = 90.0
 
 
 # --- processes --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 80) -> str:
-    if not path.exists():
-        return f"({path} does not exist)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass(frozen=True)
@@ -114,11 +102,6 @@ def descendants(root: int) -> list[Proc]:
             found.append(child)
             todo.append(child.pid)
     return found
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _default_sigint() -> None:
@@ -188,7 +171,7 @@ class MakeDev:
         """
         if self.popen.poll() is None:
             self.track()
-        _signal_group(self.popen.pid, signal.SIGINT)
+        signal_group(self.popen.pid, signal.SIGINT)
         deadline = time.monotonic() + SIGINT_TIMEOUT_S
         with suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=SIGINT_TIMEOUT_S)
@@ -201,7 +184,7 @@ class MakeDev:
                 break
             print(f"make dev: {len(self.remaining())} process(es) left, sending {sig.name} to groups {self.groups}")
             for pgid in self.groups:
-                _signal_group(pgid, sig)
+                signal_group(pgid, sig)
             deadline = time.monotonic() + KILL_TIMEOUT_S
             while self.remaining() and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -210,66 +193,8 @@ class MakeDev:
         return code, left
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float, dev: MakeDev, interval_s: float = 0.5) -> Any:
-    """Call ``probe`` until it returns something truthy; fail early if make dev died."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        dev.check_alive()
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}\n{dev.output()}")
-        time.sleep(interval_s)
-
-
 # --- GraphQL ----------------------------------------------------------------------------------------
 
-
-def graphql(url: str, document: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = httpx.post(
-        f"{url}/graphql", json={"query": document, "variables": variables or {}}, timeout=60.0, trust_env=False
-    )
-    response.raise_for_status()
-    body = response.json()
-    assert not body.get("errors"), json.dumps(body["errors"], indent=2)
-    return body["data"]
-
-
-def expect_type(value: dict[str, Any], typename: str) -> dict[str, Any]:
-    assert value["__typename"] == typename, json.dumps(value, indent=2)
-    return value
-
-
-REPOSITORIES = """
-query Repositories {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries { name locationOrLoadError { __typename ... on PythonError { message stack } } }
-    }
-  }
-  repositoriesOrError {
-    __typename
-    ... on PythonError { message stack }
-    ... on RepositoryConnection {
-      nodes {
-        name
-        location { name }
-        jobs { name }
-        schedules { name cronSchedule executionTimezone scheduleState { status } }
-        sensors { name minIntervalSeconds sensorState { status } }
-        assetNodes {
-          assetKey { path }
-          groupName
-          isPartitioned
-          assetChecksOrError { __typename ... on AssetChecks { checks { name blocking } } }
-        }
-      }
-    }
-  }
-}
-"""
 
 LAUNCH_RUN = """
 mutation Launch($params: ExecutionParams!) {
@@ -289,22 +214,6 @@ query Run($runId: ID!) {
     __typename
     ... on PythonError { message stack }
     ... on Run { runId jobName status tags { key value } }
-  }
-}
-"""
-
-RUN_LOGS = """
-query Logs($runId: ID!) {
-  logsForRun(runId: $runId) {
-    __typename
-    ... on EventConnection {
-      events {
-        __typename
-        ... on MessageEvent { message level stepKey }
-        ... on ExecutionStepFailureEvent { error { message stack } }
-        ... on RunFailureEvent { error { message stack } }
-      }
-    }
   }
 }
 """
@@ -388,29 +297,9 @@ def make_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     dev = MakeDev.start(tmp, free_port())
     failed = True
     try:
-
-        def answering() -> bool:
-            try:
-                return httpx.get(f"{dev.url}/server_info", timeout=5.0, trust_env=False).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for("the webserver to answer", answering, STARTUP_TIMEOUT_S, dev)
+        wait_for("the webserver to answer", lambda: server_answers(dev.url), STARTUP_TIMEOUT_S, dev)
         dev.track()
-
-        def repository() -> dict[str, Any] | None:
-            data = graphql(dev.url, REPOSITORIES)
-            for entry in data["workspaceOrError"].get("locationEntries", []):
-                error = entry["locationOrLoadError"] or {}
-                assert error.get("__typename") != "PythonError", (
-                    f"code location {entry['name']} failed to load: {error['message']}{''.join(error['stack'])}"
-                )
-            found = data["repositoriesOrError"]
-            if found["__typename"] != "RepositoryConnection":
-                return None
-            return next((node for node in found["nodes"] if node["assetNodes"]), None)
-
-        repo = wait_for("the code location to load", repository, STARTUP_TIMEOUT_S, dev)
+        repo = wait_for("the code location to load", lambda: loaded_repository(dev.url), STARTUP_TIMEOUT_S, dev)
         dev.track()  # the code server and the daemon are up by now
         print(f"\nmake dev: code location {repo['location']['name']} loaded {time.monotonic() - dev.started:.1f}s "
               f"after start; process groups {sorted(dev.groups)}")  # fmt: skip
@@ -439,11 +328,7 @@ def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded
     assert set(nodes) == ASSETS, sorted(nodes)
     assert {node["groupName"] for node in nodes.values()} == {GROUP}
     assert all(nodes[key]["isPartitioned"] for key in PARTITIONED) and not nodes["postings"]["isPartitioned"]
-    checks = {
-        key: {check["name"] for check in node["assetChecksOrError"].get("checks", [])}
-        for key, node in nodes.items()
-        if node["assetChecksOrError"].get("checks")
-    }
+    checks = check_names(repo)
     assert checks == CHECKS, checks
     blocking = {c["name"] for c in nodes["raw_candidates"]["assetChecksOrError"]["checks"] if c["blocking"]}
     assert blocking == CHECKS["raw_candidates"] - {"known_status_values"}
@@ -516,7 +401,7 @@ def chromium(binary: str, args: list[str], tmp: Path, name: str) -> subprocess.C
     try:
         out, err = popen.communicate(timeout=SCREENSHOT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        _signal_group(popen.pid, signal.SIGKILL)
+        signal_group(popen.pid, signal.SIGKILL)
         out, err = popen.communicate()
         message = f"chromium timed out after {SCREENSHOT_TIMEOUT_S:g}s:\n{err.decode(errors='replace')[-3000:]}"
         raise AssertionError(message) from None

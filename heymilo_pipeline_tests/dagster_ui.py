@@ -1,0 +1,183 @@
+"""Helpers to drive a running Dagster webserver over GraphQL and to manage process groups in tests.
+
+Shared by the tests that start a real webserver: ``dagster dev`` (test_dagster_dev.py) and ``make dev``
+(test_make_dev.py). GraphQL goes to ``{url}/graphql`` with ``trust_env=False``, so no proxy sits in between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+# The asset checks the code location defines, by asset key.
+CHECKS: dict[str, set[str]] = {
+    "raw_candidates": {
+        "unique_interview_id",
+        "non_null_keys",
+        "score_ranges",
+        "rows_match_total_count",
+        "steps_reference_candidates",
+        "known_status_values",
+    },
+    "candidates": {"matches_lake", "freshness"},
+}
+
+
+# --- processes --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 80) -> str:
+    """The last ``lines`` lines of a log file (or a note that it does not exist)."""
+    if not path.exists():
+        return f"({path} does not exist)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to process group ``pgid``; a group that is gone (or no longer ours) is not an error."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class Watched(Protocol):
+    """A started process that ``wait_for`` watches while it waits."""
+
+    def check_alive(self) -> None:
+        """Raise AssertionError (with the process's output) if the process has exited."""
+
+    def output(self) -> str:
+        """The tail of the process's output, for a failure message."""
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout_s: float, watched: Watched, interval_s: float = 0.5
+) -> T:
+    """Call ``probe`` until it returns something truthy and return that; fail early if ``watched`` died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        watched.check_alive()
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}\n{watched.output()}")
+        time.sleep(interval_s)
+
+
+# --- GraphQL ----------------------------------------------------------------------------------------
+
+
+def graphql(url: str, document: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """POST ``document`` to the webserver at ``url``; returns ``data``, fails on any GraphQL error."""
+    response = httpx.post(
+        f"{url}/graphql", json={"query": document, "variables": variables or {}}, timeout=60.0, trust_env=False
+    )
+    response.raise_for_status()
+    body = response.json()
+    assert not body.get("errors"), json.dumps(body["errors"], indent=2)
+    return body["data"]
+
+
+def expect_type(value: dict[str, Any], typename: str) -> dict[str, Any]:
+    """``value`` itself, once asserted to be a ``typename`` (not one of the union's error types)."""
+    assert value["__typename"] == typename, json.dumps(value, indent=2)
+    return value
+
+
+REPOSITORIES = """
+query Repositories {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message stack } } }
+    }
+  }
+  repositoriesOrError {
+    __typename
+    ... on PythonError { message stack }
+    ... on RepositoryConnection {
+      nodes {
+        name
+        location { name }
+        jobs { name }
+        schedules { name cronSchedule executionTimezone scheduleState { status } }
+        sensors { name minIntervalSeconds sensorState { status } }
+        assetNodes {
+          assetKey { path }
+          groupName
+          isPartitioned
+          assetChecksOrError { __typename ... on AssetChecks { checks { name blocking } } }
+        }
+      }
+    }
+  }
+}
+"""
+
+RUN_LOGS = """
+query Logs($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message level stepKey }
+        ... on ExecutionStepFailureEvent { error { message stack } }
+        ... on RunFailureEvent { error { message stack } }
+      }
+    }
+  }
+}
+"""
+
+
+def server_answers(url: str) -> bool:
+    """Whether the webserver at ``url`` answers ``/server_info`` (a probe for ``wait_for``)."""
+    try:
+        return httpx.get(f"{url}/server_info", timeout=5.0, trust_env=False).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def loaded_repository(url: str) -> dict[str, Any] | None:
+    """The repository (``REPOSITORIES`` node) that has assets, or None while the code location still loads.
+
+    A probe for ``wait_for``: a code location that failed to load fails the test with its error at once.
+    """
+    data = graphql(url, REPOSITORIES)
+    for entry in data["workspaceOrError"].get("locationEntries", []):
+        error = entry["locationOrLoadError"] or {}
+        assert error.get("__typename") != "PythonError", (
+            f"code location {entry['name']} failed to load: {error['message']}{''.join(error['stack'])}"
+        )
+    found = data["repositoriesOrError"]
+    if found["__typename"] != "RepositoryConnection":
+        return None  # still loading, or failed: wait_for gives up with the process's output
+    return next((node for node in found["nodes"] if node["assetNodes"]), None)
+
+
+def check_names(repo: dict[str, Any]) -> dict[str, set[str]]:
+    """The names of the asset checks of ``repo``, by asset key (only assets that have checks); see ``CHECKS``."""
+    return {
+        "/".join(node["assetKey"]["path"]): {check["name"] for check in node["assetChecksOrError"].get("checks", [])}
+        for node in repo["assetNodes"]
+        if node["assetChecksOrError"].get("checks")
+    }
