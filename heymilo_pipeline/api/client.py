@@ -235,9 +235,10 @@ class HeyMiloClient:
 
     def _backoff(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, errors.RateLimitedError):
+        if isinstance(error, errors.RateLimitedError) and error.retry_after is not None:
             # The limiter already holds every process back until Retry-After; jitter spreads the restart.
             return wait_random_exponential(multiplier=0.05, max=1.0)(state)
+        # Without Retry-After a 429 backs off like any transient failure, growing with each attempt.
         return wait_random_exponential(multiplier=self.settings.backoff_initial, max=self.settings.backoff_max)(state)
 
     def _note_retry(self, state: RetryCallState, stats: QueryStats, context: errors.RequestContext) -> None:
