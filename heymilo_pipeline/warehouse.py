@@ -192,11 +192,15 @@ class Warehouse:
         if table.column_names != POSTINGS.names:
             raise ValueError(f"postings: columns {table.column_names} are not the declared {POSTINGS.names}")
         incoming = table.cast(POSTINGS.schema)
-        with self.connect() as conn, _transaction(conn):
-            conn.register("incoming_postings", incoming)
-            conn.execute("DELETE FROM postings")
-            conn.execute(f"INSERT INTO postings ({_names(POSTINGS)}) SELECT {_names(POSTINGS)} FROM incoming_postings")
-            conn.unregister("incoming_postings")
+        with self.connect() as conn:
+            _ensure_schema(conn)  # the postings asset may be the first to touch a new file
+            with _transaction(conn):
+                conn.register("incoming_postings", incoming)
+                conn.execute("DELETE FROM postings")
+                conn.execute(
+                    f"INSERT INTO postings ({_names(POSTINGS)}) SELECT {_names(POSTINGS)} FROM incoming_postings"
+                )
+                conn.unregister("incoming_postings")
         return incoming.num_rows
 
     # --- inspection -------------------------------------------------------------------------

@@ -329,3 +329,16 @@ def test_a_notebook_holding_the_file_too_long_fails_clearly(world: World) -> Non
     assert "stayed locked by another process" in message and "Nothing was written to DuckDB" in message
     assert str(world.data_dir / "heymilo.duckdb") in message
     assert checksums(world) == before
+
+
+def test_postings_excluded_later_leave_the_partitions(world: World, tmp_path: Path, monkeypatch) -> None:
+    """The daily update covers every registered posting, so excluding one must unregister it."""
+    with dg.instance_for_test() as instance:
+        w = World(world.tenant, world.url, tmp_path, instance)
+        assert dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"]).success
+        everyone = w.registered
+        monkeypatch.setenv("HEYMILO_EXCLUDE_POSTINGS", everyone[0])
+        result = dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"])
+        assert w.registered == everyone[1:]
+    metadata = result.asset_materializations_for_node("postings")[0].metadata
+    assert metadata["unregistered"].value == [everyone[0]]

@@ -63,17 +63,19 @@ def postings(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: St
         found = asyncio.run(discover_postings(heymilo.client(), settings))
     except HeyMiloError as exc:
         raise _fail(exc) from None
-    found.new = register_postings(context.instance, found.wanted)
-    warehouse = storage.warehouse(on_wait=context.log.warning)
-    warehouse.ensure_schema()
-    rows = warehouse.replace_postings(found.table(datetime.now(UTC)))
-    context.log.info(f"{rows} postings listed; {len(found.wanted)} fetched; newly registered: {found.new or 'none'}")
+    found.new, removed = register_postings(context.instance, found.wanted)
+    rows = storage.warehouse(on_wait=context.log.warning).replace_postings(found.table(datetime.now(UTC)))
+    context.log.info(
+        f"{rows} postings listed; {len(found.wanted)} fetched; newly registered: {found.new or 'none'}; "
+        f"no longer fetched: {removed or 'none'}"
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "postings_by_status": dg.MetadataValue.json(found.by_status()),
             "registered_partitions": len(found.wanted),
             "newly_registered": dg.MetadataValue.json(found.new),
+            "unregistered": dg.MetadataValue.json(removed),
             "skipped": dg.MetadataValue.json(found.skipped),
             "requests": found.stats.requests,
         }

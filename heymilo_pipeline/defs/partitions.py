@@ -52,10 +52,18 @@ def yesterday(today: date) -> date:
     return today - timedelta(days=1)
 
 
-def register_postings(instance: dg.DagsterInstance, wanted: Sequence[str]) -> list[str]:
-    """Add the postings not yet registered as partitions; returns the new ones, in the API's order."""
-    existing = set(instance.get_dynamic_partitions(POSTINGS))
-    new = [posting_id for posting_id in wanted if posting_id not in existing]
-    if new:
-        instance.add_dynamic_partitions(POSTINGS, new)
-    return new
+def register_postings(instance: dg.DagsterInstance, wanted: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Make the postings dimension exactly ``wanted``: returns (added, removed).
+
+    Removing matters: the daily update covers every registered posting, so a posting excluded by
+    the filters (or gone from the API) must leave the dimension. Its rows stay in DuckDB and its
+    materialization history in Dagster; registering it again brings both back into view.
+    """
+    existing = list(instance.get_dynamic_partitions(POSTINGS))
+    added = [posting_id for posting_id in wanted if posting_id not in set(existing)]
+    removed = [posting_id for posting_id in existing if posting_id not in set(wanted)]
+    if added:
+        instance.add_dynamic_partitions(POSTINGS, added)
+    for posting_id in removed:
+        instance.delete_dynamic_partition(POSTINGS, posting_id)
+    return added, removed
