@@ -7,6 +7,7 @@ and check results appear in the Dagster UI afterwards (when DAGSTER_HOME is set)
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from heymilo_pipeline.settings import PipelineSettings
 def open_instance() -> dg.DagsterInstance:
     if os.environ.get("DAGSTER_HOME"):
         instance = dg.DagsterInstance.get()
+        reap_dead_runs(instance)
     else:
         click.echo("DAGSTER_HOME is not set: runs are kept in memory only and will not show in the UI.", err=True)
         instance = dg.DagsterInstance.ephemeral()
@@ -44,7 +46,48 @@ def _defs() -> dg.Definitions:
     return defs
 
 
+# Runs executed here carry the process that runs them, so a later command can tell a run that is
+# still going from one whose process was killed (kill -9, OOM, a closed laptop).
+PID_TAG, HOST_TAG = "heymilo/pid", "heymilo/host"
+
+
+def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark runs of this host whose process is gone as failed, and give back their concurrency slots.
+
+    A run killed inside the "duckdb" pool keeps its slot otherwise: Dagster frees slots when a run
+    finishes, and a killed in-process run never does, so every later load would wait forever.
+    """
+    from dagster import DagsterRunStatus, RunsFilter
+
+    reaped = []
+    host = socket.gethostname()
+    unfinished = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]
+    for run in instance.get_runs(RunsFilter(statuses=unfinished, tags={HOST_TAG: host})):
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid <= 0 or pid == os.getpid() or _alive(pid):
+            continue
+        instance.report_run_failed(
+            run, f"the process that ran it (pid {pid}) is gone; marked failed by heymilo-pipeline"
+        )
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
+    if reaped:
+        click.echo(f"Marked {len(reaped)} run(s) whose process had died as failed and freed their slots: {reaped}")
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive, not ours to judge
+        return True
+    return True
+
+
 def execute_job(job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> bool:
+    tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     result = _defs().resolve_job_def(job_name).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
