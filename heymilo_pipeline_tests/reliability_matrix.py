@@ -713,7 +713,7 @@ CRASH_SAFETY = [
     "older load, never part of the new one; the same command then completes and both tables, the lake's Parquet "
     "rows and its raw JSON lines equal a clean run's. What the test also shows:",
     "",
-    "- A kill mid-write leaves hidden `.part.*.tmp-*` files (full-size, personal data) that nothing removes "
+    "- A kill mid-write leaves hidden `.part.*.tmp-*` files (partly written, personal data) that nothing removes "
     "unless `Lake.clean_temp_files` is called.",
     "- Files are atomic one by one, not as a slice: between the crash and the rerun the lake can hold new steps "
     "beside old candidates, and new Parquet beside old DuckDB rows.",

@@ -21,6 +21,8 @@ ENVIRONMENT = {
     "HEYMILO_MAX_ATTEMPTS": "max_attempts",
     "HEYMILO_TIMEOUT": "timeout_seconds",
     "HEYMILO_MAX_CONCURRENCY": "max_concurrency",
+    "HEYMILO_BACKOFF_INITIAL": "backoff_initial",
+    "HEYMILO_BACKOFF_MAX": "backoff_max",
 }
 
 

@@ -97,6 +97,11 @@ def raw_candidates(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, stora
     # Configuration problems surface before the first request and before anything is written.
     scrubber = _settings().scrubber()
     storage.ensure_writable()
+    # Hidden temp files of writes that a kill interrupted hold personal data; older than an hour, no
+    # live writer can still own them.
+    removed = storage.lake.clean_temp_files()
+    if removed:
+        context.log.info(f"removed {len(removed)} temp file(s) left by interrupted writes")
     context.log.info(f"{len(slices)} slice(s) to fetch: " + "; ".join(str(s) for s in slices[:20]))
 
     def progress(page: CandidatePage, stats: QueryStats) -> None:
