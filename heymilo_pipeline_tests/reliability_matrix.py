@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
 from heymilo_pipeline.lake import Lake
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
+from heymilo_pipeline.simulator.gateway import capture_response
 from heymilo_pipeline.warehouse import Warehouse
 
 # The candidate partitions start at HEYMILO_START_DATE, read when the definitions are imported (conftest sets
@@ -346,27 +347,17 @@ class AbsentNullObjects:
         if scope["type"] != "http" or not scope["path"].endswith("/candidates"):
             await self.app(scope, receive, send)
             return
-        start: dict[str, Any] = {}
-        chunks: list[bytes] = []
-
-        async def collect(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                start.update(message)
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-
-        await self.app(scope, receive, collect)
-        body = b"".join(chunks)
-        if start["status"] == 200:
+        status, headers, body = await capture_response(self.app, scope, receive)
+        if status == 200:
             document = json.loads(body)
             for item in document["data"]:
                 for key in self.KEYS:
                     if key in item and item[key] is None:
                         del item[key]
             body = json.dumps(document).encode()
-        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": start["status"], "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

@@ -120,7 +120,7 @@ class Gateway:
             stats.status(decision.error_status)
             await _send_json(send, decision.error_status, server_error_body(decision.error_status), headers)
             return
-        status, inner_headers, body = await _capture(self.app, scope, receive)
+        status, inner_headers, body = await capture_response(self.app, scope, receive)
         await self._emit(send, decision, status, [*inner_headers, *headers], body)
 
     async def _emit(self, send: Send, decision: FaultDecision, status: int, headers: Headers, body: bytes) -> None:
@@ -145,7 +145,7 @@ class Gateway:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _capture(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[int, Headers, bytes]:
+async def capture_response(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[int, Headers, bytes]:
     """Run the inner app and buffer its response (API responses are small JSON documents)."""
     start: dict[str, Any] = {}
     chunks: list[bytes] = []
