@@ -59,6 +59,17 @@ def vm_hwm() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def vm_rss() -> int:
+    """This process's current resident set (bytes), from /proc (0 where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def write_result(path: str | None, result: dict[str, Any]) -> None:
     result.setdefault("self_peak_rss", vm_hwm())
     text = json.dumps(result, indent=2, default=str)

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
-from common import YEAR_FIRST, YEAR_LAST, read_pages, replica_id, replicate, vm_hwm, write_result
+from common import YEAR_FIRST, YEAR_LAST, read_pages, replica_id, replicate, vm_hwm, vm_rss, write_result
 
 
 def posting_plan(cache: Path, replicas: int, limit: int | None) -> list[tuple[str, str, dict]]:
@@ -57,6 +57,7 @@ def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
     stages = dict.fromkeys(("fetch_validate_flatten", "evaluate", "write_lake", "load_duckdb"), 0.0)
     rows = steps = partitions = requests = 0
     rss_after_imports = vm_hwm()
+    rss_by_posting: list[int] = []  # resident set after each posting: flat when nothing accumulates
     served: dict[str, tuple[list[bytes], dict[str | None, int]]] = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -96,6 +97,7 @@ def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
         requests += fetched.stats.requests
         del fetched, files, plan
         served.clear()
+        rss_by_posting.append(vm_rss())
     counts = warehouse.table_counts()
     if counts["candidates"] != rows:
         raise SystemExit(f"DuckDB holds {counts['candidates']} candidates, {rows} were processed")
@@ -111,6 +113,7 @@ def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
         "candidates_per_s": rows / seconds,
         "stages": stages,
         "rss_after_imports": rss_after_imports,
+        "rss_by_posting": rss_by_posting,
         "gc_enabled": gc.isenabled(),
     }
 

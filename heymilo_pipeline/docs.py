@@ -1,7 +1,7 @@
 """``python -m heymilo_pipeline.docs``: write docs/tables.md from the column declarations the code uses.
 
-The declarations (flatten's tables plus warehouse's partition_loads) already drive the Arrow schemas,
-the DuckDB DDL and comments and Dagster's column metadata; generating the Markdown from them too
+The declarations (flatten's tables, the lake's raw records, warehouse's partition_loads) already drive
+the Arrow schemas, the DuckDB DDL and comments and Dagster's column metadata; generating the Markdown from them too
 means the documentation cannot drift from the tables. ``--check`` only compares, for CI.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from heymilo_pipeline.flatten import tables_markdown
+from heymilo_pipeline.flatten import RAW_RECORDS, tables_markdown
 from heymilo_pipeline.warehouse import TABLES
 
 COMMAND = "python -m heymilo_pipeline.docs"
@@ -27,7 +27,7 @@ NOTE = (
 
 def render() -> str:
     """The text of docs/tables.md: the title, the note that it is generated, then every table."""
-    title, _, body = tables_markdown(TABLES).partition("\n\n")
+    title, _, body = tables_markdown((*TABLES, RAW_RECORDS)).partition("\n\n")
     return f"{title}\n\n{NOTE}\n\n{body}"
 
 

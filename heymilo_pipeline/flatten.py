@@ -186,8 +186,16 @@ POSTINGS = spec("postings", "One row per posting of the workspace, as of the lat
     ("extra", _S, _UNKNOWN, JSON),
     ("listed_at", _TS, "When the pipeline listed the postings (the snapshot this row belongs to, UTC).", NOT_NULL),
 )
+RAW_RECORDS = spec("raw_candidates", "The lake's copy of every candidate record exactly as the API sent it "
+                                     "(lake/raw/candidates; not loaded into DuckDB): enough to rebuild the tables.",
+    ("interview_id", _S, "The candidate's interview_id.", NOT_NULL),
+    ("posting_id", _S, "ID of the posting the candidate belongs to.", NOT_NULL),
+    ("created_date", _D, "The candidate's created_date (partition day).", NOT_NULL),
+    ("record", _S, "The candidate object as the API returned it (JSON: its keys, order and numbers as sent).",
+     NOT_NULL, JSON),
+)
 # fmt: on
-LAKE_TABLES = (CANDIDATES, WORKFLOW_STEPS, POSTINGS)
+LAKE_TABLES = (CANDIDATES, WORKFLOW_STEPS, RAW_RECORDS, POSTINGS)
 
 
 def tables_markdown(tables: Iterable[TableSpec] = LAKE_TABLES) -> str:

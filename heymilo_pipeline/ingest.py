@@ -21,7 +21,7 @@ from heymilo_pipeline.api.client import CandidatePage, HeyMiloClient, gather_bou
 from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
-from heymilo_pipeline.lake import Lake, PartitionFiles
+from heymilo_pipeline.lake import Lake, MonthFiles
 
 log = logging.getLogger("heymilo_pipeline.ingest")
 
@@ -45,7 +45,7 @@ class FetchedSlice:
     steps: pa.Table
     raw: list[dict] = field(repr=False, default_factory=list)
     findings: dict[str, quality.Finding] = field(default_factory=dict)
-    files: dict[date, PartitionFiles] = field(default_factory=dict)
+    files: dict[date, MonthFiles] = field(default_factory=dict)
 
     @property
     def rows_by_day(self) -> dict[date, int]:
@@ -126,7 +126,7 @@ def evaluate(fetched: FetchedSlice, bounds: quality.ScoreBounds) -> dict[str, qu
     return fetched.findings
 
 
-def write_lake(lake: Lake, fetched: FetchedSlice) -> dict[date, PartitionFiles]:
+def write_lake(lake: Lake, fetched: FetchedSlice) -> dict[date, MonthFiles]:
     item = fetched.slice
     fetched.files = lake.write_partitions(item.posting_id, item.days, fetched.raw, fetched.candidates, fetched.steps)
     return fetched.files

@@ -1,35 +1,41 @@
-"""The Parquet lake: one directory per (table, posting, UTC day), written atomically, read back as Arrow.
+"""The Parquet lake: one file per (table, posting, UTC month), rewritten atomically, read back as Arrow.
 
-Layout (hive-style directory names, so any engine can prune by posting and day)::
+Layout (hive-style directory names, so any engine can prune by posting and month)::
 
-    root/candidates/posting_id=<id>/date=<YYYY-MM-DD>/part.parquet
-    root/candidate_workflow_steps/posting_id=<id>/date=<YYYY-MM-DD>/part.parquet
-    root/raw/candidates/posting_id=<id>/date=<YYYY-MM-DD>/part.jsonl.gz   (the API's records, verbatim)
+    root/candidates/posting_id=<id>/month=<YYYY-MM>/part.parquet
+    root/candidate_workflow_steps/posting_id=<id>/month=<YYYY-MM>/part.parquet
+    root/raw/candidates/posting_id=<id>/month=<YYYY-MM>/part.parquet   (the API's records, verbatim JSON)
 
-posting_id and created_date stay real columns in the files: a file is complete without its path. The
+Why months, when Dagster's partitions are days: a posting-day holds tens of candidates, and a file per
+table and day made the lake three files per posting-day (a year of 20 postings: 21,900 files), where
+file creation, not data, set the pace. A month file holds every day of that month that was ever
+written; replacing days rewrites the month's files with the other days' rows carried over. Which days
+a file holds (empty ones included: a day fetched with no candidates is still "loaded") is in its
+schema metadata under ``heymilo.days``; ``Lake.covered_days`` reads it from the footers.
+
+posting_id and created_date are real columns in the files: a file is complete without its path. The
 directory names are only for locating and pruning, and our readers never derive columns from them
-(DuckDB: ``hive_partitioning=false``; pyarrow: one file at a time). With hive partitioning on, DuckDB
-and pyarrow both *replace* the file's posting_id with the directory's value and add a ``date``
-column; naming the day key ``date`` (not created_date) keeps that addition from shadowing a real
-column, and writes refuse rows whose posting_id/created_date disagree with their directory, so an
-ad-hoc hive glob still sees the same values.
+(DuckDB: ``hive_partitioning=false``; pyarrow: one file at a time). Writes refuse rows whose
+posting_id disagrees with their directory, so an ad-hoc hive glob still sees the same values.
 
-Every file is replaced atomically (temp file in the same directory, fsync, ``os.replace``). Temp
-names start with "." and do not end in .parquet / .jsonl.gz, so no reader or glob ever sees them.
-Candidate data is personal data: files are 0o600, directories 0o700.
+Every file is replaced atomically (temp file in the same directory, fsync, ``os.replace``); a lock per
+posting-month serialises runs that rewrite the same month (a backfill and the daily update), so
+neither loses the other's days. Temp names start with "." and do not end in .parquet, so no reader or
+glob ever sees them. Candidate data is personal data: files are 0o600, directories 0o700.
 """
 
 from __future__ import annotations
 
-import gzip
+import fcntl
 import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, unquote
@@ -40,47 +46,39 @@ import pyarrow.parquet as pq
 import pydantic_core
 
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, TableSpec, split_by_day
+from heymilo_pipeline.flatten import CANDIDATES, RAW_RECORDS, WORKFLOW_STEPS, TableSpec
 
 RAW = "raw/candidates"
-_PARQUET = {CANDIDATES.name: CANDIDATES, WORKFLOW_STEPS.name: WORKFLOW_STEPS}
-_FILE_NAMES = {CANDIDATES.name: "part.parquet", WORKFLOW_STEPS.name: "part.parquet", RAW: "part.jsonl.gz"}
-# Partitions are one posting-day (usually far below this); big backfill days still get several row
-# groups, so readers can parallelise and skip by statistics.
+_TABLES = {CANDIDATES.name: CANDIDATES, WORKFLOW_STEPS.name: WORKFLOW_STEPS, RAW: RAW_RECORDS}
+FILE_NAME = "part.parquet"
+DAYS_KEY = b"heymilo.days"
+# A posting-month is usually far below this; a big month still gets several row groups, so readers can
+# parallelise and skip by statistics.
 ROW_GROUP_ROWS = 128 * 1024
 FILE_MODE, DIR_MODE = 0o600, 0o700
-# Threads writing one slice's partition files: enough to overlap the fsyncs (the journal commits
-# concurrent ones together), few enough not to thrash two cores.
-WRITE_THREADS = 8
+# Months of one slice written at once: enough to overlap fsyncs and compression (which release the
+# GIL), few enough not to thrash two cores.
+WRITE_THREADS = 4
 
 
 @dataclass(frozen=True)
-class _PlannedPartition:
-    """One checked partition and its three writes, in the order they must happen (raw first)."""
-
-    lake: Lake
-    day: date
-    files: PartitionFiles
-    raw_records: Sequence[dict[str, Any]]
-    candidates: pa.Table
-    steps: pa.Table
-
-    def writes(self) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
-        atomic = self.lake._atomic_write
-        return (
-            lambda: atomic(self.files.raw, lambda f: _write_jsonl_gz(f, self.raw_records)),
-            lambda: atomic(self.files.steps, lambda f: _write_parquet(f, self.steps)),
-            lambda: atomic(self.files.candidates, lambda f: _write_parquet(f, self.candidates)),
-        )
-
-
-@dataclass(frozen=True)
-class PartitionFiles:
-    """The three files of one posting x day."""
+class MonthFiles:
+    """The three files of one posting x month."""
 
     candidates: Path
     steps: Path
     raw: Path
+
+
+def month_of(day: date) -> date:
+    """The first day of ``day``'s month: the key of the file that holds it."""
+    return day.replace(day=1)
+
+
+def month_days(month: date) -> DayRange:
+    """Every day of the month starting at ``month``."""
+    following = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return DayRange(month, following - timedelta(days=1))
 
 
 def _dir_value(posting_id: str) -> str:
@@ -103,20 +101,27 @@ class Lake:
     # --- paths ------------------------------------------------------------------------------
 
     def path(self, table: str, posting_id: str, day: date) -> Path:
-        """Where the file of one partition lives (whether or not it exists)."""
-        directory = self.root / table / f"posting_id={_dir_value(posting_id)}" / f"date={day.isoformat()}"
-        return directory / _file_name(table)
+        """The file that holds ``day`` of one posting (its month's), whether or not it exists."""
+        _spec(table)
+        directory = self.root / table / f"posting_id={_dir_value(posting_id)}" / f"month={day:%Y-%m}"
+        return directory / FILE_NAME
 
     def paths(self, table: str, posting_id: str | None = None, days: DayRange | None = None) -> list[Path]:
-        """Existing files of ``table``, optionally of one posting and a day range, sorted by posting and day."""
+        """Existing files of ``table`` (optionally of one posting, and of the months a day range touches),
+        sorted by posting and month."""
         return [p for _, _, p in self._scan(table, posting_id, days)]
 
+    def covered_days(self, table: str, posting_id: str, days: DayRange | None = None) -> set[date]:
+        """The days of one posting the lake holds for ``table`` (written, empty or not), within ``days``."""
+        covered = {day for _, _, path in self._scan(table, posting_id, days) for day in _days_of(path)}
+        return covered if days is None else {d for d in covered if days.first <= d <= days.last}
+
     def partitions(self, table: str) -> set[tuple[str, date]]:
-        """(posting_id, day) of every partition of ``table`` that has a file."""
-        return {(posting_id, day) for posting_id, day, _ in self._scan(table, None, None)}
+        """(posting_id, day) of every day the lake holds for ``table``."""
+        return {(posting_id, day) for posting_id, _, path in self._scan(table, None, None) for day in _days_of(path)}
 
     def _scan(self, table: str, posting_id: str | None, days: DayRange | None) -> list[tuple[str, date, Path]]:
-        name = _file_name(table)
+        _spec(table)
         base = self.root / table
         if posting_id is not None:
             posting_dirs = [base / f"posting_id={_dir_value(posting_id)}"]
@@ -126,14 +131,15 @@ class Lake:
         for posting_dir in posting_dirs:
             if not posting_dir.is_dir():
                 continue
-            for day_dir in sorted(posting_dir.glob("date=*")):
+            for month_dir in sorted(posting_dir.glob("month=*")):
                 try:
-                    day = date.fromisoformat(day_dir.name.removeprefix("date="))
+                    month = date.fromisoformat(month_dir.name.removeprefix("month=") + "-01")
                 except ValueError:
                     continue  # not ours
-                file = day_dir / name
-                if (days is None or days.first <= day <= days.last) and file.is_file():
-                    found.append((unquote(posting_dir.name.removeprefix("posting_id=")), day, file))
+                file = month_dir / FILE_NAME
+                overlaps = days is None or (month <= days.last and month_days(month).last >= days.first)
+                if overlaps and file.is_file():
+                    found.append((unquote(posting_dir.name.removeprefix("posting_id=")), month, file))
         return found
 
     # --- writing ----------------------------------------------------------------------------
@@ -145,12 +151,9 @@ class Lake:
         raw_records: Sequence[dict[str, Any]],
         candidates: pa.Table,
         steps: pa.Table,
-    ) -> PartitionFiles:
-        """Write (replace) the three files of one posting x day; an empty day gets empty files."""
-        planned = self._plan(posting_id, day, raw_records, candidates, steps)
-        for write in planned.writes():
-            write()
-        return planned.files
+    ) -> MonthFiles:
+        """Replace one posting-day (see write_partitions); returns the files of its month."""
+        return self.write_partitions(posting_id, DayRange.single(day), raw_records, candidates, steps)[month_of(day)]
 
     def write_partitions(
         self,
@@ -159,69 +162,50 @@ class Lake:
         raw_records: Sequence[dict[str, Any]],
         candidates: pa.Table,
         steps: pa.Table,
-    ) -> dict[date, PartitionFiles]:
-        """Split one fetch of ``days`` by created_date and write every day of the range (empty ones too).
+    ) -> dict[date, MonthFiles]:
+        """Replace every day of ``days`` of one posting by one fetch of that range (empty days too).
 
-        Every partition is checked before the first file is written, so a refused slice leaves the lake
-        as it was. Files are then written by a small thread pool (fsync, compression and Parquet encoding
-        release the GIL: a year of one posting is ~1,100 files, each fsynced twice), one kind at a time:
-        every raw file, then every steps file, then every candidates file, so whatever a crash
-        interrupts, no table file is newer than its raw file.
+        Everything is checked before the first file is written, so a refused slice leaves the lake as it
+        was. Then each month the range touches is rewritten under its lock: the month's other days are
+        carried over from its current files, and the three files are replaced one kind at a time, raw
+        first and candidates last, so whatever a crash interrupts, no table file is newer than its raw
+        file. Returns the files per month (keyed by the month's first day).
         """
-        by_day = split_by_day(candidates)
-        steps_by_day = split_by_day(steps)
-        outside = sorted(str(d) for d in (set(by_day) | set(steps_by_day)) - set(days.days))
-        if outside:
-            raise ValueError(f"posting {posting_id}: rows created on {outside}, outside the range written ({days})")
-        # A raw record goes where its row went: that also covers rows filed under partition_day (no created_at).
-        day_of_id = dict(
-            zip(candidates["interview_id"].to_pylist(), candidates["created_date"].to_pylist(), strict=True)
-        )
-        raw_by_day: dict[date, list[dict[str, Any]]] = {}
-        for record in raw_records:
-            day = day_of_id.get(record.get("interview_id"))
-            if day is None:
-                raise ValueError(f"posting {posting_id}: raw record {record.get('interview_id')!r} has no table row")
-            raw_by_day.setdefault(day, []).append(record)
-        planned = [
-            self._plan(
-                posting_id,
-                day,
-                raw_by_day.get(day, []),
-                by_day.get(day, CANDIDATES.empty()),
-                steps_by_day.get(day, WORKFLOW_STEPS.empty()),
-            )
-            for day in days.days
-        ]
-        if len(planned) == 1:
-            for write in planned[0].writes():
-                write()
-        else:
-            with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="lake-write") as pool:
-                for kind in range(3):  # raw, steps, candidates: each kind complete before the next starts
-                    for future in [pool.submit(p.writes()[kind]) for p in planned]:
-                        future.result()
-        return {p.day: p.files for p in planned}
+        candidates = _conform(candidates, CANDIDATES, posting_id, days)
+        steps = _conform(steps, WORKFLOW_STEPS, posting_id, days)
+        raw = _raw_table(posting_id, days, raw_records, candidates)
+        months = sorted({month_of(d) for d in days.days})
 
-    def _plan(
-        self,
-        posting_id: str,
-        day: date,
-        raw_records: Sequence[dict[str, Any]],
-        candidates: pa.Table,
-        steps: pa.Table,
-    ) -> _PlannedPartition:
-        """Check one partition's rows and say what to write; nothing is written yet."""
-        candidates = _conform(candidates, CANDIDATES, posting_id, day)
-        steps = _conform(steps, WORKFLOW_STEPS, posting_id, day)
-        raw_ids = sorted(str(r.get("interview_id")) for r in raw_records)
-        if raw_ids != sorted(candidates["interview_id"].to_pylist()):
-            raise ValueError(
-                f"posting {posting_id} {day}: the raw records ({len(raw_ids)}) are not the candidates of the "
-                f"table ({candidates.num_rows}); the raw partition must be able to rebuild the table"
-            )
-        files = PartitionFiles(*(self.path(t, posting_id, day) for t in (CANDIDATES.name, WORKFLOW_STEPS.name, RAW)))
-        return _PlannedPartition(self, day, files, raw_records, candidates, steps)
+        def write_month(month: date) -> MonthFiles:
+            span = month_days(month)
+            part = DayRange(max(span.first, days.first), min(span.last, days.last))
+            files = MonthFiles(*(self.path(t, posting_id, month) for t in (CANDIDATES.name, WORKFLOW_STEPS.name, RAW)))
+            # Raw first, candidates last: a crash between them leaves no table file newer than its raw file.
+            order = ((files.raw, RAW_RECORDS, raw), (files.steps, WORKFLOW_STEPS, steps))
+            order += ((files.candidates, CANDIDATES, candidates),)
+            with self._month_lock(posting_id, month):
+                for path, spec, rows in order:
+                    merged = _merge(path, spec, _within(rows, part), part)
+                    self._atomic_write(path, lambda f, t=merged: _write_parquet(f, t))
+            return files
+
+        if len(months) == 1:
+            return {months[0]: write_month(months[0])}
+        with ThreadPoolExecutor(max_workers=min(len(months), WRITE_THREADS), thread_name_prefix="lake") as pool:
+            return dict(zip(months, pool.map(write_month, months), strict=True))
+
+    @contextmanager
+    def _month_lock(self, posting_id: str, month: date) -> Iterator[None]:
+        # flock on the raw month directory (no lock file to leave behind): released by the kernel if the
+        # process dies, so a killed run never leaves a month locked.
+        directory = self.path(RAW, posting_id, month).parent
+        self._make_dirs(directory)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _atomic_write(self, path: Path, write: Callable[[IO[bytes]], None]) -> None:
         self._make_dirs(path.parent)
@@ -275,55 +259,109 @@ class Lake:
     # --- reading ----------------------------------------------------------------------------
 
     def read(self, table: str, posting_id: str | None = None, days: DayRange | None = None) -> pa.Table:
-        """The rows of a Parquet table (optionally one posting / day range) with its declared schema."""
-        spec = _PARQUET.get(table)
-        if spec is None:
-            raise ValueError(f"{table!r} is not a Parquet table of the lake; known: {sorted(_PARQUET)}")
-        parts = [pq.read_table(p, partitioning=None).cast(spec.schema) for p in self.paths(table, posting_id, days)]
+        """The rows of a table (optionally one posting / day range) with its declared schema."""
+        spec = _spec(table)
+        parts = [_within(_read(p, spec), days) for p in self.paths(table, posting_id, days)]
         return pa.concat_tables(parts) if parts else spec.empty()
 
     def read_raw(self, posting_id: str, day: date) -> list[dict[str, Any]]:
         """The records the API returned for one posting x day, as it returned them."""
-        path = self.path(RAW, posting_id, day)
-        with gzip.open(path, "rt", encoding="utf-8") as lines:
-            return [json.loads(line) for line in lines]
+        table = self.read(RAW, posting_id, DayRange.single(day))
+        return [json.loads(text) for text in table["record"].to_pylist()]
 
 
-def _file_name(table: str) -> str:
-    if table not in _FILE_NAMES:
-        raise ValueError(f"unknown lake table {table!r}; known: {sorted(_FILE_NAMES)}")
-    return _FILE_NAMES[table]
+def _spec(table: str) -> TableSpec:
+    if table not in _TABLES:
+        raise ValueError(f"unknown lake table {table!r}; known: {sorted(_TABLES)}")
+    return _TABLES[table]
 
 
-def _conform(table: pa.Table, spec: TableSpec, posting_id: str, day: date) -> pa.Table:
-    """The table with its declared schema (descriptions included), if every row belongs to this partition."""
+def _days_of(path: Path) -> list[date]:
+    metadata = pq.read_schema(path).metadata or {}
+    return [date.fromisoformat(d) for d in json.loads(metadata.get(DAYS_KEY, b"[]"))]
+
+
+def _read(path: Path, spec: TableSpec) -> pa.Table:
+    table = pq.read_table(path, partitioning=None)
+    # A file written before a column was added lacks it: the column reads as nulls.
+    for field in spec.schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
+    return table.select(spec.names).cast(spec.schema)
+
+
+def _within(table: pa.Table, days: DayRange | None) -> pa.Table:
+    if days is None:
+        return table
+    day = table["created_date"]
+    keep = pc.and_(pc.greater_equal(day, pa.scalar(days.first)), pc.less_equal(day, pa.scalar(days.last)))
+    return table.filter(keep)
+
+
+def _merge(path: Path, spec: TableSpec, rows: pa.Table, days: DayRange) -> pa.Table:
+    """The month file's new content: its rows of other days, then ``rows``, ordered by day (stably)."""
+    covered = set(days.days)
+    if path.is_file():
+        old = _read(path, spec)
+        outside = pc.or_(
+            pc.less(old["created_date"], pa.scalar(days.first)), pc.greater(old["created_date"], pa.scalar(days.last))
+        )
+        rows = pa.concat_tables([old.filter(outside), rows])
+        covered |= set(_days_of(path))
+    rows = rows.take(pc.sort_indices(rows["created_date"]))
+    metadata = {**(spec.schema.metadata or {}), DAYS_KEY: json.dumps(sorted(map(str, covered))).encode()}
+    return rows.replace_schema_metadata(metadata)
+
+
+def _conform(table: pa.Table, spec: TableSpec, posting_id: str, days: DayRange) -> pa.Table:
+    """The table with its declared schema (descriptions included), if every row belongs to the slice."""
     if table.column_names != spec.names:
         raise ValueError(f"{spec.name}: columns {table.column_names} are not the declared {spec.names}")
     table = table.cast(spec.schema)
-    for column, value in (("posting_id", posting_id), ("created_date", day)):
-        same = pc.equal(table[column], pa.scalar(value, table.schema.field(column).type))
-        strays = table.num_rows - pc.sum(pc.fill_null(same, False).cast(pa.int64())).as_py() if table.num_rows else 0
-        if strays:
-            rows = f"{strays} row(s) with a {column} other than {value}"
-            raise ValueError(f"{spec.name}: {rows} cannot be written to the partition of posting {posting_id}, {day}")
+    if not table.num_rows:
+        return table
+    other = pc.sum(pc.fill_null(pc.not_equal(table["posting_id"], posting_id), True).cast(pa.int64())).as_py()
+    if other:
+        raise ValueError(f"{spec.name}: {other} row(s) with a posting_id other than {posting_id} cannot be written")
+    outside = table.num_rows - _within(table, days).num_rows
+    if outside:
+        first, last = pc.min_max(table["created_date"]).values()
+        raise ValueError(
+            f"posting {posting_id}: {spec.name} has {outside} row(s) created outside the range written ({days}); "
+            f"rows span {first}..{last}"
+        )
     return table
+
+
+def _json_text(record: dict[str, Any]) -> str:
+    # pydantic's Rust serializer is ~3x faster than json.dumps, and as exact (key order, big ints, floats);
+    # json.dumps takes over for what it refuses, e.g. a lone surrogate from a "\ud800" escape.
+    try:
+        return pydantic_core.to_json(record).decode()
+    except pydantic_core.PydanticSerializationError:
+        return json.dumps(record, separators=(",", ":"))
+
+
+def _raw_table(
+    posting_id: str, days: DayRange, raw_records: Sequence[dict[str, Any]], candidates: pa.Table
+) -> pa.Table:
+    """The raw records as rows of RAW_RECORDS; each goes to its candidate's day (partition_day included)."""
+    ids = candidates["interview_id"].to_pylist()
+    raw_ids = [r.get("interview_id") for r in raw_records]
+    if sorted(map(str, raw_ids)) != sorted(ids):
+        raise ValueError(
+            f"posting {posting_id}, days {days}: the raw records ({len(raw_ids)}) are not the candidates of the "
+            f"table ({candidates.num_rows}); the raw records must be able to rebuild the table"
+        )
+    day_of_id = dict(zip(ids, candidates["created_date"].to_pylist(), strict=True))
+    columns = {
+        "interview_id": raw_ids,
+        "posting_id": [posting_id] * len(raw_ids),
+        "created_date": [day_of_id[i] for i in raw_ids],
+        "record": [_json_text(r) for r in raw_records],
+    }
+    return pa.Table.from_pydict(columns, schema=RAW_RECORDS.schema)
 
 
 def _write_parquet(file: IO[bytes], table: pa.Table) -> None:
     pq.write_table(table, file, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-
-
-def _json_line(record: dict[str, Any]) -> bytes:
-    # pydantic's Rust serializer is ~3x faster than json.dumps, and as exact (key order, big ints, floats);
-    # json.dumps takes over for what it refuses, e.g. a lone surrogate from a "\ud800" escape.
-    try:
-        return pydantic_core.to_json(record) + b"\n"
-    except pydantic_core.PydanticSerializationError:
-        return json.dumps(record, separators=(",", ":")).encode() + b"\n"
-
-
-def _write_jsonl_gz(file: IO[bytes], records: Iterable[dict[str, Any]]) -> None:
-    # Level 3: twice as fast as the default 6 for a slightly bigger file. mtime=0 and no name: the same
-    # records give the same bytes.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=file, mtime=0, compresslevel=3) as out:
-        out.write(b"".join(map(_json_line, records)))

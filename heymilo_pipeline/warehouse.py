@@ -47,6 +47,7 @@ PARTITION_LOADS = spec(
 TABLES = (CANDIDATES, WORKFLOW_STEPS, POSTINGS, PARTITION_LOADS)
 _LOCK_ERROR = "Could not set lock on file"
 _READ = "read_parquet(?, hive_partitioning = false)"  # the lake's paths are never a source of columns
+_WITHIN_DAYS = "created_date BETWEEN ? AND ?"
 
 
 _RECORD_LOADS = """
@@ -62,7 +63,7 @@ LEFT JOIN (
 
 @dataclass(frozen=True)
 class SliceFiles:
-    """One posting x day range and the lake files that hold it."""
+    """One posting x day range and the lake files that hold it (month files: their other days are ignored)."""
 
     posting_id: str
     days: DayRange
@@ -263,8 +264,12 @@ def _compare_with_lake(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFi
         for table, files in ((CANDIDATES, item.candidate_files), (WORKFLOW_STEPS, item.step_files)):
             names = _names(table)
             in_db = f'SELECT {names} FROM "{table.name}" WHERE posting_id = ? AND created_date BETWEEN ? AND ?'
-            in_lake = f"SELECT {names} FROM {_READ}" if files else f'SELECT {names} FROM "{table.name}" LIMIT 0'
-            lake_params = [[str(f) for f in files]] if files else []
+            in_lake = (
+                f"SELECT {names} FROM {_READ} WHERE {_WITHIN_DAYS}"
+                if files
+                else f'SELECT {names} FROM "{table.name}" LIMIT 0'
+            )
+            lake_params = [[str(f) for f in files], *bounds[1:]] if files else []
             db_rows = conn.execute(f"SELECT count(*) FROM ({in_db})", bounds).fetchone()[0]
             lake_rows = conn.execute(f"SELECT count(*) FROM ({in_lake})", lake_params).fetchone()[0]
             only_db = conn.execute(
@@ -302,15 +307,16 @@ def _insert_files(conn: duckdb.DuckDBPyConnection, table: TableSpec, files: list
     if not files:
         return 0
     names = _names(table)
-    # Staged once, so the files are read once: checked there, then moved in.
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT {names} FROM {_READ}", [files])
-    # A file with rows of another posting or day would land outside the slice and never be deleted by it.
-    outside = "posting_id IS DISTINCT FROM ? OR created_date IS NULL OR created_date NOT BETWEEN ? AND ?"
-    stray = conn.execute(f"SELECT count(*) FROM incoming WHERE {outside}", bounds).fetchone()[0]
+    # A lake file holds a posting's month: the slice's days are the rows within its bounds. Staged once,
+    # so the files are read once: checked there, then moved in.
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT {names} FROM {_READ} WHERE {_WITHIN_DAYS}",
+        [files, bounds[1], bounds[2]],
+    )
+    # A row of another posting would land outside the slice and never be deleted by it.
+    stray = conn.execute("SELECT count(*) FROM incoming WHERE posting_id IS DISTINCT FROM ?", bounds[:1]).fetchone()[0]
     if stray:
-        raise ValueError(
-            f"{table.name}: {stray} row(s) in {files} lie outside posting {bounds[0]} {bounds[1]}..{bounds[2]}"
-        )
+        raise ValueError(f"{table.name}: {stray} row(s) in {files} belong to another posting than {bounds[0]}")
     inserted = conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM incoming').fetchone()[0]
     conn.execute("DROP TABLE incoming")
     return inserted

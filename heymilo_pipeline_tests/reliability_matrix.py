@@ -518,7 +518,7 @@ def run_failing(scenario: Scenario, work: Path, good_dir: Path, baseline: Refere
 
 
 def _raw_records(data_dir: Path, posting_ids: list[str]) -> Iterator[dict[str, Any]]:
-    """The lake's raw JSON lines: the records as the API sent them."""
+    """The lake's raw records: as the API sent them."""
     lake = Lake(data_dir / "lake")
     for posting_id in posting_ids:
         for day in DayRange(FIRST, LAST).days:
@@ -702,7 +702,7 @@ CRASH_SAFETY = [
     "0.25 s into it (the crash site holds an older complete load). After each kill an analyst's "
     "`read_parquet('lake/candidates/**/*.parquet')` works and `Lake.paths` lists no temp file, and DuckDB holds the "
     "older load, never part of the new one; the same command then completes and both tables, the lake's Parquet "
-    "rows and its raw JSON lines equal a clean run's. What the test also shows:",
+    "rows and its raw records equal a clean run's. What the test also shows:",
     "",
     "- A kill mid-write leaves hidden `.part.*.tmp-*` files (partly written, personal data) that nothing removes "
     "unless `Lake.clean_temp_files` is called.",
@@ -749,7 +749,7 @@ def findings(outcomes: list[Outcome]) -> list[str]:
     if score and score.recovered and score.same_as_baseline:
         found.append(
             '- `score` sent as a string (`"72.5"`) is coerced by pydantic\'s lax mode: the tables are identical '
-            "to the fault-free run (score stays DOUBLE); the raw JSON lines keep the string as the API sent it. A "
+            "to the fault-free run (score stays DOUBLE); the lake's raw records keep the string as the API sent it. A "
             "non-numeric string would fail validation (SchemaError, not retried) and publish nothing."
         )
     return ["Findings of this run:", "", *found, ""] if found else []

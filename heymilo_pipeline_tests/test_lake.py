@@ -1,10 +1,11 @@
-"""The Parquet lake: layout, atomic replacement, empty days, permissions, raw round trip, temp files."""
+"""The Parquet lake: month layout, atomic replacement, empty days, permissions, raw round trip, temp files."""
 
 from __future__ import annotations
 
 import os
 import stat
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ import pytest
 from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.api.windows import DayRange, midnight
 from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
-from heymilo_pipeline.lake import RAW, Lake
+from heymilo_pipeline.lake import RAW, Lake, month_of
 from heymilo_pipeline_tests.test_flatten import BIG, DAY, record
 
 DAYS = DayRange(DAY, DAY + timedelta(days=2))
+MONTH = month_of(DAY)
 
 
 def fetched(posting_id: str = "P1", per_day: tuple[int, ...] = (3, 0, 2), first: int = 0) -> list[dict[str, Any]]:
@@ -48,17 +50,17 @@ def test_layout_and_round_trip(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake")
     raw = fetched()
     files = write(lake, raw)
-    assert sorted(files) == DAYS.days
-    names = {"candidates": "part.parquet", "candidate_workflow_steps": "part.parquet", RAW: "part.jsonl.gz"}
-    expected = [f"{table}/posting_id=P1/date={day}/{name}" for table, name in names.items() for day in DAYS.days]
-    assert visible(lake.root) == sorted(expected)
-    assert files[DAY].candidates == lake.root / "candidates/posting_id=P1/date=2026-03-13/part.parquet"
+    assert sorted(files) == [MONTH]  # three days of one month: one file per table
+    tables = ("candidates", "candidate_workflow_steps", RAW)
+    assert visible(lake.root) == sorted(f"{table}/posting_id=P1/month=2026-03/part.parquet" for table in tables)
+    assert files[MONTH].candidates == lake.root / "candidates/posting_id=P1/month=2026-03/part.parquet"
+    assert lake.covered_days("candidates", "P1") == set(DAYS.days)
     candidates = lake.read("candidates")
     assert candidates.schema.equals(CANDIDATES.schema, check_metadata=True)
     assert candidates["interview_id"].to_pylist() == [r["interview_id"] for r in raw]
     assert lake.read("candidate_workflow_steps").num_rows == 3 * len(raw)
     # posting_id and created_date are real columns of the files, not only directory names.
-    file_columns = pq.read_schema(files[DAY].candidates).names
+    file_columns = pq.read_schema(files[MONTH].candidates).names
     assert file_columns[:2] == ["interview_id", "posting_id"] and "created_date" in file_columns
     # The raw records come back exactly as the API sent them: key order, floats, an int beyond 64 bits.
     assert lake.read_raw("P1", DAY) == raw[:3]
@@ -78,17 +80,20 @@ def test_raw_records_survive_what_json_allows(tmp_path: Path) -> None:
     assert back[:2] == raw[:2] and back[2]["data"]["nan"] != back[2]["data"]["nan"]
 
 
-def test_empty_days_get_empty_files_with_the_full_schema(tmp_path: Path) -> None:
+def test_empty_days_are_recorded_and_an_empty_month_gets_files_with_the_full_schema(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
-    files = write(lake, fetched(per_day=(1, 0, 0)))
-    empty = files[DAY + timedelta(days=1)]
-    assert pq.read_table(empty.candidates).schema.equals(CANDIDATES.schema, check_metadata=True)
-    assert pq.read_table(empty.steps).schema.equals(WORKFLOW_STEPS.schema, check_metadata=True)
-    assert pq.read_metadata(empty.candidates).num_rows == 0
+    write(lake, fetched(per_day=(1, 0, 0)))
+    assert lake.covered_days("candidates", "P1") == set(DAYS.days)  # the two empty days are loaded too
+    april = DayRange(DAY.replace(month=4, day=1), DAY.replace(month=4, day=2))
+    empty = write(lake, [], days=april)[april.first]
+    for path, spec in ((empty.candidates, CANDIDATES), (empty.steps, WORKFLOW_STEPS)):
+        assert lake.read(spec.name, "P1", april).schema.equals(spec.schema, check_metadata=True)
+        assert pq.read_metadata(path).num_rows == 0
+    assert lake.covered_days("candidate_workflow_steps", "P1", april) == set(april.days)
     assert lake.read_raw("P1", DAY + timedelta(days=1)) == []
     assert lake.read("candidates", "P1", DayRange.single(DAY + timedelta(days=2))).num_rows == 0
     assert lake.read("candidates", "nope").schema.equals(CANDIDATES.schema)
-    assert lake.partitions("candidates") == {("P1", d) for d in DAYS.days}
+    assert lake.partitions("candidates") == {("P1", d) for d in (*DAYS.days, *april.days)}
 
 
 def test_rewrite_replaces_and_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -98,7 +103,46 @@ def test_rewrite_replaces_and_leaves_no_temp_file(tmp_path: Path) -> None:
     assert lake.read("candidates", days=DayRange.single(DAY))["interview_id"].to_pylist() == [f"{101:016X}"]
     assert lake.read("candidates").num_rows == 1 + 1 + 2  # the other days are untouched
     assert all(not name.startswith(".") for p in visible(tmp_path) for name in Path(p).parts)
-    assert [p.name for p in lake.paths("candidates")] == ["part.parquet"] * 3
+    assert [p.name for p in lake.paths("candidates")] == ["part.parquet"]
+    assert lake.read_raw("P1", DAY + timedelta(days=2)) == fetched(per_day=(3, 1, 2))[4:]  # carried over
+
+
+def test_a_range_across_months_writes_each_month_and_keeps_their_other_days(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    march_end = DayRange(DAY.replace(day=30), DAY.replace(day=31))
+    write(lake, fetched_on(march_end.first, (2, 1)), days=march_end)
+    write(lake, fetched_on(DAY, (1,), first=40), days=DayRange.single(DAY))  # another day of March
+    across = DayRange(DAY.replace(day=31), DAY.replace(month=4, day=2))
+    files = write(lake, fetched_on(across.first, (1, 2, 0), first=80), days=across)
+    assert sorted(files) == [MONTH, MONTH.replace(month=4)]
+    by_day = {d: len(lake.read_raw("P1", d)) for d in (DAY, march_end.first, *across.days)}
+    assert by_day == {DAY: 1, march_end.first: 2, across.first: 1, across.days[1]: 2, across.last: 0}
+    assert lake.covered_days("candidates", "P1") == {DAY, march_end.first, *across.days}
+    days = lake.read("candidates", "P1")["created_date"].to_pylist()
+    assert days == sorted(days) and len(days) == 6  # each file ordered by day
+
+
+def test_writers_of_different_days_of_one_month_do_not_lose_each_others_rows(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [
+            pool.submit(write, lake, fetched_on(DAY + timedelta(days=i), (2,), first=10 * i), "P1",
+                        DayRange.single(DAY + timedelta(days=i)))
+            for i in range(12)
+        ]  # fmt: skip
+        [f.result() for f in futures]
+    assert lake.read("candidates", "P1").num_rows == 24
+    assert lake.covered_days("candidates", "P1") == {DAY + timedelta(days=i) for i in range(12)}
+
+
+def fetched_on(first_day: date, per_day: tuple[int, ...], first: int = 0) -> list[dict[str, Any]]:
+    """Like fetched, from ``first_day`` on."""
+    docs, n = [], first
+    for offset, count in enumerate(per_day):
+        for k in range(count):
+            n += 1
+            docs.append(record(n, created_at=midnight(first_day + timedelta(days=offset)) + 60 * k, posting_id="P1"))
+    return docs
 
 
 def test_a_failed_write_keeps_the_previous_files(tmp_path: Path) -> None:
@@ -118,7 +162,7 @@ def test_rows_of_another_partition_are_refused(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
     raw = fetched(per_day=(1, 1))
     candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
-    with pytest.raises(ValueError, match="created_date other than 2026-03-13"):
+    with pytest.raises(ValueError, match=r"created outside the range written \(2026-03-13\)"):
         lake.write_partition("P1", DAY, raw, candidates, steps)
     with pytest.raises(ValueError, match="posting_id other than P2"):
         lake.write_partitions("P2", DAYS, raw, candidates, steps)
@@ -135,9 +179,9 @@ def test_rows_of_another_partition_are_refused(tmp_path: Path) -> None:
 def test_personal_data_is_private(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "new" / "lake")
     files = write(lake, fetched())
-    for path in (files[DAY].candidates, files[DAY].steps, files[DAY].raw):
+    for path in (files[MONTH].candidates, files[MONTH].steps, files[MONTH].raw):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    directory = files[DAY].candidates.parent
+    directory = files[MONTH].candidates.parent
     while directory != tmp_path:
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
         directory = directory.parent
@@ -146,19 +190,19 @@ def test_personal_data_is_private(tmp_path: Path) -> None:
 def test_temp_files_are_never_listed_and_are_cleaned(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
     files = write(lake, fetched())
-    crashed = files[DAY].candidates.parent / ".part.parquet.tmp-0123abcd"
+    crashed = files[MONTH].candidates.parent / ".part.parquet.tmp-0123abcd"
     crashed.write_bytes(b"half a parquet file")
-    fresh = files[DAY].raw.parent / ".part.jsonl.gz.tmp-4567"
+    fresh = files[MONTH].raw.parent / ".part.parquet.tmp-4567"
     fresh.write_bytes(b"being written")
     os.utime(crashed, (1, 1))  # long ago
-    assert crashed not in lake.paths("candidates") and len(lake.paths("candidates")) == 3
+    assert crashed not in lake.paths("candidates") and len(lake.paths("candidates")) == 1
     assert lake.read("candidates").num_rows == 5
     everything = f"SELECT count(*) FROM read_parquet('{lake.root}/candidates/**/*.parquet')"
     assert duckdb.connect().execute(everything).fetchall() == [(5,)]
     assert lake.clean_temp_files() == [crashed]  # a recent temp file may belong to a write still running
     assert fresh.exists() and not crashed.exists()
     assert lake.clean_temp_files(older_than_s=0) == [fresh]
-    assert lake.paths("candidates") == [files[d].candidates for d in DAYS.days]
+    assert lake.paths("candidates") == [files[MONTH].candidates]
 
 
 def test_partitions_and_filters_with_unusual_posting_ids(tmp_path: Path) -> None:
@@ -177,15 +221,15 @@ def test_partitions_and_filters_with_unusual_posting_ids(tmp_path: Path) -> None
 
 
 def test_hive_readers_see_the_same_posting_ids_as_the_files(tmp_path: Path) -> None:
-    # With hive partitioning on, DuckDB replaces posting_id by the directory's value and adds `date`;
+    # With hive partitioning on, DuckDB replaces posting_id by the directory's value and adds `month`;
     # both agree with the files' own columns, so an ad-hoc glob in a notebook sees the same data.
     lake = Lake(tmp_path)
     for posting_id in ("P1", "P2"):
         write(lake, fetched(posting_id, first=0 if posting_id == "P1" else 10), posting_id)
     glob = f"{lake.root}/candidates/*/*/*.parquet"
     conn = duckdb.connect()
-    hive = conn.execute(f"SELECT posting_id, created_date, date FROM read_parquet('{glob}', hive_partitioning=true)")
+    hive = conn.execute(f"SELECT posting_id, created_date, month FROM read_parquet('{glob}', hive_partitioning=true)")
     with_directory_values = sorted(hive.fetchall())
     plain = conn.execute(f"SELECT posting_id, created_date FROM read_parquet('{glob}', hive_partitioning=false)")
-    assert with_directory_values == sorted((p, d, d) for p, d in plain.fetchall())
+    assert with_directory_values == sorted((p, d, f"{d:%Y-%m}") for p, d in plain.fetchall())
     assert pc.count_distinct(lake.read("candidates")["posting_id"]).as_py() == 2

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -379,7 +379,8 @@ def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded
     routes = stats.json()["requests_by_route"]
     assert sum(n for route, n in routes.items() if route.endswith("/candidates")) >= 1, routes
     assert (dev.data_dir / "heymilo.duckdb").exists()
-    assert (dev.data_dir / "lake" / "candidates" / f"posting_id={posting}" / f"date={day}" / "part.parquet").exists()
+    month = f"month={date.fromisoformat(day):%Y-%m}"
+    assert (dev.data_dir / "lake" / "candidates" / f"posting_id={posting}" / month / "part.parquet").exists()
 
 
 def chromium_binary() -> str | None:

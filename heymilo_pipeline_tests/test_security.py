@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import socket
 from datetime import UTC, date, datetime, timedelta
@@ -112,7 +113,7 @@ def test_files_are_readable_by_their_owner_only(sim: str, tmp_path: Path, monkey
     env_for(monkeypatch, sim, tmp_path)
     with dg.instance_for_test() as instance:
         assert all(r.success for r in run_all(instance, build_resources(PipelineSettings.from_env())))
-    data_files = [*tmp_path.rglob("*.parquet"), *tmp_path.rglob("*.jsonl.gz"), tmp_path / "heymilo.duckdb"]
+    data_files = [*tmp_path.rglob("*.parquet"), tmp_path / "heymilo.duckdb"]
     assert {oct(p.stat().st_mode & 0o777) for p in data_files} == {"0o600"}
 
 
@@ -123,7 +124,7 @@ def test_pii_is_hashed_or_dropped_alike_in_lake_and_warehouse(sim: str, tmp_path
         assert all(r.success for r in run_all(instance, build_resources(PipelineSettings.from_env())))
         posting_id = instance.get_dynamic_partitions(POSTINGS)[0]
     lake = Lake(tmp_path / "lake")
-    raw = [r for path in lake.paths(RAW, posting_id) for r in _read_jsonl(path)]
+    raw = [json.loads(text) for text in lake.read(RAW, posting_id)["record"].to_pylist()]
     table = query(
         tmp_path / "heymilo.duckdb",
         "SELECT interview_id, name, email, resume_link, web_interview_audio_recording_link FROM candidates "
@@ -140,13 +141,6 @@ def test_pii_is_hashed_or_dropped_alike_in_lake_and_warehouse(sim: str, tmp_path
         else:
             assert record["email"].startswith("hmac:") and "@" not in record["email"]
     assert not any("@" in str(v) for v in table["email"])
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    with gzip.open(path, "rt") as lines:
-        return [json.loads(line) for line in lines]
 
 
 # --- bad configuration: a clear error before anything is written -----------------------------------

@@ -90,7 +90,7 @@ def postings(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: St
     check_specs=DATA_CHECK_SPECS,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
     description="Candidates fetched from the API per posting x UTC day (one range query per posting and run), "
-    "checked, then written to the lake: raw JSON lines and flattened Parquet.",
+    "checked, then written to the lake: the raw records and flattened Parquet.",
 )
 def raw_candidates(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage) -> Iterator:
     slices = slices_from_keys(keys_of(context.partition_keys))
@@ -198,13 +198,19 @@ def warehouse_tables(context: dg.AssetExecutionContext, storage: Storage) -> Ite
     lake = storage.lake
     plan = []
     for item in slices:
-        files = [lake.paths(t.name, item.posting_id, item.days) for t in (CANDIDATES_TABLE, WORKFLOW_STEPS)]
-        if any(len(f) != len(item.days) for f in files):
+        tables = (CANDIDATES_TABLE, WORKFLOW_STEPS)
+        missing = sorted(
+            {d for t in tables for d in set(item.days.days) - lake.covered_days(t.name, item.posting_id, item.days)}
+        )
+        if missing:
             raise dg.Failure(
-                f"{item}: the lake lacks files for some days; materialize raw_candidates for these partitions first.",
+                f"{item}: the lake lacks {len(missing)} of these days (first {missing[0]}); materialize "
+                "raw_candidates for these partitions first.",
                 allow_retries=False,
             )
-        plan.append(SliceFiles(item.posting_id, item.days, *files))
+        plan.append(
+            SliceFiles(item.posting_id, item.days, *(lake.paths(t.name, item.posting_id, item.days) for t in tables))
+        )
     try:
         with core_logs_to(context.log):
             report = storage.warehouse(on_wait=context.log.warning).publish(plan, context.run.run_id, PREVIEW_COLUMNS)
