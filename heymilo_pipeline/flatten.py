@@ -4,8 +4,10 @@ Each column is declared once (name, Arrow type, description); the Arrow schema (
 metadata), the DuckDB DDL and comments, Dagster's column list and docs/tables.md all derive from it.
 Descriptions follow the field descriptions of HeyMilo's OpenAPI document.
 
-Flattening is columnar: one C-level pass per attribute over the records, one ``pa.array`` per column;
-workflow counts, the current step, days and timestamps are Arrow compute, not Python per record.
+Flattening is columnar: a page of records becomes one typed Arrow struct array in one C++ call (which is
+also the type check; the pydantic models judge only a page that fails it), then every column, workflow
+step, count, day and timestamp is Arrow compute. Python touches each record only for its free-form JSON
+(``data``, ``metadata``) and to look for fields the models do not know.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cached_property
-from itertools import accumulate, chain
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pydantic
 
 from heymilo_pipeline.api import models as m
 
@@ -222,37 +224,9 @@ def utc_days(seconds: pa.Array) -> pa.Array:
     return days.cast(pa.int32()).cast(_D)
 
 
-def _columns(models: Sequence[m.APIModel | None], names: Sequence[str]) -> list[list[Any]]:
-    """The named fields of each model (None for a null model), as one list per field."""
-    # A model keeps its field values in __dict__: itemgetter over those dicts runs in C (faster than attribute
-    # access), and a dict of Nones stands in for a null model. One list per field, not a tuple per record:
-    # millions of small tuples would trigger full GC passes.
-    absent = dict.fromkeys(names)
-    dicts = [absent if model is None else model.__dict__ for model in models]
-    return [list(map(itemgetter(name), dicts)) for name in names]
-
-
-def _unknown(models: Sequence[m.APIModel | None]) -> list[dict[str, Any] | None]:
-    # __pydantic_extra__ directly: unknown_fields() copies, and almost no record has any
-    return [None if model is None else model.__pydantic_extra__ for model in models]
-
-
-def _extras(levels: Sequence[tuple[str, list[dict[str, Any] | None]]]) -> list[str | None]:
-    """Per record, the unknown fields of all its levels as one JSON object keyed by dotted path."""
-    found: dict[int, dict[str, Any]] = {}
-    for prefix, extras in levels:
-        for i in [i for i, e in enumerate(extras) if e]:  # nearly always none: no per-record Python work
-            found.setdefault(i, {}).update({prefix + k: v for k, v in extras[i].items()})
-    out: list[str | None] = [None] * len(levels[0][1])
-    for i, fields in found.items():
-        out[i] = _dumps(fields)
-    return out
-
-
 # The record's fields that are columns as they are, then those that need work.
 _AS_IS = ("interview_id", "posting_id", "candidate_id", "name", "email", "status", "score", "interview_url")
 _AS_IS += ("shortlisted", "dismissed")
-_TOP = (*_AS_IS, "created_at", "interviewed_at", "workflow", "agent_summary", "metadata", "data")
 # agent_summary attribute -> fields; the column is "<attribute>_<field>" unless the field is prefixed already
 _SECTIONS = {
     "resume": ("resume_score", "is_eligible", "resume_link"),
@@ -261,69 +235,181 @@ _SECTIONS = {
     "form": ("is_complete", "is_eligible", "questions_answered", "total_questions"),
 }
 _STEP = ("step_id", "order", "status", "started", "completed", "knocked_out", "last_updated_at")
+# What the spec requires (null or absent: the record is checked by the models, which say what is wrong) and
+# what it defaults (absent: the default, as the models fill it in).
+_REQUIRED = ("interview_id", "posting_id", "name", "email", "status")
+_REQUIRED_STEP = ("step_id", "order", "status", "started", "completed")
+_FALSE_BY_DEFAULT = ("shortlisted", "dismissed")
+_EMPTY_BY_DEFAULT = {"web_interview": ("highlights",), "sms": ("criteria_passed", "criteria_failed")}
+
+
+def _section_column(section: str, field: str) -> str:
+    return field if field.startswith(section) else f"{section}_{field}"
+
+
+def _record_type() -> pa.StructType:
+    """The Arrow type of a candidate record: every field the models declare, except free-form JSON."""
+    column = CANDIDATES.schema.field
+    step_type = {f: WORKFLOW_STEPS.schema.field("step_order" if f == "order" else f).type for f in _STEP}
+    step = pa.struct(step_type | {"last_updated_at": _F})  # epoch seconds, as sent
+    workflow = pa.struct([("steps", pa.list_(step)), ("all_complete", _B), ("last_activity_at", _F)])
+    sections = [(s, pa.struct([(f, column(_section_column(s, f)).type) for f in fs])) for s, fs in _SECTIONS.items()]
+    top = [(name, column(name).type) for name in _AS_IS] + [("object", _S), ("created_at", _F), ("interviewed_at", _F)]
+    return pa.struct([*top, ("workflow", workflow), ("agent_summary", pa.struct(sections))])
+
+
+RECORD_TYPE = _record_type()
+_CANDIDATE_LIST = pydantic.TypeAdapter(list[m.CandidateResponse])
+# Field names per level, from the models: anything else in a record is an unknown field.
+_KNOWN_TOP = frozenset(m.CandidateResponse.model_fields)
+_KNOWN_WORKFLOW = frozenset(m.CandidateWorkflow.model_fields)
+_KNOWN_STEP = frozenset(m.WorkflowStepStatus.model_fields)
+_KNOWN_SUMMARY = frozenset(m.AgentSummary.model_fields)
+_KNOWN_SECTION = {
+    name: frozenset(model.model_fields)
+    for name, model in (
+        ("resume", m.AgentResumeSummary),
+        ("web_interview", m.AgentWebInterviewSummary),
+        ("sms", m.AgentSMSSummary),
+        ("form", m.AgentFormSummary),
+    )
+}
+
+
+class _NotAsSpecified(Exception):
+    """The fast conversion met something only the models can judge (or coerce)."""
+
+
+def validated_records(records: Sequence[dict[str, Any]]) -> tuple[pa.StructArray, Sequence[dict[str, Any]]]:
+    """Candidate records as the API sent them -> one typed Arrow struct array, checked against the spec.
+
+    Arrow converts the whole page at once in C++ (with the record's types, a wrong type fails); required
+    fields are then checked column-wise. Only a page that fails either way goes through the pydantic
+    models, record by record: they raise ``pydantic.ValidationError`` naming the record and the field,
+    or accept what their lax mode coerces (a number sent as a string), and the coerced records are then
+    the ones converted (also returned, for the JSON columns). Unknown fields are ignored here.
+    """
+    try:
+        array = pa.array(records, RECORD_TYPE)
+        _check_required(array)
+        return array, records
+    except (pa.ArrowException, TypeError, ValueError, OverflowError, _NotAsSpecified):
+        coerced = [c.model_dump() for c in _CANDIDATE_LIST.validate_python(records)]
+        return pa.array(coerced, RECORD_TYPE), coerced
+
+
+def _check_required(array: pa.StructArray) -> None:
+    if array.null_count:
+        raise _NotAsSpecified("a record is null")
+    if any(pc.struct_field(array, name).null_count for name in _REQUIRED):
+        raise _NotAsSpecified("a required field is missing")
+    kinds = pc.struct_field(array, "object")
+    if kinds.null_count != len(kinds) and not pc.all(pc.equal(kinds, "candidate")).as_py():
+        raise _NotAsSpecified("object is not 'candidate'")
+    workflow = pc.struct_field(array, "workflow")
+    present = pc.is_valid(workflow)
+    for name in ("steps", "all_complete"):
+        if pc.any(pc.and_(present, pc.is_null(pc.struct_field(workflow, name)))).as_py():
+            raise _NotAsSpecified(f"workflow.{name} is missing")
+    steps = pc.list_flatten(pc.struct_field(workflow, "steps"))
+    if steps.null_count or any(pc.struct_field(steps, name).null_count for name in _REQUIRED_STEP):
+        raise _NotAsSpecified("a workflow step lacks a required field")
+
+
+def _field(array: pa.Array, *path: str) -> pa.Array:
+    for name in path:
+        array = pc.struct_field(array, name)  # null where a parent is null
+    return array
+
+
+def _unknown_fields(records: Sequence[dict[str, Any]]) -> tuple[list[str | None], list[str | None]]:
+    """Per record, its unknown fields at every level as JSON keyed by dotted path; and per step, its own."""
+    candidate_extra: list[str | None] = [None] * len(records)
+    step_extra: list[str | None] = []
+    for i, record in enumerate(records):
+        found = {k: record[k] for k in record.keys() - _KNOWN_TOP}
+        workflow = record.get("workflow")
+        if workflow:
+            found.update({f"workflow.{k}": workflow[k] for k in workflow.keys() - _KNOWN_WORKFLOW})
+            for step in workflow.get("steps") or ():
+                unknown = step.keys() - _KNOWN_STEP
+                step_extra.append(_dumps({k: step[k] for k in unknown}) if unknown else None)
+        summary = record.get("agent_summary")
+        if summary:
+            found.update({f"agent_summary.{k}": summary[k] for k in summary.keys() - _KNOWN_SUMMARY})
+            for section, known in _KNOWN_SECTION.items():
+                part = summary.get(section)
+                if part:
+                    found.update({f"agent_summary.{section}.{k}": part[k] for k in part.keys() - known})
+        if found:
+            candidate_extra[i] = _dumps(found)
+    return candidate_extra, step_extra
 
 
 def flatten(
-    candidates: Sequence[m.CandidateResponse], *, partition_day: date | None = None
+    candidates: Sequence[dict[str, Any]] | Sequence[m.CandidateResponse], *, partition_day: date | None = None
 ) -> tuple[pa.Table, pa.Table]:
     """(candidates, candidate_workflow_steps) Arrow tables with exactly the declared schemas.
 
-    ``partition_day`` is the created_date of candidates whose created_at is null (the day they were
-    fetched for); without it such a candidate is an error: it would belong to no partition.
+    ``candidates`` are records as the API sent them (parsed JSON), or validated models. Raises
+    ``pydantic.ValidationError`` for a record that does not match the spec. ``partition_day`` is the
+    created_date of candidates whose created_at is null (the day they were fetched for); without it
+    such a candidate is an error: it would belong to no partition.
     """
     if not candidates:
         return CANDIDATES.empty(), WORKFLOW_STEPS.empty()
-    top = dict(zip(_TOP, _columns(candidates, _TOP), strict=True))
-    created = pa.array(top["created_at"], _F)
+    records = [c.model_dump() if isinstance(c, m.APIModel) else c for c in candidates]
+    array, records = validated_records(records)
+    created = _field(array, "created_at")
     created_date = utc_days(created)
     if created_date.null_count:
         if partition_day is None:
-            undated = [i for i, t in zip(top["interview_id"], top["created_at"], strict=True) if t is None]
+            undated = pc.filter(_field(array, "interview_id"), pc.is_null(created)).to_pylist()
             raise ValueError(f"candidates without created_at and no partition_day to file them under: {undated[:5]}")
         created_date = pc.fill_null(created_date, pa.scalar(partition_day, _D))
-    keys = {"interview_id": pa.array(top["interview_id"], _S), "posting_id": pa.array(top["posting_id"], _S)}
+    keys = {"interview_id": _field(array, "interview_id"), "posting_id": _field(array, "posting_id")}
     keys["created_date"] = created_date
-    columns: dict[str, Any] = {name: top[name] for name in _AS_IS} | keys
+    columns: dict[str, Any] = {name: _field(array, name) for name in _AS_IS} | keys
+    for name in _FALSE_BY_DEFAULT:
+        columns[name] = pc.fill_null(columns[name], False)
     columns["created_at"] = timestamps(created)
-    columns["interviewed_at"] = timestamps(pa.array(top["interviewed_at"], _F))
-    steps, workflow_columns, workflow_extra = _workflows(top["workflow"], keys)
+    columns["interviewed_at"] = timestamps(_field(array, "interviewed_at"))
+    candidate_extra, step_extra = _unknown_fields(records)
+    steps, workflow_columns = _workflows(_field(array, "workflow"), keys, step_extra)
     columns |= workflow_columns
-
-    sections = _columns(top["agent_summary"], list(_SECTIONS))
-    levels = [
-        ("", _unknown(candidates)),
-        ("workflow.", workflow_extra),
-        ("agent_summary.", _unknown(top["agent_summary"])),
-    ]
-    for (section, fields), models in zip(_SECTIONS.items(), sections, strict=True):
-        levels.append((f"agent_summary.{section}.", _unknown(models)))
-        for field, value in zip(fields, _columns(models, fields), strict=True):
-            columns[field if field.startswith(section) else f"{section}_{field}"] = value
-    columns["metadata"] = [None if v is None else _dumps(v) for v in top["metadata"]]
-    columns["data"] = [None if v is None else _dumps(v) for v in top["data"]]
-    columns["extra"] = _extras(levels)
+    summary = _field(array, "agent_summary")
+    for section, fields in _SECTIONS.items():
+        part = _field(summary, section)
+        for name in fields:
+            values = _field(part, name)
+            if name in _EMPTY_BY_DEFAULT.get(section, ()):  # [] when the section came without the list
+                values = pc.if_else(pc.is_valid(part), pc.fill_null(values, pa.scalar([], values.type)), None)
+            columns[_section_column(section, name)] = values
+    columns["metadata"] = [None if (v := r.get("metadata")) is None else _dumps(v) for r in records]
+    columns["data"] = [None if (v := r.get("data")) is None else _dumps(v) for r in records]
+    columns["extra"] = candidate_extra
     return pa.Table.from_pydict(columns, schema=CANDIDATES.schema), steps
 
 
 def _workflows(
-    workflows: list[m.CandidateWorkflow | None], keys: dict[str, pa.Array]
-) -> tuple[pa.Table, dict[str, Any], list[dict[str, Any] | None]]:
-    """The steps table, the candidates' workflow columns, and the workflows' unknown fields."""
-    step_lists, all_complete, last_activity = _columns(workflows, ("steps", "all_complete", "last_activity_at"))
-    sizes = [0 if s is None else len(s) for s in step_lists]
-    flat = list(chain.from_iterable(s for s in step_lists if s))
-    step = dict(zip(_STEP, _columns(flat, _STEP), strict=True))
-    # Candidate i owns steps offsets[i]:offsets[i + 1]; as a list array, its parent indices name each step's owner.
-    offsets = pa.array(accumulate(sizes, initial=0), _I64)
-    owner = pc.list_parent_indices(pa.LargeListArray.from_arrays(offsets, pa.nulls(len(flat))))
-    columns = {name: array.take(owner) for name, array in keys.items()} | {"step_order": step["order"]}
-    columns |= {name: step[name] for name in ("step_id", "status", "started", "completed", "knocked_out")}
-    columns["last_updated_at"] = timestamps(pa.array(step["last_updated_at"], _F))
-    columns["extra"] = [_dumps(e) if e else None for e in _unknown(flat)]
+    workflow: pa.Array, keys: dict[str, pa.Array], step_extra: list[str | None]
+) -> tuple[pa.Table, dict[str, Any]]:
+    """The steps table and the candidates' workflow columns."""
+    step_lists = _field(workflow, "steps")
+    has_workflow = pc.is_valid(workflow)
+    lengths = pc.fill_null(pc.list_value_length(step_lists), 0).cast(_I64)
+    flat = pc.list_flatten(step_lists)
+    owner = pc.list_parent_indices(step_lists)
+    columns = {name: array.take(owner) for name, array in keys.items()} | {"step_order": _field(flat, "order")}
+    columns |= {name: _field(flat, name) for name in ("step_id", "status", "started", "completed")}
+    columns["knocked_out"] = pc.fill_null(_field(flat, "knocked_out"), False)
+    columns["last_updated_at"] = timestamps(_field(flat, "last_updated_at"))
+    columns["extra"] = pa.array(step_extra, _S)
     table = pa.Table.from_pydict(columns, schema=WORKFLOW_STEPS.schema)
 
-    has_workflow = pa.array([s is not None for s in step_lists], _B)
-    lengths, starts, ends = pa.array(sizes, _I64), offsets.slice(0, len(sizes)), offsets.slice(1)
+    # Candidate i owns steps offsets[i]:offsets[i + 1] (the steps are in candidate order).
+    offsets = pa.concat_arrays([pa.array([0], _I64), pc.cumulative_sum(lengths)])
+    starts, ends = offsets.slice(0, len(lengths)), offsets.slice(1)
 
     def count(flags: pa.ChunkedArray) -> pa.Array:
         # A candidate's steps are contiguous, so its count is the difference of a running sum at its bounds.
@@ -337,8 +423,8 @@ def _workflows(
     first = pc.if_else(pc.greater(lengths, 0), starts, None)
     pending = pc.invert(ordered["completed"].take(first))
     summary = {
-        "workflow_all_complete": all_complete,
-        "workflow_last_activity_at": timestamps(pa.array(last_activity, _F)),
+        "workflow_all_complete": _field(workflow, "all_complete"),
+        "workflow_last_activity_at": timestamps(_field(workflow, "last_activity_at")),
         "workflow_steps_total": pc.if_else(has_workflow, lengths, None).cast(_I32),
         "workflow_steps_started": count(table["started"]),
         "workflow_steps_completed": count(table["completed"]),
@@ -346,7 +432,7 @@ def _workflows(
         "workflow_current_step_id": pc.if_else(pending, ordered["step_id"].take(first), None),
         "workflow_current_step_order": pc.if_else(pending, ordered["step_order"].take(first), None),
     }
-    return table, summary, _unknown(workflows)
+    return table, summary
 
 
 def split_by_day(table: pa.Table) -> dict[date, pa.Table]:

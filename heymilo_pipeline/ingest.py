@@ -8,24 +8,28 @@ stays as it was.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
 import pyarrow as pa
+import pydantic
 
 from heymilo_pipeline import quality
 from heymilo_pipeline.api.client import CandidatePage, HeyMiloClient, gather_bounded
 from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
-from heymilo_pipeline.lake import Lake, MonthFiles
+from heymilo_pipeline.lake import Lake, MonthFiles, raw_json
+from heymilo_pipeline.privacy import Scrubber
 
 log = logging.getLogger("heymilo_pipeline.ingest")
 
 PageCallback = Callable[[CandidatePage, QueryStats], None]
+# Records flattened together: Arrow's per-call cost (~70 compute calls per flatten) spread over enough rows
+# to vanish, while the Python objects waiting for it stay few (a page is 100).
+FLATTEN_BATCH = 2_000
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ class FetchedSlice:
     stats: QueryStats
     candidates: pa.Table
     steps: pa.Table
-    raw: list[dict] = field(repr=False, default_factory=list)
+    # Each candidate's record as the API sent it (JSON text), row for row with ``candidates``.
+    raw: pa.ChunkedArray = field(repr=False, default_factory=lambda: pa.chunked_array([], pa.string()))
     findings: dict[str, quality.Finding] = field(default_factory=dict)
     files: dict[date, MonthFiles] = field(default_factory=dict)
 
@@ -73,42 +78,65 @@ def slices_from_keys(keys: Sequence[tuple[str, date]]) -> list[Slice]:
     return out
 
 
-async def fetch_slice(client: HeyMiloClient, item: Slice, on_page: PageCallback | None = None) -> FetchedSlice:
+async def fetch_slice(
+    client: HeyMiloClient, item: Slice, on_page: PageCallback | None = None, scrubber: Scrubber | None = None
+) -> FetchedSlice:
+    """One range query, flattened page by page; ``scrubber`` applies HEYMILO_PII to records and rows alike.
+
+    Records are flattened FLATTEN_BATCH at a time and then dropped: the slice keeps Arrow tables and each
+    record's JSON text (for the raw lake), never millions of small Python objects. Those made every
+    collection of Python's garbage collector slower, and response objects (reference cycles in httpx)
+    waited for the rare full collections, so memory grew with every posting of a long backfill.
+    """
     stats = QueryStats()
     tables: list[pa.Table] = []
     step_tables: list[pa.Table] = []
-    raw: list[dict] = []
-    try:
-        async for page in client.candidate_pages(item.posting_id, item.days, stats):
-            if page.candidates:
-                candidates, steps = flatten(page.candidates, partition_day=item.days.first)
-                tables.append(candidates)
-                step_tables.append(steps)
-                raw.extend(page.raw)
-            if on_page is not None:
-                on_page(page, stats)
-            # The raw records kept for the lake are ~40 small dicts and lists per candidate. Left to the
-            # collector, every full collection walks all of them again: with 25k candidates kept, parsing,
-            # validation and flattening ran 3-4x slower. They hold no reference cycles, so they are moved
-            # out of its reach (refcounting still frees them) and handed back when the slice is complete.
-            gc.freeze()
-    finally:
-        gc.unfreeze()
+    raw: list[pa.Array] = []
+    pending: list[CandidatePage] = []
+
+    def flush() -> None:
+        records = [record for page in pending for record in page.raw]
+        try:
+            candidates, steps = flatten(records, partition_day=item.days.first)
+        except pydantic.ValidationError:
+            for page in pending:
+                page.candidates  # noqa: B018 - the models raise the client's SchemaError, naming slice and record
+            raise
+        if scrubber is not None:
+            records, candidates = scrubber.records(records), scrubber.table(candidates)
+        tables.append(candidates)
+        step_tables.append(steps)
+        raw.append(raw_json(records))
+        pending.clear()
+
+    async for page in client.candidate_pages(item.posting_id, item.days, stats):
+        if page.raw:
+            pending.append(page)
+            if sum(len(p.raw) for p in pending) >= FLATTEN_BATCH:
+                flush()
+        if on_page is not None:
+            on_page(page, stats)
+    if pending:
+        flush()
     return FetchedSlice(
         slice=item,
         stats=stats,
         candidates=pa.concat_tables(tables) if tables else CANDIDATES.empty(),
         steps=pa.concat_tables(step_tables) if step_tables else WORKFLOW_STEPS.empty(),
-        raw=raw,
+        raw=pa.chunked_array(raw, pa.string()),
     )
 
 
 async def fetch_slices(
-    client: HeyMiloClient, items: Sequence[Slice], on_page: PageCallback | None = None
+    client: HeyMiloClient,
+    items: Sequence[Slice],
+    on_page: PageCallback | None = None,
+    scrubber: Scrubber | None = None,
 ) -> list[FetchedSlice]:
     """Every slice, several postings at once (bounded by the client's ``max_concurrency``)."""
     return await gather_bounded(
-        [lambda item=item: fetch_slice(client, item, on_page) for item in items], client.settings.max_concurrency
+        [lambda item=item: fetch_slice(client, item, on_page, scrubber) for item in items],
+        client.settings.max_concurrency,
     )
 
 

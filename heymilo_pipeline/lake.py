@@ -159,7 +159,7 @@ class Lake:
         self,
         posting_id: str,
         days: DayRange,
-        raw_records: Sequence[dict[str, Any]],
+        raw_records: Sequence[dict[str, Any]] | pa.Array | pa.ChunkedArray,
         candidates: pa.Table,
         steps: pa.Table,
     ) -> dict[date, MonthFiles]:
@@ -342,25 +342,38 @@ def _json_text(record: dict[str, Any]) -> str:
         return json.dumps(record, separators=(",", ":"))
 
 
+def raw_json(records: Sequence[dict[str, Any]]) -> pa.Array:
+    """Records (as parsed from the API's JSON) -> their JSON text, exact: key order, floats, big ints."""
+    return pa.array([_json_text(r) for r in records], pa.string())
+
+
 def _raw_table(
-    posting_id: str, days: DayRange, raw_records: Sequence[dict[str, Any]], candidates: pa.Table
+    posting_id: str, days: DayRange, raw: Sequence[dict[str, Any]] | pa.Array | pa.ChunkedArray, candidates: pa.Table
 ) -> pa.Table:
-    """The raw records as rows of RAW_RECORDS; each goes to its candidate's day (partition_day included)."""
-    ids = candidates["interview_id"].to_pylist()
-    raw_ids = [r.get("interview_id") for r in raw_records]
-    if sorted(map(str, raw_ids)) != sorted(ids):
-        raise ValueError(
-            f"posting {posting_id}, days {days}: the raw records ({len(raw_ids)}) are not the candidates of the "
-            f"table ({candidates.num_rows}); the raw records must be able to rebuild the table"
-        )
-    day_of_id = dict(zip(ids, candidates["created_date"].to_pylist(), strict=True))
-    columns = {
-        "interview_id": raw_ids,
-        "posting_id": [posting_id] * len(raw_ids),
-        "created_date": [day_of_id[i] for i in raw_ids],
-        "record": [_json_text(r) for r in raw_records],
-    }
-    return pa.Table.from_pydict(columns, schema=RAW_RECORDS.schema)
+    """The raw records as rows of RAW_RECORDS, each on its candidate's row (so its day, partition_day included).
+
+    ``raw`` is either the records themselves, matched to rows by interview_id, or their JSON texts
+    (``raw_json``), row for row with ``candidates``, as ``ingest.fetch_slice`` builds them.
+    """
+    if isinstance(raw, pa.Array | pa.ChunkedArray):
+        if len(raw) != candidates.num_rows:
+            raise ValueError(
+                f"posting {posting_id}, days {days}: {len(raw)} raw records for {candidates.num_rows} candidates; "
+                "the raw records must be able to rebuild the table"
+            )
+        texts = raw
+    else:
+        ids = candidates["interview_id"].to_pylist()
+        raw_ids = [r.get("interview_id") for r in raw]
+        if sorted(map(str, raw_ids)) != sorted(ids):
+            raise ValueError(
+                f"posting {posting_id}, days {days}: the raw records ({len(raw_ids)}) are not the candidates of "
+                f"the table ({candidates.num_rows}); the raw records must be able to rebuild the table"
+            )
+        text_of_id = dict(zip(raw_ids, raw_json(raw).to_pylist(), strict=True))
+        texts = pa.array([text_of_id[i] for i in ids], pa.string())
+    keys = candidates.select(["interview_id", "posting_id", "created_date"])
+    return keys.append_column("record", texts).cast(RAW_RECORDS.schema)
 
 
 def _write_parquet(file: IO[bytes], table: pa.Table) -> None:

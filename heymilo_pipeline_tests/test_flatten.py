@@ -344,3 +344,41 @@ def test_input_records_are_not_modified() -> None:
     dumped = model.model_dump()
     fl.flatten([model])
     assert doc == before and model.model_dump() == dumped
+
+
+def test_records_as_sent_flatten_exactly_like_their_validated_models() -> None:
+    # The pipeline flattens the API's records directly (one Arrow conversion per page); the models are
+    # the reference. Absent fields take the models' defaults, unknown ones go to extra either way.
+    minimal = {"interview_id": "M", "posting_id": "P1", "name": "N", "email": "e@x", "status": "pending"}
+    unknown = record(5, sentiment="x")
+    unknown["workflow"]["steps"][1]["attempts"] = 3
+    unknown["agent_summary"]["sms"]["carrier"] = "tmo"
+    docs = [
+        record(1),
+        record(2, workflow=None, agent_summary=None, created_at=None),
+        minimal,
+        record(4, agent_summary={"web_interview": {"highlights": []}, "sms": {}, "form": None}),
+        unknown,
+        record(6, workflow={"steps": [{k: v for k, v in step("s", 1, "completed").items() if k != "knocked_out"}],
+                            "all_complete": True}),
+    ]  # fmt: skip
+    assert [fl.flatten(docs, partition_day=DAY)[i].to_pylist() for i in (0, 1)] == [
+        t.to_pylist() for t in flat(*docs, partition_day=DAY)
+    ]
+
+
+def test_what_arrow_refuses_is_judged_by_the_models() -> None:
+    # Lax coercion, as the models do it: a number sent as a string is still a number.
+    assert fl.flatten([record(1, score="78.5")])[0].to_pylist() == flat(record(1))[0].to_pylist()
+    steps_without_completed = record(3)
+    del steps_without_completed["workflow"]["steps"][0]["completed"]
+    bad = {
+        "wrong type": (record(1, score="high"), "score"),
+        "required field null": (record(2, interview_id=None), "interview_id"),
+        "required field absent": ({k: v for k, v in record(2).items() if k != "email"}, "email"),
+        "step field absent": (steps_without_completed, "completed"),
+        "another object": (record(4, object="posting"), "object"),
+    }
+    for doc, field in bad.values():
+        with pytest.raises(pydantic.ValidationError, match=field):
+            fl.flatten([record(9), doc])

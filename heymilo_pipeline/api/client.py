@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 import httpx
@@ -32,6 +33,7 @@ from tenacity import (
 from heymilo_pipeline.api import errors
 from heymilo_pipeline.api.limits import SharedRateLimiter
 from heymilo_pipeline.api.models import (
+    APIModel,
     CandidateList,
     CandidateResponse,
     PaginationMeta,
@@ -52,13 +54,30 @@ R = TypeVar("R")
 
 @dataclass
 class CandidatePage:
-    """One validated page of one candidate query, with the records exactly as the API sent them."""
+    """One page of one candidate query: the records exactly as the API sent them (``raw``, each once,
+    each within the days asked for) and the validated pagination.
+
+    The records' interview_id and created_at are checked here (paging and day selection rest on them);
+    the whole record is validated either in bulk by ``flatten.flatten`` or, for callers that want models,
+    by ``candidates`` (a ``SchemaError`` naming the record when one does not match the spec).
+    """
 
     posting_id: str
     days: DayRange | None
     number: int
-    candidates: list[CandidateResponse]
     raw: list[dict[str, Any]]
+    pagination: PaginationMeta
+    context: errors.RequestContext = field(repr=False)
+
+    @cached_property
+    def candidates(self) -> list[CandidateResponse]:
+        return _validate(CandidateList, {"data": self.raw, "pagination": self.pagination}, self.context).data
+
+
+class _CandidateEnvelope(APIModel):
+    """The candidates page, its records left as sent (checked in bulk later, or by CandidatePage.candidates)."""
+
+    data: list[Any]
     pagination: PaginationMeta
 
 
@@ -165,18 +184,19 @@ class HeyMiloClient:
         try:
             while True:
                 body = await self._get_json(path, params, stats, context, posting_id=posting_id)
-                page = _validate(CandidateList, body, context)
-                raw_records = body["data"]
+                page = _validate(_CandidateEnvelope, body, context)
+                records = body["data"]
                 number += 1
                 stats.pages += 1
-                stats.rows += len(page.data)
+                stats.rows += len(records)
                 if stats.total_count is None:
                     stats.total_count = page.pagination.total_count
-                kept, kept_raw = _select(page.data, raw_records, days, seen, stats)
-                yield CandidatePage(posting_id, days, number, kept, kept_raw, page.pagination)
+                keys = _keys(records, body, context)
+                kept = _select(keys, records, days, seen, stats, posting_id)
+                yield CandidatePage(posting_id, days, number, kept, page.pagination, context)
                 if not page.pagination.has_more:
                     return
-                params["starting_after"] = _next_cursor([c.interview_id for c in page.data], cursors, context)
+                params["starting_after"] = _next_cursor([interview_id for interview_id, _ in keys], cursors, context)
         finally:
             stats.seconds += time.perf_counter() - started
 
@@ -387,25 +407,45 @@ def _next_cursor(ids: list[str], used: set[str], context: errors.RequestContext)
     return cursor
 
 
+def _keys(records: list[Any], body: Any, context: errors.RequestContext) -> list[tuple[str, float | None]]:
+    """(interview_id, created_at) of every record: what paging and day selection rest on.
+
+    Checked here, record by record (cheap). A record that fails the check goes to the models with the
+    whole page: they name what is wrong (SchemaError), or coerce what their lax mode accepts.
+    """
+    keys = []
+    for record in records:
+        if not isinstance(record, dict):
+            break
+        interview_id, created = record.get("interview_id"), record.get("created_at")
+        if not isinstance(interview_id, str) or not (
+            created is None or (isinstance(created, int | float) and not isinstance(created, bool))
+        ):
+            break
+        keys.append((interview_id, created))
+    else:
+        return keys
+    return [(c.interview_id, c.created_at) for c in _validate(CandidateList, body, context).data]
+
+
 def _select(
-    candidates: list[CandidateResponse],
-    raw: list[dict[str, Any]],
+    keys: list[tuple[str, float | None]],
+    records: list[dict[str, Any]],
     days: DayRange | None,
     seen: set[str],
     stats: QueryStats,
-) -> tuple[list[CandidateResponse], list[dict[str, Any]]]:
+    posting_id: str,
+) -> list[dict[str, Any]]:
     """Drop what is not ours: a repeat of a candidate already yielded, or one outside ``days``.
 
     The upper bound is inclusive on the API side, so a candidate created exactly at the next
     midnight comes back here; it belongs to the next day and is fetched with it.
     """
-    kept: list[CandidateResponse] = []
-    kept_raw: list[dict[str, Any]] = []
-    for candidate, record in zip(candidates, raw, strict=True):
-        if candidate.interview_id in seen:
+    kept: list[dict[str, Any]] = []
+    for (interview_id, created), record in zip(keys, records, strict=True):
+        if interview_id in seen:
             stats.duplicates += 1
             continue
-        created = candidate.created_at
         if days is not None and created is not None and created not in days:
             if created == days.end:
                 stats.next_day_boundary += 1
@@ -413,19 +453,18 @@ def _select(
                 stats.out_of_range += 1
                 log.warning(
                     "posting %s: candidate %s created at %s lies outside the requested days %s; ignored",
-                    candidate.posting_id,
-                    candidate.interview_id,
+                    posting_id,
+                    interview_id,
                     created,
                     days,
                 )
             continue
         if created is None:
             stats.undated += 1
-        seen.add(candidate.interview_id)
-        kept.append(candidate)
-        kept_raw.append(record)
+        seen.add(interview_id)
+        kept.append(record)
     stats.kept += len(kept)
-    return kept, kept_raw
+    return kept
 
 
 def _retry_after(response: httpx.Response) -> float | None:

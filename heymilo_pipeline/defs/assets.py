@@ -113,7 +113,7 @@ def raw_candidates(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, stora
 
     async def fetch() -> list[FetchedSlice]:
         async with heymilo.client() as client:
-            return await fetch_slices(client, slices, progress)
+            return await fetch_slices(client, slices, progress, scrubber)
 
     try:
         with core_logs_to(context.log):
@@ -122,7 +122,6 @@ def raw_candidates(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, stora
         raise _fail(exc) from None
     bounds = score_bounds()
     for item in fetched:
-        item.raw, item.candidates = scrubber.records(item.raw), scrubber.table(item.candidates)
         evaluate(item, bounds)
     results, blocking = data_check_results(fetched)
     if blocking:
