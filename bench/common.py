@@ -48,6 +48,9 @@ GiB, MiB = 1024**3, 1024**2
 YEAR_FIRST, YEAR_LAST = date(2025, 1, 1), date(2025, 12, 31)
 
 
+ARROW_POOL_FROM_USER = os.environ.get("ARROW_DEFAULT_MEMORY_POOL")  # read before heymilo_pipeline sets it
+
+
 def vm_hwm() -> int:
     """This process's peak resident set (bytes), from /proc (ru_maxrss as a fallback)."""
     try:
@@ -96,6 +99,10 @@ def run_child(args: list[str], *, env: dict[str, str] | None = None, timeout: fl
     """Run a command, sampling the RSS of its process tree every 50 ms; kill it above RSS_LIMIT."""
     started = time.perf_counter()
     full_env = {**os.environ, **(env or {})}
+    # Importing heymilo_pipeline here chose Arrow's allocator for this process; children start from the
+    # user's environment and choose for themselves (dlt's runs keep Arrow's default, as its users would).
+    if ARROW_POOL_FROM_USER is None and "ARROW_DEFAULT_MEMORY_POOL" not in (env or {}):
+        full_env.pop("ARROW_DEFAULT_MEMORY_POOL", None)
     proc = subprocess.Popen(args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     peak = 0
     killed = False

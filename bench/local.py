@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
+import pyarrow as pa
 from common import YEAR_FIRST, YEAR_LAST, read_pages, replica_id, replicate, vm_hwm, vm_rss, write_result
 
 
@@ -55,7 +56,7 @@ def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
         api_key="sk_local", base_url="http://local.bench", requests_per_minute=10**9, state_dir=work / ".ratelimit"
     )
     stages = dict.fromkeys(("fetch_validate_flatten", "evaluate", "write_lake", "load_duckdb"), 0.0)
-    rows = steps = partitions = requests = 0
+    rows = steps = partitions = lake_files = requests = 0
     rss_after_imports = vm_hwm()
     rss_by_posting: list[int] = []  # resident set after each posting: flat when nothing accumulates
     served: dict[str, tuple[list[bytes], dict[str | None, int]]] = {}
@@ -93,7 +94,8 @@ def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
             stages[name] += seconds
         rows += fetched.candidates.num_rows
         steps += fetched.steps.num_rows
-        partitions += len(files)
+        partitions += len(days)  # every posting-day of the year is loaded, empty or not
+        lake_files += 3 * len(files)  # three files per posting-month
         requests += fetched.stats.requests
         del fetched, files, plan
         served.clear()
@@ -108,6 +110,7 @@ def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
         "candidates": rows,
         "workflow_steps": steps,
         "partitions": partitions,
+        "lake_files": lake_files,
         "requests": requests,
         "seconds": seconds,
         "candidates_per_s": rows / seconds,
@@ -116,6 +119,72 @@ def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
         "rss_by_posting": rss_by_posting,
         "gc_enabled": gc.isenabled(),
     }
+
+
+def run_costs(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
+    """Microseconds per candidate of each piece of the processing, on one cached posting-year, each piece
+    timed alone (best of three), so the stages of ``ours`` can be explained piece by piece."""
+    import pydantic_core
+
+    from heymilo_pipeline import flatten as fl
+    from heymilo_pipeline.lake import raw_json
+    from heymilo_pipeline.warehouse import Warehouse
+
+    _, base_id, entry = posting_plan(cache, 1, 1)[0]
+    pages = read_pages(cache, base_id)
+    n = entry["total"]
+    costs: dict[str, float] = {}
+
+    def timed(label: str, fn):
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            result = fn()
+            best = min(best, time.perf_counter() - t0)
+        costs[label] = best * 1e6 / n
+        return result
+
+    def parse_each() -> None:
+        for body in pages:  # each page dropped after parsing, as the pipeline does
+            pydantic_core.from_json(body, cache_strings="keys")
+
+    timed("parse JSON (pydantic-core)", parse_each)
+    records = [r for body in pages for r in pydantic_core.from_json(body, cache_strings="keys")["data"]]
+    batches = [records[i : i + 500] for i in range(0, len(records), 500)]
+    timed("typed Arrow conversion + required-field checks", lambda: [fl.validated_records(b) for b in batches])
+    timed("unknown-field scan", lambda: [fl._unknown_fields(b) for b in batches])
+    timed("data/metadata as JSON text", lambda: [[fl.json_text(r.get("data")) for r in b] for b in batches])
+    tables = timed("flatten, all of it (batches of 500)", lambda: [fl.flatten(b) for b in batches])
+    timed("raw record JSON text (lake)", lambda: [raw_json(b) for b in batches])
+    candidates = pa.concat_tables([c for c, _ in tables])
+    steps = pa.concat_tables([s for _, s in tables])
+    timed("Parquet, candidates + steps (zstd, in memory)", lambda: _parquet_bytes(candidates, steps))
+    warehouse = Warehouse(work / "costs.duckdb")
+    warehouse.ensure_schema()
+
+    def insert() -> None:
+        with warehouse.connect() as conn:
+            for name, table in (("candidates", candidates), ("candidate_workflow_steps", steps)):
+                conn.register("incoming", table)
+                conn.execute(f"DELETE FROM {name}")
+                conn.execute(f"INSERT INTO {name} SELECT * FROM incoming")
+                conn.unregister("incoming")
+
+    timed("DuckDB insert from Arrow, candidates + steps", insert)
+    return {"impl": "costs", "candidates": n, "us_per_candidate": costs}
+
+
+def _parquet_bytes(*tables: pa.Table) -> int:
+    import io
+
+    import pyarrow.parquet as pq
+
+    size = 0
+    for table in tables:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        size += buffer.tell()
+    return size
 
 
 def run_pandas(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
@@ -151,14 +220,14 @@ def run_pandas(cache: Path, replicas: int, limit: int | None, work: Path) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--impl", choices=("ours", "pandas"), default="ours")
+    parser.add_argument("--impl", choices=("ours", "pandas", "costs"), default="ours")
     parser.add_argument("--cache", type=Path, required=True, help="a page cache made by common.page_cache")
     parser.add_argument("--replicas", type=int, default=1, help="copies of the cached postings (new posting ids)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N postings")
     parser.add_argument("--out")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent / ".work") as work:
-        run = run_ours if args.impl == "ours" else run_pandas
+        run = {"ours": run_ours, "pandas": run_pandas, "costs": run_costs}[args.impl]
         result = run(args.cache, args.replicas, args.limit, Path(work))
         result["peak_rss_self"] = vm_hwm()
         write_result(args.out, result)

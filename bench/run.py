@@ -31,7 +31,7 @@ from common import MiB, SimSpec, bench_script, candidate_requests, sim_stats, si
 
 # The code before the performance work of the benchmarks (GC, parsing, parallel lake writes), measured
 # beside the current code in the same run for the before/after figures.
-BASELINE_COMMIT = "4ffaabb"
+BASELINE_COMMIT = "d6a1dcc"
 BENCHES = ("requests", "ratelimit", "local", "dlt", "dagster")
 
 
@@ -213,6 +213,7 @@ def bench_local(report: Report) -> None:
         "ours-small": ("ours", small, None),
         "ours-big": ("ours", big, None),
         "pandas-small": ("pandas", small, None),
+        "costs": ("costs", ["--limit", "1"], None),
     }
     if not report.quick:
         runs["pandas-1"] = ("pandas", ["--replicas", "1", "--limit", "1"], None)
@@ -234,7 +235,8 @@ def bench_local(report: Report) -> None:
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in r["stages"].items())
         report.add(
             section,
-            f"ours, {r['candidates']:,} candidates ({r['partitions']:,} posting-day partitions)",
+            f"ours, {r['candidates']:,} candidates ({r['partitions']:,} posting-day partitions, "
+            f"{r.get('lake_files', 0):,} lake files)",
             f"{r['candidates_per_s']:,.0f} candidates/s, peak RSS {mib(r['peak_rss'])} [{stages}]",
             ">= 100,000/s",
             r["candidates_per_s"] >= 100_000,
@@ -247,6 +249,12 @@ def bench_local(report: Report) -> None:
         f"pandas.json_normalize -> Parquet, {pandas_s['candidates']:,} candidates (one file)",
         f"{pandas_s['candidates_per_s']:,.0f} candidates/s, peak RSS {mib(pandas_s['peak_rss'])}; "
         f"ours/pandas speed {ours_s['candidates_per_s'] / pandas_s['candidates_per_s']:.2f}x",
+    )
+    costs = results["costs"]["us_per_candidate"]
+    report.add(
+        section,
+        f"cost per candidate, each piece alone ({results['costs']['candidates']:,} candidates, best of 3)",
+        "; ".join(f"{name} {us:.1f} us" for name, us in costs.items()),
     )
     if "baseline-1" in results:
         before, after = results["baseline-1"], results["ours-1"]

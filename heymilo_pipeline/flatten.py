@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pydantic
+import pydantic_core
 
 from heymilo_pipeline.api import models as m
 
@@ -153,7 +154,8 @@ CANDIDATES = spec("candidates", "One row per candidate (interview) of a posting,
     ("form_questions_answered", _I64, "Form screening: number of questions answered."),
     ("form_total_questions", _I64, "Form screening: total number of questions on the form."),
     ("metadata", _S, "Key-value pairs (strings) stored with the candidate, as JSON.", JSON),
-    ("data", _S, "Additional candidate data supplied at ingestion time, as JSON (keys sorted).", JSON),
+    ("data", _S, "Additional candidate data supplied at ingestion time, as JSON (as sent: key order, big numbers).",
+     JSON),
     ("extra", _S, _UNKNOWN + " Unknown step fields are in candidate_workflow_steps.extra.", JSON),
 )
 WORKFLOW_STEPS = spec("candidate_workflow_steps", "One row per candidate and workflow step.",
@@ -205,9 +207,21 @@ def tables_markdown(tables: Iterable[TableSpec] = LAKE_TABLES) -> str:
     return "# Tables\n\n" + "\n".join(t.markdown() for t in tables)
 
 
-# Sorted keys make the text (so checksums) independent of the API's key order; Python ints have no
-# width, so ids beyond 64 bits stay exact. The records came from JSON, so they cannot be circular.
+# For what the pipeline composes (unknown fields, posting metadata): sorted keys make the text independent
+# of the order things were found in; Python ints have no width, so ids beyond 64 bits stay exact.
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False).encode
+
+
+def json_text(value: Any) -> str:
+    """A value parsed from the API's JSON, as compact JSON text exactly as sent: key order, floats, big ints.
+
+    pydantic-core's Rust serializer is several times faster than json.dumps and as exact; json.dumps takes
+    over for what it refuses but JSON allows (a lone surrogate from a "\\ud800" escape).
+    """
+    try:
+        return pydantic_core.to_json(value).decode()
+    except pydantic_core.PydanticSerializationError:
+        return json.dumps(value, separators=(",", ":"))  # \u-escapes keep the text valid UTF-8
 
 
 def timestamps(seconds: pa.Array) -> pa.Array:
@@ -323,24 +337,30 @@ def _field(array: pa.Array, *path: str) -> pa.Array:
 
 
 def _unknown_fields(records: Sequence[dict[str, Any]]) -> tuple[list[str | None], list[str | None]]:
-    """Per record, its unknown fields at every level as JSON keyed by dotted path; and per step, its own."""
+    """Per record, its unknown fields at every level as JSON keyed by dotted path; and per step, its own.
+
+    Almost no record has any, so each level is first tested with a subset check (no allocation)."""
     candidate_extra: list[str | None] = [None] * len(records)
     step_extra: list[str | None] = []
     for i, record in enumerate(records):
-        found = {k: record[k] for k in record.keys() - _KNOWN_TOP}
+        found: dict[str, Any] = {}
+        if not record.keys() <= _KNOWN_TOP:
+            found.update({k: record[k] for k in record.keys() - _KNOWN_TOP})
         workflow = record.get("workflow")
         if workflow:
-            found.update({f"workflow.{k}": workflow[k] for k in workflow.keys() - _KNOWN_WORKFLOW})
+            if not workflow.keys() <= _KNOWN_WORKFLOW:
+                found.update({f"workflow.{k}": workflow[k] for k in workflow.keys() - _KNOWN_WORKFLOW})
             for step in workflow.get("steps") or ():
-                unknown = step.keys() - _KNOWN_STEP
-                step_extra.append(_dumps({k: step[k] for k in unknown}) if unknown else None)
+                known = step.keys() <= _KNOWN_STEP
+                step_extra.append(None if known else _dumps({k: step[k] for k in step.keys() - _KNOWN_STEP}))
         summary = record.get("agent_summary")
         if summary:
-            found.update({f"agent_summary.{k}": summary[k] for k in summary.keys() - _KNOWN_SUMMARY})
-            for section, known in _KNOWN_SECTION.items():
+            if not summary.keys() <= _KNOWN_SUMMARY:
+                found.update({f"agent_summary.{k}": summary[k] for k in summary.keys() - _KNOWN_SUMMARY})
+            for section, known_fields in _KNOWN_SECTION.items():
                 part = summary.get(section)
-                if part:
-                    found.update({f"agent_summary.{section}.{k}": part[k] for k in part.keys() - known})
+                if part and not part.keys() <= known_fields:
+                    found.update({f"agent_summary.{section}.{k}": part[k] for k in part.keys() - known_fields})
         if found:
             candidate_extra[i] = _dumps(found)
     return candidate_extra, step_extra
@@ -385,8 +405,8 @@ def flatten(
             if name in _EMPTY_BY_DEFAULT.get(section, ()):  # [] when the section came without the list
                 values = pc.if_else(pc.is_valid(part), pc.fill_null(values, pa.scalar([], values.type)), None)
             columns[_section_column(section, name)] = values
-    columns["metadata"] = [None if (v := r.get("metadata")) is None else _dumps(v) for r in records]
-    columns["data"] = [None if (v := r.get("data")) is None else _dumps(v) for r in records]
+    columns["metadata"] = [None if (v := r.get("metadata")) is None else json_text(v) for r in records]
+    columns["data"] = [None if (v := r.get("data")) is None else json_text(v) for r in records]
     columns["extra"] = candidate_extra
     return pa.Table.from_pydict(columns, schema=CANDIDATES.schema), steps
 

@@ -29,7 +29,7 @@ log = logging.getLogger("heymilo_pipeline.ingest")
 PageCallback = Callable[[CandidatePage, QueryStats], None]
 # Records flattened together: Arrow's per-call cost (~70 compute calls per flatten) spread over enough rows
 # to vanish, while the Python objects waiting for it stay few (a page is 100).
-FLATTEN_BATCH = 2_000
+FLATTEN_BATCH = 500
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,9 @@ from urllib.parse import quote, unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pydantic_core
 
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.flatten import CANDIDATES, RAW_RECORDS, WORKFLOW_STEPS, TableSpec
+from heymilo_pipeline.flatten import CANDIDATES, RAW_RECORDS, WORKFLOW_STEPS, TableSpec, json_text
 
 RAW = "raw/candidates"
 _TABLES = {CANDIDATES.name: CANDIDATES, WORKFLOW_STEPS.name: WORKFLOW_STEPS, RAW: RAW_RECORDS}
@@ -333,18 +332,9 @@ def _conform(table: pa.Table, spec: TableSpec, posting_id: str, days: DayRange) 
     return table
 
 
-def _json_text(record: dict[str, Any]) -> str:
-    # pydantic's Rust serializer is ~3x faster than json.dumps, and as exact (key order, big ints, floats);
-    # json.dumps takes over for what it refuses, e.g. a lone surrogate from a "\ud800" escape.
-    try:
-        return pydantic_core.to_json(record).decode()
-    except pydantic_core.PydanticSerializationError:
-        return json.dumps(record, separators=(",", ":"))
-
-
 def raw_json(records: Sequence[dict[str, Any]]) -> pa.Array:
     """Records (as parsed from the API's JSON) -> their JSON text, exact: key order, floats, big ints."""
-    return pa.array([_json_text(r) for r in records], pa.string())
+    return pa.array([json_text(r) for r in records], pa.string())
 
 
 def _raw_table(

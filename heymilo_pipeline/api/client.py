@@ -348,7 +348,8 @@ def _parse_json(response: httpx.Response, context: errors.RequestContext) -> Any
     json.loads for what it refuses but JSON allows (a lone surrogate escape, UTF-16/32 bodies)."""
     content = response.content
     try:
-        return pydantic_core.from_json(content)
+        # Keys repeat on every record; values (ids, names, URLs) rarely do, so only keys are worth caching.
+        return pydantic_core.from_json(content, cache_strings="keys")
     except ValueError:
         pass
     try:
