@@ -307,19 +307,14 @@ def _insert_files(conn: duckdb.DuckDBPyConnection, table: TableSpec, files: list
     if not files:
         return 0
     names = _names(table)
-    # A lake file holds a posting's month: the slice's days are the rows within its bounds. Staged once,
-    # so the files are read once: checked there, then moved in.
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT {names} FROM {_READ} WHERE {_WITHIN_DAYS}",
-        [files, bounds[1], bounds[2]],
-    )
-    # A row of another posting would land outside the slice and never be deleted by it.
-    stray = conn.execute("SELECT count(*) FROM incoming WHERE posting_id IS DISTINCT FROM ?", bounds[:1]).fetchone()[0]
-    if stray:
-        raise ValueError(f"{table.name}: {stray} row(s) in {files} belong to another posting than {bounds[0]}")
-    inserted = conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM incoming').fetchone()[0]
-    conn.execute("DROP TABLE incoming")
-    return inserted
+    # A row of another posting would land outside the slice and never be deleted by it. Checked first on
+    # the one column it needs, so the rows then stream from the files into the table, with no staging copy.
+    stray = conn.execute(f"SELECT count(*) FROM {_READ} WHERE posting_id IS DISTINCT FROM ?", [files, bounds[0]])
+    if count := stray.fetchone()[0]:
+        raise ValueError(f"{table.name}: {count} row(s) in {files} belong to another posting than {bounds[0]}")
+    # A lake file holds a posting's month: the slice's days are the rows within its bounds.
+    insert = f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {_READ} WHERE {_WITHIN_DAYS}'
+    return conn.execute(insert, [files, bounds[1], bounds[2]]).fetchone()[0]
 
 
 @contextmanager
