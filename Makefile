@@ -31,7 +31,7 @@ demo: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/python -m heymilo_pipeline.dev
 
-## make bench: every benchmark (requests, rate limit, local processing, dlt, Dagster), ~15 min; rewrites bench/RESULTS.md
+## make bench: every benchmark (requests, rate limit, local processing, dlt, Dagster), ~6 min; rewrites bench/RESULTS.md
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py
