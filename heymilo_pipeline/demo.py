@@ -111,14 +111,18 @@ def _report(data_dir, instance, registered, failed, requests, minimum, stats, se
     }
     checks = latest_check_results(instance, defs)
     passed = sum(1 for _, status, _ in checks if status == "passed")
+    waiting = sum(1 for _, status, _ in checks if status == "not evaluated")
     retried = sum(stats["faults"].values()) + stats["rate_limited"]
     lines = [
         "",
         "HeyMilo pipeline demo: done" + (f" with FAILED postings {failed}" if failed else ""),
         f"  postings                  {counts['postings']} listed, {len(registered)} fetched (test postings skipped)",
         *(f"  {name:<25} {n:,} rows" for name, n in counts.items() if name != "postings"),
-        f"  checks                    {passed} passed, {len(checks) - passed} not passed"
-        + "".join(f"\n{'':28}{name}: {status}" for name, status, _ in checks if status != "passed"),
+        f"  checks                    {passed} passed"
+        + (f", {waiting} not evaluated" if waiting else "")
+        + (f", {len(checks) - passed - waiting} not passed" if len(checks) - passed - waiting else "")
+        + "".join(f"\n{'':28}{name}: {status}" for name, status, _ in checks if status != "passed")
+        + (f"\n{'':28}(freshness is judged by the daily update, not inside backfill runs)" if waiting else ""),
         f"  API requests              {requests} for candidates "
         f"(minimum {minimum}; {retried} retried after injected faults)",
         f"  time                      {seconds:.0f} s",

@@ -304,12 +304,43 @@ def validated_records(records: Sequence[dict[str, Any]]) -> tuple[pa.StructArray
     the ones converted (also returned, for the JSON columns). Unknown fields are ignored here.
     """
     try:
+        if _misread_by_arrow(records):
+            raise _NotAsSpecified("a value Arrow would convert where the models refuse it")
         array = pa.array(records, RECORD_TYPE)
         _check_required(array)
         return array, records
     except (pa.ArrowException, TypeError, ValueError, OverflowError, _NotAsSpecified):
         coerced = [c.model_dump() for c in _CANDIDATE_LIST.validate_python(records)]
         return pa.array(coerced, RECORD_TYPE), coerced
+
+
+# Where Arrow's conversion is laxer than the models: a float for an integer (Arrow truncates 1.5 to 1) and
+# a string for a list of strings (Arrow splits it into characters). Everything else Arrow refuses, or
+# converts as the models do (e.g. true -> 1.0 for a number).
+_INTEGERS = {"sms": ("messages_sent",), "form": ("questions_answered", "total_questions")}
+_STRING_LISTS = {"web_interview": ("highlights",), "sms": ("criteria_passed", "criteria_failed")}
+
+
+def _misread_by_arrow(records: Sequence[Any]) -> bool:
+    for record in records:
+        if type(record) is not dict:
+            return False  # Arrow refuses it anyway
+        workflow = record.get("workflow")
+        steps = workflow.get("steps") if type(workflow) is dict else None
+        if type(steps) is list and any(type(step) is dict and type(step.get("order")) is float for step in steps):
+            return True
+        summary = record.get("agent_summary")
+        if type(summary) is not dict:
+            continue
+        for section, names in _INTEGERS.items():
+            part = summary.get(section)
+            if type(part) is dict and any(type(part.get(name)) is float for name in names):
+                return True
+        for section, names in _STRING_LISTS.items():
+            part = summary.get(section)
+            if type(part) is dict and any(type(part.get(name)) is str for name in names):
+                return True
+    return False
 
 
 def _check_required(array: pa.StructArray) -> None:

@@ -368,9 +368,19 @@ def test_records_as_sent_flatten_exactly_like_their_validated_models() -> None:
 def test_what_arrow_refuses_is_judged_by_the_models() -> None:
     # Lax coercion, as the models do it: a number sent as a string is still a number.
     assert fl.flatten([record(1, score="78.5")])[0].to_pylist() == flat(record(1))[0].to_pylist()
+    whole = record(1)
+    whole["workflow"]["steps"][0]["order"] = 1.0
+    whole["agent_summary"]["sms"]["messages_sent"] = 8.0
+    assert fl.flatten([whole])[0].to_pylist() == flat(record(1))[0].to_pylist()
     steps_without_completed = record(3)
     del steps_without_completed["workflow"]["steps"][0]["completed"]
+    fractional = record(5)
+    fractional["workflow"]["steps"][1]["order"] = 1.5  # Arrow alone would store 1
+    text_for_list = record(6)
+    text_for_list["agent_summary"]["web_interview"]["highlights"] = "clear"  # Arrow alone: ["c", "l", ...]
     bad = {
+        "fraction for an integer": (fractional, "order"),
+        "text for a list": (text_for_list, "highlights"),
         "wrong type": (record(1, score="high"), "score"),
         "required field null": (record(2, interview_id=None), "interview_id"),
         "required field absent": ({k: v for k, v in record(2).items() if k != "email"}, "email"),
