@@ -160,6 +160,8 @@ def test_checks_passed_and_metadata_reported(world: World) -> None:
     fetched = result.asset_materializations_for_node("raw_candidates")[0].metadata
     for key in ("rows", "pages", "requests", "retries", "rate_limited", "seconds", "by_slice"):
         assert key in fetched, key
+    months = {day.replace(day=1) for day in DayRange(START, LAST).days}
+    assert fetched["lake_files_written"].value == 3 * len(months)  # one file per table and posting-month
     loaded = result.asset_materializations_for_node("warehouse_tables")[0].metadata
     assert "preview" in loaded and "@" not in loaded["preview"].value  # no e-mail addresses in the UI
 

@@ -147,6 +147,9 @@ def _fetch_metadata(fetched: list[FetchedSlice], stats: QueryStats) -> dict:
         "workflow_step_rows": sum(item.steps.num_rows for item in fetched),
         "slices": len(fetched),
         "empty_days": empty_days,
+        # One file per table and posting-month: what this run rewrote (days of those months it did not
+        # fetch were carried over unchanged).
+        "lake_files_written": sum(3 * len(item.files) for item in fetched),
         **{key: value for key, value in stats.as_dict().items() if value is not None},
         "by_slice": dg.MetadataValue.md(
             "| posting | days | rows | requests | retries | 429s | seconds |\n|---|---|---|---|---|---|---|\n"
