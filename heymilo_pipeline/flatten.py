@@ -314,31 +314,48 @@ def validated_records(records: Sequence[dict[str, Any]]) -> tuple[pa.StructArray
         return pa.array(coerced, RECORD_TYPE), coerced
 
 
-# Where Arrow's conversion is laxer than the models: a float for an integer (Arrow truncates 1.5 to 1) and
-# a string for a list of strings (Arrow splits it into characters). Everything else Arrow refuses, or
-# converts as the models do (e.g. true -> 1.0 for a number).
+# Where Arrow's conversion is laxer than the models, checked in Python before it runs: a float for an
+# integer (Arrow truncates 1.5 to 1), a string for a list (Arrow splits it into characters, and takes ""
+# as []), a list for an object (Arrow takes [] as an all-null struct), null where the spec has a default
+# but no null (Arrow gives null, which we would fill), and the free-form JSON fields Arrow never sees.
+# Everything else Arrow refuses, or converts as the models do (e.g. true -> 1.0 for a number).
 _INTEGERS = {"sms": ("messages_sent",), "form": ("questions_answered", "total_questions")}
 _STRING_LISTS = {"web_interview": ("highlights",), "sms": ("criteria_passed", "criteria_failed")}
 
 
 def _misread_by_arrow(records: Sequence[Any]) -> bool:
     for record in records:
-        if type(record) is not dict:
-            return False  # Arrow refuses it anyway
-        workflow = record.get("workflow")
-        steps = workflow.get("steps") if type(workflow) is dict else None
-        if type(steps) is list and any(type(step) is dict and type(step.get("order")) is float for step in steps):
+        if type(record) is not dict or record.get("object", "candidate") != "candidate":
             return True
-        summary = record.get("agent_summary")
-        if type(summary) is not dict:
-            continue
-        for section, names in _INTEGERS.items():
-            part = summary.get(section)
-            if type(part) is dict and any(type(part.get(name)) is float for name in names):
+        if any(name in record and record[name] is None for name in _FALSE_BY_DEFAULT):
+            return True
+        metadata, data = record.get("metadata"), record.get("data")
+        if metadata is not None and (type(metadata) is not dict or any(type(v) is not str for v in metadata.values())):
+            return True
+        if data is not None and type(data) is not dict:
+            return True
+        workflow = record.get("workflow")
+        if workflow is not None:
+            steps = workflow.get("steps") if type(workflow) is dict else None
+            if type(steps) is not list:
                 return True
-        for section, names in _STRING_LISTS.items():
+            for step in steps:
+                if type(step) is not dict or type(step.get("order")) is float or step.get("knocked_out", 0) is None:
+                    return True
+        summary = record.get("agent_summary")
+        if summary is None:
+            continue
+        if type(summary) is not dict:
+            return True
+        for section in _SECTIONS:
             part = summary.get(section)
-            if type(part) is dict and any(type(part.get(name)) is str for name in names):
+            if part is None:
+                continue
+            if type(part) is not dict:
+                return True
+            if any(type(part.get(name)) is float for name in _INTEGERS.get(section, ())):
+                return True
+            if any(name in part and type(part[name]) is not list for name in _STRING_LISTS.get(section, ())):
                 return True
     return False
 
@@ -348,9 +365,6 @@ def _check_required(array: pa.StructArray) -> None:
         raise _NotAsSpecified("a record is null")
     if any(pc.struct_field(array, name).null_count for name in _REQUIRED):
         raise _NotAsSpecified("a required field is missing")
-    kinds = pc.struct_field(array, "object")
-    if kinds.null_count != len(kinds) and not pc.all(pc.equal(kinds, "candidate")).as_py():
-        raise _NotAsSpecified("object is not 'candidate'")
     workflow = pc.struct_field(array, "workflow")
     present = pc.is_valid(workflow)
     for name in ("steps", "all_complete"):
@@ -359,6 +373,11 @@ def _check_required(array: pa.StructArray) -> None:
     steps = pc.list_flatten(pc.struct_field(workflow, "steps"))
     if steps.null_count or any(pc.struct_field(steps, name).null_count for name in _REQUIRED_STEP):
         raise _NotAsSpecified("a workflow step lacks a required field")
+    summary = pc.struct_field(array, "agent_summary")
+    for section, names in _STRING_LISTS.items():
+        for name in names:
+            if pc.list_flatten(_field(summary, section, name)).null_count:
+                raise _NotAsSpecified(f"agent_summary.{section}.{name} holds a null")
 
 
 def _field(array: pa.Array, *path: str) -> pa.Array:

@@ -18,10 +18,11 @@ import pydantic
 
 from heymilo_pipeline import quality
 from heymilo_pipeline.api.client import CandidatePage, HeyMiloClient, gather_bounded
+from heymilo_pipeline.api.errors import SchemaError
 from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
-from heymilo_pipeline.lake import Lake, MonthFiles, raw_json
+from heymilo_pipeline.lake import RAW_TEXTS, Lake, MonthFiles, raw_json
 from heymilo_pipeline.privacy import Scrubber
 
 log = logging.getLogger("heymilo_pipeline.ingest")
@@ -47,8 +48,8 @@ class FetchedSlice:
     stats: QueryStats
     candidates: pa.Table
     steps: pa.Table
-    # Each candidate's record as the API sent it (JSON text), row for row with ``candidates``.
-    raw: pa.ChunkedArray = field(repr=False, default_factory=lambda: pa.chunked_array([], pa.string()))
+    # Each candidate's interview_id and record as the API sent it (JSON text), row for row with ``candidates``.
+    raw: pa.Table = field(repr=False, default_factory=lambda: RAW_TEXTS.empty_table())
     findings: dict[str, quality.Finding] = field(default_factory=dict)
     files: dict[date, MonthFiles] = field(default_factory=dict)
 
@@ -91,7 +92,7 @@ async def fetch_slice(
     stats = QueryStats()
     tables: list[pa.Table] = []
     step_tables: list[pa.Table] = []
-    raw: list[pa.Array] = []
+    raw: list[pa.Table] = []
     pending: list[CandidatePage] = []
 
     def flush() -> None:
@@ -102,11 +103,19 @@ async def fetch_slice(
             for page in pending:
                 page.candidates  # noqa: B018 - the models raise the client's SchemaError, naming slice and record
             raise
+        except (pa.ArrowException, OverflowError, UnicodeError) as exc:
+            # Valid for the models, yet not storable: an integer beyond 64 bits, a lone surrogate in a name.
+            pages = f"pages {pending[0].number}..{pending[-1].number}"
+            raise SchemaError(
+                f"a candidate record on {pages} cannot be stored ({type(exc).__name__}: {exc}). The pipeline "
+                "stops rather than store it wrongly; report it to HeyMilo, or exclude the posting until it is fixed.",
+                context=pending[0].context,
+            ) from None
         if scrubber is not None:
             records, candidates = scrubber.records(records), scrubber.table(candidates)
         tables.append(candidates)
         step_tables.append(steps)
-        raw.append(raw_json(records))
+        raw.append(pa.table({"interview_id": candidates["interview_id"], "record": raw_json(records)}))
         pending.clear()
 
     async for page in client.candidate_pages(item.posting_id, item.days, stats):
@@ -123,7 +132,7 @@ async def fetch_slice(
         stats=stats,
         candidates=pa.concat_tables(tables) if tables else CANDIDATES.empty(),
         steps=pa.concat_tables(step_tables) if step_tables else WORKFLOW_STEPS.empty(),
-        raw=pa.chunked_array(raw, pa.string()),
+        raw=pa.concat_tables(raw) if raw else RAW_TEXTS.empty_table(),
     )
 
 

@@ -158,7 +158,7 @@ class Lake:
         self,
         posting_id: str,
         days: DayRange,
-        raw_records: Sequence[dict[str, Any]] | pa.Array | pa.ChunkedArray,
+        raw_records: Sequence[dict[str, Any]] | pa.Table,
         candidates: pa.Table,
         steps: pa.Table,
     ) -> dict[date, MonthFiles]:
@@ -332,26 +332,33 @@ def _conform(table: pa.Table, spec: TableSpec, posting_id: str, days: DayRange) 
     return table
 
 
+# What a fetch keeps of its records for the lake: (interview_id, the record's JSON text as sent).
+RAW_TEXTS = pa.schema([("interview_id", pa.string()), ("record", pa.string())])
+
+
 def raw_json(records: Sequence[dict[str, Any]]) -> pa.Array:
     """Records (as parsed from the API's JSON) -> their JSON text, exact: key order, floats, big ints."""
     return pa.array([json_text(r) for r in records], pa.string())
 
 
 def _raw_table(
-    posting_id: str, days: DayRange, raw: Sequence[dict[str, Any]] | pa.Array | pa.ChunkedArray, candidates: pa.Table
+    posting_id: str, days: DayRange, raw: Sequence[dict[str, Any]] | pa.Table, candidates: pa.Table
 ) -> pa.Table:
     """The raw records as rows of RAW_RECORDS, each on its candidate's row (so its day, partition_day included).
 
-    ``raw`` is either the records themselves, matched to rows by interview_id, or their JSON texts
-    (``raw_json``), row for row with ``candidates``, as ``ingest.fetch_slice`` builds them.
+    ``raw`` is either the records themselves, matched to rows by interview_id, or a RAW_TEXTS table
+    (interview_id, JSON text) row for row with ``candidates``, as ``ingest.fetch_slice`` builds it.
     """
-    if isinstance(raw, pa.Array | pa.ChunkedArray):
-        if len(raw) != candidates.num_rows:
+    if isinstance(raw, pa.Table):
+        aligned = raw.num_rows == candidates.num_rows and (
+            not raw.num_rows or pc.all(pc.equal(raw["interview_id"], candidates["interview_id"])).as_py()
+        )
+        if not aligned:
             raise ValueError(
-                f"posting {posting_id}, days {days}: {len(raw)} raw records for {candidates.num_rows} candidates; "
-                "the raw records must be able to rebuild the table"
+                f"posting {posting_id}, days {days}: the raw records ({raw.num_rows}) are not the candidates of the "
+                f"table ({candidates.num_rows}) row for row; the raw records must be able to rebuild the table"
             )
-        texts = raw
+        texts = raw["record"]
     else:
         ids = candidates["interview_id"].to_pylist()
         raw_ids = [r.get("interview_id") for r in raw]

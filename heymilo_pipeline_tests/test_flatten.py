@@ -387,6 +387,30 @@ def test_what_arrow_refuses_is_judged_by_the_models() -> None:
         "step field absent": (steps_without_completed, "completed"),
         "another object": (record(4, object="posting"), "object"),
     }
+
+    def changed(path: str, value: Any) -> dict[str, Any]:
+        doc = record(7)
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node[key][0] if key == "steps" else node[key]
+        node[last] = value
+        return doc
+
+    # What Arrow alone would take in (as [], an all-null struct, a default, a stored null) the models refuse.
+    for path, value in {
+        "workflow.steps": "",
+        "agent_summary": [],
+        "agent_summary.sms": [],
+        "shortlisted": None,
+        "workflow.steps.knocked_out": None,
+        "agent_summary.web_interview.highlights": None,
+        "agent_summary.sms.criteria_passed": ["age", None],
+        "metadata": {"k": 1},
+        "data": "hello",
+        "object": None,
+    }.items():
+        bad[path] = (changed(path, value), path.split(".")[-1])
     for doc, field in bad.values():
         with pytest.raises(pydantic.ValidationError, match=field):
             fl.flatten([record(9), doc])
