@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from heymilo_pipeline import flatten as fl
 from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.api.windows import DayRange, midnight
 from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
@@ -233,3 +236,32 @@ def test_hive_readers_see_the_same_posting_ids_as_the_files(tmp_path: Path) -> N
     plain = conn.execute(f"SELECT posting_id, created_date FROM read_parquet('{glob}', hive_partitioning=false)")
     assert with_directory_values == sorted((p, d, f"{d:%Y-%m}") for p, d in plain.fetchall())
     assert pc.count_distinct(lake.read("candidates")["posting_id"]).as_py() == 2
+
+
+def test_days_of_the_earlier_day_layout_move_into_month_files(tmp_path: Path) -> None:
+    # The layout before month files: one file per table, posting and day, raw records as gzip JSON lines.
+    lake = Lake(tmp_path)
+    raw = fetched(per_day=(2, 0, 1)) + fetched_on(DAY.replace(day=20), (1,), first=50)
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    by_day = fl.split_by_day(candidates)
+    steps_by_day = fl.split_by_day(steps)
+    days = [*DAYS.days, DAY.replace(day=20)]
+    for day in days:
+        root = f"posting_id=P1/date={day}"
+        for table, rows in (("candidates", by_day), ("candidate_workflow_steps", steps_by_day)):
+            (tmp_path / table / root).mkdir(parents=True)
+            pq.write_table(rows.get(day, CANDIDATES.empty() if table == "candidates" else WORKFLOW_STEPS.empty()),
+                           tmp_path / table / root / "part.parquet")  # fmt: skip
+        (tmp_path / RAW / root).mkdir(parents=True)
+        lines = [json.dumps(r) for r in raw if midnight(day) <= r["created_at"] < midnight(day + timedelta(days=1))]
+        (tmp_path / RAW / root / "part.jsonl.gz").write_bytes(gzip.compress("\n".join(lines).encode()))
+    (tmp_path / "candidates/posting_id=P1/date=2026-03-21").mkdir()  # half-written: no file, not moved
+
+    moved = lake.migrate_day_layout()
+    assert moved == [("P1", DAYS), ("P1", DayRange.single(DAY.replace(day=20)))]
+    assert lake.covered_days("candidates", "P1") == set(days)
+    assert lake.read("candidates").to_pylist() == candidates.to_pylist()
+    assert lake.read("candidate_workflow_steps").num_rows == steps.num_rows
+    assert [r for d in days for r in lake.read_raw("P1", d)] == raw
+    assert not [p for p in visible(tmp_path) if "date=" in p]  # the old files are gone
+    assert lake.migrate_day_layout() == []  # nothing left to move

@@ -102,6 +102,7 @@ def raw_candidates(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, stora
     removed = storage.lake.clean_temp_files()
     if removed:
         context.log.info(f"removed {len(removed)} temp file(s) left by interrupted writes")
+    _migrate_lake(context, storage)
     context.log.info(f"{len(slices)} slice(s) to fetch: " + "; ".join(str(s) for s in slices[:20]))
 
     def progress(page: CandidatePage, stats: QueryStats) -> None:
@@ -138,6 +139,15 @@ def raw_candidates(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, stora
         stats = stats.add(item.stats)
     yield dg.MaterializeResult(metadata=_fetch_metadata(fetched, stats))
     yield from results
+
+
+def _migrate_lake(context: dg.AssetExecutionContext, storage: Storage) -> None:
+    moved = storage.lake.migrate_day_layout()
+    if moved:
+        context.log.info(
+            f"moved {sum(len(days) for _, days in moved)} posting-day(s) of the earlier lake layout (one file per day) "
+            "into month files: " + "; ".join(f"posting {p}, days {d}" for p, d in moved[:20])
+        )
 
 
 def _fetch_metadata(fetched: list[FetchedSlice], stats: QueryStats) -> dict:
@@ -197,6 +207,7 @@ def _fetch_metadata(fetched: list[FetchedSlice], stats: QueryStats) -> dict:
 )
 def warehouse_tables(context: dg.AssetExecutionContext, storage: Storage) -> Iterator:
     slices = slices_from_keys(keys_of(context.partition_keys))
+    _migrate_lake(context, storage)
     lake = storage.lake
     plan = []
     for item in slices:
