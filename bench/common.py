@@ -51,26 +51,26 @@ YEAR_FIRST, YEAR_LAST = date(2025, 1, 1), date(2025, 12, 31)
 ARROW_POOL_FROM_USER = os.environ.get("ARROW_DEFAULT_MEMORY_POOL")  # read before heymilo_pipeline sets it
 
 
-def vm_hwm() -> int:
-    """This process's peak resident set (bytes), from /proc (ru_maxrss as a fallback)."""
+def _proc_status_bytes(field: str) -> int | None:
+    """A memory figure of this process from /proc/self/status (bytes), None where there is none."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return None
+
+
+def vm_hwm() -> int:
+    """This process's peak resident set (bytes), from /proc (ru_maxrss as a fallback)."""
+    peak = _proc_status_bytes("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def vm_rss() -> int:
     """This process's current resident set (bytes), from /proc (0 where there is none)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_status_bytes("VmRSS") or 0
 
 
 def write_result(path: str | None, result: dict[str, Any]) -> None:
