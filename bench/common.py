@@ -240,16 +240,9 @@ def simulator(spec: SimSpec) -> Iterator[str]:
         if not match:
             raise RuntimeError(f"simulator did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
         url = match.group(1)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1.0, trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("simulator did not become healthy")
-            time.sleep(0.05)
+        from heymilo_pipeline.simulator.server import wait_healthy
+
+        wait_healthy(url, lambda: proc.poll() is None, 30.0)
         yield url
     finally:
         proc.terminate()

@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -62,7 +62,7 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, timeou
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="heymilo-sim", daemon=True)
     thread.start()
     try:
-        _wait_healthy(url, thread, timeout_s)
+        wait_healthy(url, thread.is_alive, timeout_s)
         yield url
     finally:
         server.should_exit = True
@@ -70,7 +70,8 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, timeou
         sock.close()
 
 
-def _wait_healthy(url: str, thread: threading.Thread, timeout_s: float) -> None:
+def wait_healthy(url: str, alive: Callable[[], bool], timeout_s: float) -> None:
+    """Poll ``url``/health until it answers 200; fail when ``alive()`` turns false or after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -79,6 +80,6 @@ def _wait_healthy(url: str, thread: threading.Thread, timeout_s: float) -> None:
                 return
         except httpx.TransportError:
             pass
-        if not thread.is_alive() or time.monotonic() > deadline:
+        if not alive() or time.monotonic() > deadline:
             raise RuntimeError(f"simulator did not become healthy at {url}")
         time.sleep(0.02)
