@@ -178,6 +178,20 @@ def test_rate_limit_429_is_survived_by_waiting(small_tenant: Tenant, tmp_path: P
     assert batch.stats.waited_seconds > 0  # Retry-After held the next request back
 
 
+def test_retry_after_zero_backs_off_instead_of_burning_the_attempts(
+    small_tenant: Tenant, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 429 saying "Retry-After: 0" is still a 429: each wait is at least backoff_initial, doubling."""
+    posting_id, expected = busiest(small_tenant)
+    faults = Faults(zero_retry_after_rate=0.5, seed=3)
+    with caplog.at_level(logging.WARNING, logger="heymilo_pipeline"):
+        batch = run(fetch(small_tenant, tmp_path, posting_id, None, faults, backoff_initial=0.02, backoff_max=1.0))
+    assert batch.raw == expected
+    assert batch.stats.rate_limited > 0
+    waits = [(r.args[1], r.args[3]) for r in caplog.records if "retrying in" in r.msg]  # (attempt, seconds)
+    assert waits and all(seconds >= min(1.0, 0.02 * 2 ** (attempt - 1)) for attempt, seconds in waits), waits
+
+
 def test_gives_up_after_max_attempts(small_tenant: Tenant, tmp_path: Path) -> None:
     posting_id, _ = busiest(small_tenant)
     days = DayRange(date(2026, 1, 5), date(2026, 1, 9))

@@ -222,6 +222,48 @@ def test_clock_advances_candidates_and_reveals_new_ones() -> None:
     assert list(tenant.truth(as_of=mid)) == list(before.values())  # a pure function of time
 
 
+def test_planned_deletions_remove_candidates_on_the_clock_from_every_answer() -> None:
+    spec = TenantSpec(seed=3, postings=4, candidates_per_posting=(300, 400), deleted_share=0.2)
+    tenant = Tenant(spec)
+    early = epoch("2026-01-20T00:00:00")
+    created_by_early = {
+        r["interview_id"] for r in Tenant(TenantSpec(**{**spec.__dict__, "deleted_share": 0.0})).truth(early)
+    }
+    at_early = {r["interview_id"] for r in tenant.truth(early)}
+    at_end = {r["interview_id"] for r in tenant.truth()}
+    gone = at_early - at_end  # existed on Jan 20, erased by the end of March
+    assert gone and at_early <= created_by_early and len(at_early) > 0.9 * len(created_by_early)
+    get = make_get(create_app(tenant, SIM_KEY))
+    posting_id = next(iter({r["posting_id"] for r in tenant.truth()}))
+    paged, responses = page_all(get, posting_id, limit=7)
+    expected = [r for r in tenant.truth() if r["posting_id"] == posting_id]
+    assert paged == expected and responses[0].json()["pagination"]["total_count"] == len(expected)
+    # a candidate erased since still works as a cursor (it is a position in the ordering)
+    erased = next(r for r in tenant.truth(early) if r["interview_id"] in gone)
+    after_it = get(candidates_path(erased["posting_id"]), {"starting_after": erased["interview_id"], "limit": 5})
+    assert after_it.status_code == 200
+
+
+def test_explicit_deletions_of_candidates_and_postings() -> None:
+    tenant = Tenant(TINY)
+    get = make_get(create_app(tenant, SIM_KEY))
+    posting_id, records = busiest(tenant)
+    victims = [records[0]["interview_id"], records[5]["interview_id"]]
+    post = lambda body: asyncio.run(  # noqa: E731
+        sim_requests(
+            create_app(tenant, SIM_KEY), [("POST", "/_sim/delete", {"json": body, "headers": {"X-API-KEY": SIM_KEY}})]
+        )
+    )[0]
+    assert post({"interview_ids": [*victims, "ffffffffffffffff"]}).json() == {"deleted_candidates": 2}
+    paged, _ = page_all(get, posting_id, limit=100)
+    assert len(paged) == len(records) - 2 and not {r["interview_id"] for r in paged} & set(victims)
+    assert post({"posting_id": posting_id}).json() == {"deleted_posting": posting_id}
+    assert get(candidates_path(posting_id)).status_code == 404
+    assert posting_id not in {p["id"] for p in get("/api/v2/postings", {"limit": 100}).json()["data"]}
+    assert posting_id not in {r["posting_id"] for r in tenant.truth()}
+    assert post({"posting_id": posting_id}).status_code == 404
+
+
 # --- HTTP: auth, errors, validation ---------------------------------------------------------------
 
 

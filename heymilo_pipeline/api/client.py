@@ -27,6 +27,7 @@ from tenacity import (
     RetryError,
     retry_if_exception,
     stop_after_attempt,
+    wait_exponential_jitter,
     wait_random_exponential,
 )
 
@@ -255,10 +256,15 @@ class HeyMiloClient:
 
     def _backoff(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, errors.RateLimitedError) and error.retry_after is not None:
-            # The limiter already holds every process back until Retry-After; jitter spreads the restart.
-            return wait_random_exponential(multiplier=0.05, max=1.0)(state)
-        # Without Retry-After a 429 backs off like any transient failure, growing with each attempt.
+        if isinstance(error, errors.RateLimitedError):
+            if error.retry_after:
+                # The limiter already holds every process back until Retry-After; jitter spreads the restart.
+                return wait_random_exponential(multiplier=0.05, max=1.0)(state)
+            # No usable Retry-After (absent, or "0" from a gateway that means "soon"): the server is over
+            # its limit all the same, so wait at least backoff_initial, doubling per attempt. Full jitter
+            # could draw ~0 s again and again and burn every attempt in a second.
+            initial, top = self.settings.backoff_initial, self.settings.backoff_max
+            return wait_exponential_jitter(multiplier=initial, max=top, jitter=initial)(state)
         return wait_random_exponential(multiplier=self.settings.backoff_initial, max=self.settings.backoff_max)(state)
 
     def _note_retry(self, state: RetryCallState, stats: QueryStats, context: errors.RequestContext) -> None:
@@ -322,7 +328,7 @@ class HeyMiloClient:
         if response.status_code == 429:
             stats.rate_limited += 1
             retry_after = _retry_after(response)
-            pause = retry_after if retry_after is not None else self.settings.backoff_initial
+            pause = retry_after or self.settings.backoff_initial
             self.limiter.pause_until(time.time() + pause)  # every process sharing the key waits, not just us
         return errors.from_response(
             response.status_code,

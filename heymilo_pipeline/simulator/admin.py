@@ -30,6 +30,7 @@ class AdminRoutes:
             Route("/_sim/stats/reset", self.reset_stats, methods=["POST"]),
             Route("/_sim/clock", self.clock, methods=["GET", "POST"]),
             Route("/_sim/truth", self.truth, methods=["GET"]),
+            Route("/_sim/delete", self.delete, methods=["POST"]),
         ]
 
     async def get_stats(self, request: Request) -> Response:
@@ -69,6 +70,22 @@ class AdminRoutes:
         except ValueError:
             raise invalid_request("invalid_param", "now must be epoch seconds or an ISO-8601 string.", "now") from None
         self.tenant.set_now(value)
+
+    async def delete(self, request: Request) -> Response:
+        """Erase data as HeyMilo would: ``{"posting_id": id}`` or ``{"interview_ids": [ids]}``."""
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _error(invalid_request("invalid_body", "Body must be JSON."))
+        if isinstance(body, dict) and isinstance(body.get("posting_id"), str):
+            if not self.tenant.has_posting(body["posting_id"]):
+                return _error(invalid_request("resource_missing", "No such posting.", "posting_id", status=404))
+            self.tenant.delete_posting(body["posting_id"])
+            return json_response({"deleted_posting": body["posting_id"]})
+        ids = body.get("interview_ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return _error(invalid_request("invalid_body", 'Send {"posting_id": id} or {"interview_ids": [ids]}.'))
+        return json_response({"deleted_candidates": self.tenant.delete_candidates(ids)})
 
     async def truth(self, request: Request) -> Response:
         raw = request.query_params.get("as_of")

@@ -30,10 +30,20 @@ class Faults:
     stall_s: float = 30.0
     stuck_cursor: bool = False
     total_count_offset: int = 0
+    # Share of /api/v2 requests answered 429 with "Retry-After: 0" (a gateway that says "now" and
+    # means "soon"): a client must back off on its own instead of burning its attempts at once.
+    zero_retry_after_rate: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "drop_rate", "truncate_rate", "malformed_rate", "stall_rate"):
+        for name in (
+            "error_rate",
+            "drop_rate",
+            "truncate_rate",
+            "malformed_rate",
+            "stall_rate",
+            "zero_retry_after_rate",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
         if self.rate_limit is not None and self.rate_limit < 1:
@@ -56,6 +66,7 @@ class FaultDecision:
     error_status: int | None = None  # 500/502/503 replaces the response
     kind: str | None = None  # drop | truncate | malformed
     garble_variant: int = 0
+    zero_retry_after: bool = False
 
 
 class FaultInjector:
@@ -84,7 +95,8 @@ class FaultInjector:
             elif f.malformed_rate and r() < f.malformed_rate:
                 kind = "malformed"
             variant = int(r() * 3) if kind == "malformed" else 0
-        return FaultDecision(latency, stall, f.stall_s if stall else 0.0, error_status, kind, variant)
+            zero = bool(f.zero_retry_after_rate) and r() < f.zero_retry_after_rate
+        return FaultDecision(latency, stall, f.stall_s if stall else 0.0, error_status, kind, variant, zero)
 
 
 def truncated(body: bytes) -> bytes:

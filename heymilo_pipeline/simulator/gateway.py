@@ -107,6 +107,12 @@ class Gateway:
         stats.attempt(key)
         rate = self._limiter.hit(key)
         headers = self._rate_headers(rate)
+        if decision.zero_retry_after:
+            stats.fault("zero_retry_after")
+            stats.status(429)
+            body = rate_limited_body(rate.limit or 300, self._limiter.window_s)
+            await _send_json(send, 429, body, [*headers, (b"retry-after", b"0")])
+            return
         if not rate.allowed:
             stats.status(429)
             body = rate_limited_body(rate.limit, self._limiter.window_s)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 import re
 import threading
 import zlib
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +59,9 @@ class TenantSpec:
     null_objects_share: float = 0.0
     extra_fields: bool = False
     score_as_string: bool = False
+    # Share of candidates erased in HeyMilo some time after they were invited (1..60 days later, on the
+    # clock): they vanish from every answer, as a GDPR erasure does. Off by default.
+    deleted_share: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.candidates_per_posting
@@ -66,7 +71,7 @@ class TenantSpec:
             raise ValueError("end must not be before start")
         if not 0 <= lo <= hi:
             raise ValueError("candidates_per_posting must be a (min, max) range with 0 <= min <= max")
-        for name in ("bulk_ingest_share", "empty_day_share", "null_objects_share"):
+        for name in ("bulk_ingest_share", "empty_day_share", "null_objects_share", "deleted_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
 
@@ -117,6 +122,11 @@ class Tenant:
             )
         self._clock_lock = threading.Lock()
         self._now = spec.end_epoch
+        # Deletions: planned ones (deleted_share, on the clock) and explicit ones (delete_candidates /
+        # delete_posting, effective at once). Without any, paging keeps its O(log n) bisect path.
+        self._deleted_at = {pid: _deletion_plan(spec, pop) for pid, pop in self._populations.items()}
+        self._erased: set[int] = set()
+        self._deleted_postings: set[str] = set()
 
     # --- clock ------------------------------------------------------------------------------------
 
@@ -139,22 +149,57 @@ class Tenant:
 
     def postings(self) -> list[dict[str, Any]]:
         """PostingResponse documents in listing order (copies: callers may mutate them)."""
-        return [copy.deepcopy(p.document) for p in self._postings]
+        return [copy.deepcopy(p.document) for p in self._live_postings()]
 
     def posting_ids(self) -> list[str]:
-        return [p.id for p in self._postings]
+        return [p.id for p in self._live_postings()]
 
     def posting(self, posting_id: str) -> dict[str, Any]:
         return copy.deepcopy(self._get(posting_id).document)
 
     def has_posting(self, posting_id: str) -> bool:
-        return posting_id in self._by_id
+        return posting_id in self._by_id and posting_id not in self._deleted_postings
+
+    def _live_postings(self) -> list[PostingDef]:
+        return [p for p in self._postings if p.id not in self._deleted_postings]
+
+    # --- deletions --------------------------------------------------------------------------------
+
+    def delete_posting(self, posting_id: str) -> None:
+        """The posting and its candidates are gone: listings skip it, its candidates answer 404."""
+        self._get(posting_id)
+        self._deleted_postings.add(posting_id)
+
+    def delete_candidates(self, interview_ids: list[str]) -> int:
+        """Erase candidates now (whatever their posting); returns how many existed."""
+        known = 0
+        for text in interview_ids:
+            number = int(text, 16) if _INTERVIEW_ID.fullmatch(text) else None
+            if number is not None and any(p.position_of(number) is not None for p in self._populations.values()):
+                self._erased.add(number)
+                known += 1
+        return known
+
+    def _visible(self, posting_id: str, as_of: float) -> list[int] | None:
+        """Positions (in paging order) of the candidates that exist at ``as_of``, or None when no candidate
+        of the posting was ever deleted (then every created one exists and bisecting is enough)."""
+        planned = self._deleted_at[posting_id]
+        if planned is None and not self._erased:
+            return None
+        pop = self._populations[posting_id]
+        end = bisect_right(pop.created_at, as_of)
+        erased = self._erased
+        return [
+            i
+            for i in range(end)
+            if (planned is None or planned[i] > as_of) and (not erased or pop.interview_ids[i] not in erased)
+        ]
 
     def postings_page(
         self, search: str | None, starting_after: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool, int]:
         needle = search.lower() if search else None
-        matching = [p for p in self._postings if needle is None or needle in p.document["title"].lower()]
+        matching = [p for p in self._live_postings() if needle is None or needle in p.document["title"].lower()]
         total = len(matching)
         if starting_after is not None:
             cursor = self._by_id.get(starting_after)
@@ -178,7 +223,11 @@ class Tenant:
 
     def candidate_count(self, as_of: float | None = None) -> int:
         as_of = self._now if as_of is None else as_of
-        return sum(bisect_right(p.created_at, as_of) for p in self._populations.values())
+        return sum(len(self._positions(p.id, as_of)) for p in self._live_postings())
+
+    def _positions(self, posting_id: str, as_of: float) -> range | list[int]:
+        visible = self._visible(posting_id, as_of)
+        return range(bisect_right(self._populations[posting_id].created_at, as_of)) if visible is None else visible
 
     def candidates_page(
         self,
@@ -193,23 +242,28 @@ class Tenant:
         The cursor is a position in that ordering, so it works even when it lies outside the filter;
         total_count is the size of the filtered set, ignoring the cursor.
         """
-        self._get(posting_id)
+        if not self.has_posting(posting_id):
+            raise UnknownPosting(posting_id)
         pop = self._populations[posting_id]
         now = self._now
         upper = now if created_before is None else min(created_before, now)
         lo = 0 if created_after is None else bisect_left(pop.created_at, created_after)
         hi = bisect_right(pop.created_at, upper)
-        total = max(0, hi - lo)
         begin = lo
         if starting_after is not None:
+            # A deleted candidate still works as a cursor: it is a position in the ordering.
             begin = max(lo, self._cursor_position(pop, starting_after) + 1)
-        end = min(hi, begin + limit)
+        visible = self._visible(posting_id, now)
+        if visible is None:
+            positions: range | list[int] = range(begin, min(hi, begin + limit))
+            total, more = max(0, hi - lo), begin + limit < hi
+        else:
+            within = visible[bisect_left(visible, lo) : bisect_left(visible, hi)]
+            rest = within[bisect_left(within, begin) :]
+            positions, total, more = rest[:limit], len(within), len(rest) > limit
         ctx = self._contexts[posting_id]
-        items = [
-            render_candidate(ctx, pop.interview_ids[i], pop.created_at[i], pop.people[i], now)
-            for i in range(begin, end)
-        ]
-        return items, end < hi, total
+        items = [render_candidate(ctx, pop.interview_ids[i], pop.created_at[i], pop.people[i], now) for i in positions]
+        return items, more, total
 
     @staticmethod
     def _cursor_position(pop: Population, cursor: str) -> int:
@@ -223,10 +277,10 @@ class Tenant:
     def truth(self, as_of: float | None = None) -> Iterator[dict[str, Any]]:
         """Every candidate existing at ``as_of`` (default: now), exactly as the API would return it."""
         as_of = self._now if as_of is None else as_of
-        for posting in self._postings:
+        for posting in self._live_postings():
             pop = self._populations[posting.id]
             ctx = self._contexts[posting.id]
-            for i in range(bisect_right(pop.created_at, as_of)):
+            for i in self._positions(posting.id, as_of):
                 yield render_candidate(ctx, pop.interview_ids[i], pop.created_at[i], pop.people[i], as_of)
 
     def truth_gzip_chunks(self, as_of: float | None = None, level: int = 1) -> Iterator[bytes]:
@@ -251,3 +305,18 @@ class Tenant:
             for chunk in self.truth_gzip_chunks(as_of):
                 fh.write(chunk)
         return self.candidate_count(as_of)
+
+
+def _deletion_plan(spec: TenantSpec, pop: Population) -> array | None:
+    """When each candidate is erased (inf: never), 1..60 days after its invitation, for ``deleted_share``
+    of them; a pure function of (seed, interview_id), like everything else about a candidate."""
+    if not spec.deleted_share or not len(pop):
+        return None
+    out = array("d")
+    for created_at, interview_id in zip(pop.created_at, pop.interview_ids, strict=True):
+        h = mix64(interview_id ^ (spec.seed * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF) ^ 0xDE1E7E)
+        if (h & 0xFFFFFFFF) / 2**32 < spec.deleted_share:
+            out.append(created_at + 86400.0 * (1 + (h >> 32) % 60) + (h >> 40) % 86400)
+        else:
+            out.append(math.inf)
+    return out
