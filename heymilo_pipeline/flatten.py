@@ -89,7 +89,9 @@ class TableSpec:
         return [(c.name, c.sql_type, c.description) for c in self.columns]
 
     def markdown(self) -> str:
-        head = [f"## `{self.name}`", "", self.description, "", "| column | type | | description |", "|---|---|---|---|"]
+        key = [f"Key: {', '.join(f'`{k}`' for k in self.primary_key)} (unique across the table).", ""]
+        head = [f"## `{self.name}`", "", self.description, "", *(key if self.primary_key else [])]
+        head += ["| column | type | | description |", "|---|---|---|---|"]
         rows = [
             f"| `{c.name}` | {c.sql_type} | {'' if c.nullable else 'not null'} | {c.description} |"
             for c in self.columns
@@ -157,6 +159,7 @@ CANDIDATES = spec("candidates", "One row per candidate (interview) of a posting,
     ("data", _S, "Additional candidate data supplied at ingestion time, as JSON (as sent: key order, big numbers).",
      JSON),
     ("extra", _S, _UNKNOWN + " Unknown step fields are in candidate_workflow_steps.extra.", JSON),
+    primary_key=("interview_id",),
 )
 WORKFLOW_STEPS = spec("candidate_workflow_steps", "One row per candidate and workflow step.",
     ("interview_id", _S, "The candidate's interview_id.", NOT_NULL),
@@ -188,7 +191,9 @@ POSTINGS = spec("postings", "One row per posting of the workspace, as of the lat
     ("updated_at", _TS, "When the posting was last updated (UTC)."),
     ("metadata", _S, "Key-value pairs (strings) stored with the posting, as JSON.", JSON),
     ("extra", _S, _UNKNOWN, JSON),
-    ("listed_at", _TS, "When the pipeline listed the postings (the snapshot this row belongs to, UTC).", NOT_NULL),
+    ("listed_at", _TS, "When the posting was last seen in the API's listing (UTC).", NOT_NULL),
+    ("vanished_at", _TS, "When the pipeline first found the posting missing from the API's listing (deleted in "
+                         "HeyMilo); null while it is listed. The row keeps its last listed state."),
 )
 RAW_RECORDS = spec("raw_candidates", "The lake's copy of every candidate record exactly as the API sent it "
                                      "(lake/raw/candidates; not loaded into DuckDB): enough to rebuild the tables.",
@@ -543,4 +548,5 @@ def postings_table(postings: Sequence[m.PostingResponse], listed_at: datetime) -
     columns["metadata"] = [None if p.metadata is None else _dumps(p.metadata) for p in postings]
     columns["extra"] = [_dumps(e) if (e := _model_extras(p)) else None for p in postings]
     columns["listed_at"] = pa.array([listed_at.astimezone(UTC)] * len(postings), TIMESTAMP)
+    columns["vanished_at"] = pa.nulls(len(postings), TIMESTAMP)
     return pa.Table.from_pydict(columns, schema=POSTINGS.schema)

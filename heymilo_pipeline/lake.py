@@ -30,6 +30,7 @@ import fcntl
 import gzip
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -175,24 +176,45 @@ class Lake:
         steps = _conform(steps, WORKFLOW_STEPS, posting_id, days)
         raw = _raw_table(posting_id, days, raw_records, candidates)
         months = sorted({month_of(d) for d in days.days})
+        # A candidate now under one of these days leaves the day that held it before (its created_at
+        # changed): interview_id is unique across the posting's lake, not only within a day.
+        incoming = candidates["interview_id"].combine_chunks()
+        elsewhere = [
+            month
+            for _, month, path in self._scan(CANDIDATES.name, posting_id, None)
+            if month not in months and _holds_any(path, incoming)
+        ]
 
         def write_month(month: date) -> MonthFiles:
             span = month_days(month)
-            part = DayRange(max(span.first, days.first), min(span.last, days.last))
+            part = DayRange(max(span.first, days.first), min(span.last, days.last)) if month in months else None
             files = MonthFiles(*(self.path(t, posting_id, month) for t in (CANDIDATES.name, WORKFLOW_STEPS.name, RAW)))
             # Raw first, candidates last: a crash between them leaves no table file newer than its raw file.
             order = ((files.raw, RAW_RECORDS, raw), (files.steps, WORKFLOW_STEPS, steps))
             order += ((files.candidates, CANDIDATES, candidates),)
             with self._month_lock(posting_id, month):
                 for path, spec, rows in order:
-                    merged = _merge(path, spec, _within(rows, part), part)
+                    merged = _merge(path, spec, _within(rows, part) if part else spec.empty(), part, incoming)
                     self._atomic_write(path, lambda f, t=merged: _write_parquet(f, t))
             return files
 
-        if len(months) == 1:
-            return {months[0]: write_month(months[0])}
-        with ThreadPoolExecutor(max_workers=min(len(months), WRITE_THREADS), thread_name_prefix="lake") as pool:
-            return dict(zip(months, pool.map(write_month, months), strict=True))
+        todo = months + elsewhere
+        if len(todo) == 1:
+            written = {todo[0]: write_month(todo[0])}
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(todo), WRITE_THREADS), thread_name_prefix="lake") as pool:
+                written = dict(zip(todo, pool.map(write_month, todo), strict=True))
+        return {month: written[month] for month in months}
+
+    def delete_posting(self, posting_id: str) -> int:
+        """Remove every file of one posting (all tables and months); returns how many files were removed."""
+        removed = 0
+        for table in _TABLES:
+            directory = self.root / table / f"posting_id={_dir_value(posting_id)}"
+            if directory.is_dir():
+                removed += sum(1 for p in directory.rglob("*") if p.is_file())
+                shutil.rmtree(directory)
+        return removed
 
     def _month_lock(self, posting_id: str, month: date) -> AbstractContextManager[None]:
         return self._directory_lock(self.path(RAW, posting_id, month).parent)
@@ -358,19 +380,32 @@ def _within(table: pa.Table, days: DayRange | None) -> pa.Table:
     return table.filter(keep)
 
 
-def _merge(path: Path, spec: TableSpec, rows: pa.Table, days: DayRange) -> pa.Table:
-    """The month file's new content: its rows of other days, then ``rows``, ordered by day (stably)."""
-    covered = set(days.days)
+def _merge(path: Path, spec: TableSpec, rows: pa.Table, days: DayRange | None, moved: pa.Array) -> pa.Table:
+    """The month file's new content: its rows of other days (but none of the ``moved`` candidates, which
+    ``rows`` now hold under another day), then ``rows``, ordered by day (stably). ``days`` None: the month
+    only loses its moved candidates."""
+    covered = set(days.days) if days else set()
     if path.is_file():
         old = _read(path, spec)
-        outside = pc.or_(
-            pc.less(old["created_date"], pa.scalar(days.first)), pc.greater(old["created_date"], pa.scalar(days.last))
-        )
-        rows = pa.concat_tables([old.filter(outside), rows])
+        keep = pc.invert(pc.is_in(old["interview_id"], value_set=moved))
+        if days is not None:
+            outside = pc.or_(
+                pc.less(old["created_date"], pa.scalar(days.first)),
+                pc.greater(old["created_date"], pa.scalar(days.last)),
+            )
+            keep = pc.and_(keep, outside)
+        rows = pa.concat_tables([old.filter(keep), rows])
         covered |= set(_days_of(path))
     rows = rows.take(pc.sort_indices(rows["created_date"]))
     metadata = {**(spec.schema.metadata or {}), DAYS_KEY: json.dumps(sorted(map(str, covered))).encode()}
     return rows.replace_schema_metadata(metadata)
+
+
+def _holds_any(candidates_file: Path, interview_ids: pa.Array) -> bool:
+    if not len(interview_ids):
+        return False
+    stored = pq.read_table(candidates_file, columns=["interview_id"])["interview_id"]
+    return bool(pc.any(pc.is_in(stored, value_set=interview_ids)).as_py())
 
 
 def _conform(table: pa.Table, spec: TableSpec, posting_id: str, days: DayRange) -> pa.Table:

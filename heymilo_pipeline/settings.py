@@ -22,6 +22,7 @@ ENVIRONMENT = {
     "HEYMILO_DATA_DIR": "data_dir",
     "HEYMILO_START_DATE": "start_date",
     "HEYMILO_LOOKBACK_DAYS": "lookback_days",
+    "HEYMILO_FULL_REFRESH_DAYS": "full_refresh_days",
     "HEYMILO_POSTINGS": "include_postings",
     "HEYMILO_EXCLUDE_POSTINGS": "exclude_postings",
     "HEYMILO_INCLUDE_TEST_POSTINGS": "include_test_postings",
@@ -36,6 +37,9 @@ class PipelineSettings(BaseModel):
     data_dir: Path = Field(Path("data"), description="Root of the lake, the DuckDB file and the rate-limit state.")
     start_date: date = Field(DEFAULT_START_DATE, description="First UTC day of the candidate partitions.")
     lookback_days: int = Field(7, ge=0, description="Days before yesterday that the daily update fetches again.")
+    full_refresh_days: int = Field(
+        7, ge=1, description="Every older day is fetched again at least once in any this many daily updates."
+    )
     include_postings: tuple[str, ...] = Field((), description="Only these postings (empty: all).")
     exclude_postings: tuple[str, ...] = Field((), description="Never these postings.")
     include_test_postings: bool = Field(False, description="Also fetch postings flagged test_posting.")

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ import pyarrow as pa
 
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import CANDIDATES, NOT_NULL, POSTINGS, TIMESTAMP, WORKFLOW_STEPS, TableSpec, spec
+from heymilo_pipeline.lake import Lake
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +49,8 @@ PARTITION_LOADS = spec(
 TABLES = (CANDIDATES, WORKFLOW_STEPS, POSTINGS, PARTITION_LOADS)
 _LOCK_ERROR = "Could not set lock on file"
 _READ = "read_parquet(?, hive_partitioning = false)"  # the lake's paths are never a source of columns
+# Every month file of a table at once: files written before a column was added lack it (read as NULL).
+_READ_ALL = "read_parquet(?, hive_partitioning = false, union_by_name = true)"
 _WITHIN_DAYS = "created_date BETWEEN ? AND ?"
 
 
@@ -77,6 +81,13 @@ class LoadReport:
     table_counts: dict[str, int]
     differing_from_lake: list[dict[str, Any]]
     preview: str
+
+
+@dataclass
+class PostingsChange:
+    listed: int
+    newly_vanished: list[str]
+    vanished: list[str]
 
 
 class WarehouseLockedError(RuntimeError):
@@ -188,23 +199,154 @@ class Warehouse:
         with self.connect(read_only=True) as conn:
             return _preview(conn, slices, columns, limit)
 
-    def replace_postings(self, table: pa.Table) -> int:
-        """Replace the postings table by this snapshot (see flatten.postings_table); returns its row count."""
+    def replace_postings(self, table: pa.Table) -> PostingsChange:
+        """Merge a listing of every posting (see flatten.postings_table) into ``postings``.
+
+        Listed postings replace their rows. A posting the listing no longer has keeps its last listed row,
+        marked ``vanished_at`` (set once, when first found missing); one that comes back is unmarked.
+        """
         if table.column_names != POSTINGS.names:
             raise ValueError(f"postings: columns {table.column_names} are not the declared {POSTINGS.names}")
         incoming = table.cast(POSTINGS.schema)
+        names = _names(POSTINGS)
         with self.connect() as conn:
             _ensure_schema(conn)  # the postings asset may be the first to touch a new file
             with _transaction(conn):
                 conn.register("incoming_postings", incoming)
-                conn.execute("DELETE FROM postings")
-                conn.execute(
-                    f"INSERT INTO postings ({_names(POSTINGS)}) SELECT {_names(POSTINGS)} FROM incoming_postings"
-                )
+                vanished = [
+                    pid
+                    for (pid,) in conn.execute(
+                        "UPDATE postings SET vanished_at = coalesce(vanished_at, now()) WHERE posting_id NOT IN "
+                        "(SELECT posting_id FROM incoming_postings) AND vanished_at IS NULL RETURNING posting_id"
+                    ).fetchall()
+                ]
+                conn.execute("DELETE FROM postings WHERE posting_id IN (SELECT posting_id FROM incoming_postings)")
+                conn.execute(f"INSERT INTO postings ({names}) SELECT {names} FROM incoming_postings")
                 conn.unregister("incoming_postings")
-        return incoming.num_rows
+                gone = [pid for (pid,) in conn.execute(
+                    "SELECT posting_id FROM postings WHERE vanished_at IS NOT NULL ORDER BY posting_id"
+                ).fetchall()]  # fmt: skip
+        return PostingsChange(listed=incoming.num_rows, newly_vanished=sorted(vanished), vanished=gone)
+
+    def delete_posting(self, posting_id: str) -> dict[str, int]:
+        """Remove every candidate row of a posting (candidates, steps, partition_loads), in one transaction."""
+        deleted = {}
+        with self.connect() as conn:
+            _ensure_schema(conn)
+            with _transaction(conn):
+                for table in (WORKFLOW_STEPS, CANDIDATES, PARTITION_LOADS):
+                    sql = f'DELETE FROM "{table.name}" WHERE posting_id = ?'
+                    deleted[table.name] = conn.execute(sql, [posting_id]).fetchone()[0]
+        return deleted
+
+    def rebuild(self, lake: Lake, run_id: str) -> dict[str, int]:
+        """Rebuild candidates, candidate_workflow_steps and partition_loads from the lake alone, in one
+        transaction: the tables are dropped and created from their current declarations, so this also
+        applies a changed column. ``postings`` (not in the lake) is kept. Returns the rows per table."""
+        files = {t.name: [str(p) for p in lake.paths(t.name)] for t in (CANDIDATES, WORKFLOW_STEPS)}
+        covered = sorted(lake.partitions(CANDIDATES.name))
+        with self.connect() as conn, _transaction(conn):
+            for table in (WORKFLOW_STEPS, CANDIDATES, PARTITION_LOADS):
+                conn.execute(f'DROP TABLE IF EXISTS "{table.name}"')
+            _create(conn)
+            for table in (CANDIDATES, WORKFLOW_STEPS):
+                if files[table.name]:
+                    names = _names(table)
+                    conn.execute(
+                        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {_READ_ALL}', [files[table.name]]
+                    )
+            if covered:
+                days = pa.table({"posting_id": [p for p, _ in covered], "day": [d for _, d in covered]})
+                conn.register("covered_days", days)
+                conn.execute(
+                    "INSERT INTO partition_loads SELECT d.posting_id, d.day, count(c.interview_id), now(), ? "
+                    "FROM covered_days d LEFT JOIN candidates c "
+                    "ON c.posting_id = d.posting_id AND c.created_date = d.day GROUP BY ALL",
+                    [run_id],
+                )
+                conn.unregister("covered_days")
+            counts = _table_counts(conn)
+        return {name: counts[name] for name in (CANDIDATES.name, WORKFLOW_STEPS.name, PARTITION_LOADS.name)}
 
     # --- inspection -------------------------------------------------------------------------
+
+    # --- audits over the whole warehouse (asset checks call these; they never see a slice) ----
+
+    def duplicate_interview_ids(self, lake: Lake, limit: int = 10) -> dict[str, Any]:
+        """interview_ids stored more than once, in DuckDB and across the lake's candidate files."""
+        lake_files = [str(p) for p in lake.paths(CANDIDATES.name)]
+        doubled = "SELECT interview_id, count(*) AS n, list(DISTINCT posting_id) AS postings, "
+        doubled += "list(created_date ORDER BY created_date) AS days FROM {} GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"
+        with self.connect(read_only=True) as conn:
+            found = {}
+            for where, source, params in (
+                ("duckdb", "candidates", []),
+                ("lake", _READ_ALL, [lake_files]),
+            ):
+                if where == "lake" and not lake_files:
+                    found[where] = {"count": 0, "examples": []}
+                    continue
+                rows = conn.execute(doubled.format(source), params).fetchall()
+                examples = [
+                    {"interview_id": i, "times": n, "postings": p, "days": [str(d) for d in ds]}
+                    for i, n, p, ds in rows[:limit]
+                ]
+                found[where] = {"count": len(rows), "examples": examples}
+        return found
+
+    def orphan_steps(self, limit: int = 10) -> dict[str, Any]:
+        """Step rows whose candidate is not in ``candidates`` (or sits under another posting or day)."""
+        sql = """
+            SELECT s.interview_id, s.posting_id, s.created_date, count(*) FROM candidate_workflow_steps s
+            ANTI JOIN candidates c ON c.interview_id = s.interview_id AND c.posting_id = s.posting_id
+                AND c.created_date = s.created_date
+            GROUP BY ALL ORDER BY 2, 3, 1
+        """
+        with self.connect(read_only=True) as conn:
+            rows = conn.execute(sql).fetchall()
+        return {
+            "candidates": len(rows),
+            "rows": sum(r[3] for r in rows),
+            "by_posting": _count_by(r[1] for r in rows),
+            "examples": [{"interview_id": i, "posting_id": p, "day": str(d)} for i, p, d, _ in rows[:limit]],
+        }
+
+    def lake_differences(self, lake: Lake) -> list[dict[str, Any]]:
+        """Per table and posting, where DuckDB and the lake disagree (as multisets of rows), over everything."""
+        out = []
+        with self.connect(read_only=True) as conn:
+            for table in (CANDIDATES, WORKFLOW_STEPS):
+                files = [str(p) for p in lake.paths(table.name)]
+                names = _names(table)
+                in_lake = f"SELECT {names} FROM {_READ_ALL}" if files else f'SELECT {names} FROM "{table.name}" LIMIT 0'
+                params = [files] if files else []
+                sql = f"""
+                    WITH lake AS ({in_lake}), db AS (SELECT {names} FROM "{table.name}"),
+                    only_db AS (SELECT posting_id, count(*) AS n FROM (FROM db EXCEPT ALL FROM lake) GROUP BY 1),
+                    only_lake AS (SELECT posting_id, count(*) AS n FROM (FROM lake EXCEPT ALL FROM db) GROUP BY 1)
+                    SELECT coalesce(d.posting_id, l.posting_id), coalesce(d.n, 0), coalesce(l.n, 0)
+                    FROM only_db d FULL JOIN only_lake l ON d.posting_id = l.posting_id ORDER BY 1
+                """
+                for posting_id, only_db, only_lake in conn.execute(sql, params).fetchall():
+                    out.append(
+                        {"table": table.name, "posting_id": posting_id,
+                         "rows_only_in_duckdb": only_db, "rows_only_in_lake": only_lake}
+                    )  # fmt: skip
+        return out
+
+    def rows_by_day(self, posting_id: str, days: DayRange) -> dict[date, int]:
+        """Stored candidates of one posting per created_date within ``days`` (days without rows absent)."""
+        sql = "SELECT created_date, count(*) FROM candidates WHERE posting_id = ? AND created_date BETWEEN ? AND ?"
+        with self.connect(read_only=True) as conn:
+            rows = conn.execute(sql + " GROUP BY 1", [posting_id, days.first, days.last]).fetchall()
+        return dict(rows)
+
+    def loaded_through(self) -> dict[str, date]:
+        """Per posting, the newest day in partition_loads."""
+        with self.connect(read_only=True) as conn:
+            return dict(
+                conn.execute("SELECT posting_id, max(partition_date) FROM partition_loads GROUP BY 1").fetchall()
+            )
 
     def table_counts(self) -> dict[str, int]:
         with self.connect(read_only=True) as conn:
@@ -231,15 +373,49 @@ class Warehouse:
 
 def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     with _transaction(conn):
-        for table in TABLES:
-            conn.execute(table.create_sql())
-            listed = conn.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table.name])
-            existing = {name for (name,) in listed.fetchall()}
-            for column in table.columns:
-                if column.name not in existing:  # a column added in a later release; old rows get NULL
-                    conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
-            for statement in table.comment_sql():
-                conn.execute(statement)
+        _create(conn)
+
+
+def _create(conn: duckdb.DuckDBPyConnection) -> None:
+    for table in TABLES:
+        conn.execute(table.create_sql())
+        listed = conn.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table.name])
+        existing = {name for (name,) in listed.fetchall()}
+        for column in table.columns:
+            if column.name not in existing:  # a column added in a later release; old rows get NULL
+                conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
+        if table.primary_key and not _has_primary_key(conn, table.name):
+            _add_primary_key(conn, table)
+        for statement in table.comment_sql():
+            conn.execute(statement)
+
+
+def _has_primary_key(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    sql = "SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'"
+    return conn.execute(sql, [table]).fetchone()[0] > 0
+
+
+def _add_primary_key(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
+    """A file written before the key was declared: rows an earlier release stored twice (a candidate that
+    moved to another day) keep only the copy of the later day, then the key is added."""
+    key = ", ".join(_quote(k) for k in table.primary_key)
+    doubled = conn.execute(
+        f'SELECT count(*) FROM (SELECT {key} FROM "{table.name}" GROUP BY ALL HAVING count(*) > 1)'
+    ).fetchone()[0]
+    if doubled:
+        log.warning("%s: %d key(s) stored more than once; keeping the row of the latest day", table.name, doubled)
+        # DuckDB will not index a table whose deleted rows are still in this transaction: copy, recreate, refill.
+        names = _names(table)
+        conn.execute(
+            f'CREATE TEMP TABLE heymilo_keep AS SELECT {names} FROM "{table.name}" '
+            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY created_date DESC) = 1"
+        )
+        conn.execute(f'DROP TABLE "{table.name}"')
+        conn.execute(table.create_sql())
+        conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM heymilo_keep')
+        conn.execute("DROP TABLE heymilo_keep")
+        return
+    conn.execute(f'ALTER TABLE "{table.name}" ADD PRIMARY KEY ({key})')
 
 
 def _replace_slices(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles], run_id: str) -> dict[str, int]:
@@ -247,11 +423,32 @@ def _replace_slices(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles
     with _transaction(conn):
         for item in slices:
             bounds = [item.posting_id, item.days.first, item.days.last]
-            for table, files in ((CANDIDATES, item.candidate_files), (WORKFLOW_STEPS, item.step_files)):
+            candidate_files = [str(f) for f in item.candidate_files]
+            moved_from: set[tuple[str, date]] = set()
+            for table in (CANDIDATES, WORKFLOW_STEPS):
                 conn.execute(
                     f'DELETE FROM "{table.name}" WHERE posting_id = ? AND created_date BETWEEN ? AND ?', bounds
                 )
-                inserted[table.name] += _insert_files(conn, table, [str(f) for f in files], bounds)
+                if candidate_files:
+                    # A candidate now under one of these days leaves whatever day (or posting) held it before:
+                    # interview_id is the key of the whole table, not of a slice.
+                    left = conn.execute(
+                        f'DELETE FROM "{table.name}" WHERE interview_id IN '
+                        f"(SELECT interview_id FROM {_READ} WHERE {_WITHIN_DAYS}) RETURNING posting_id, created_date",
+                        [candidate_files, *bounds[1:]],
+                    ).fetchall()
+                    if table is CANDIDATES:
+                        moved_from = set(left)
+            for table, files in ((CANDIDATES, candidate_files), (WORKFLOW_STEPS, [str(f) for f in item.step_files])):
+                inserted[table.name] += _insert_files(conn, table, files, bounds)
+            if moved_from:
+                log.info("%s: candidates moved here from %d other day(s)", item.days, len(moved_from))
+                for posting_id, day in moved_from:
+                    conn.execute(
+                        "UPDATE partition_loads SET rows = (SELECT count(*) FROM candidates "
+                        "WHERE posting_id = ?1 AND created_date = ?2) WHERE posting_id = ?1 AND partition_date = ?2",
+                        [posting_id, day],
+                    )
             # one statement per slice (executemany cost ~2 ms a row, i.e. most of a year-long load)
             conn.execute(_RECORD_LOADS, [item.posting_id, run_id, item.days.first, item.days.last, *bounds])
     return inserted
@@ -297,6 +494,13 @@ def _preview(
     ).fetchall()
     header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
     return "\n".join([header, *("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows)])
+
+
+def _count_by(values: Iterator[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    return counts
 
 
 def _table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:

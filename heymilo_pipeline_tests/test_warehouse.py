@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from heymilo_pipeline.api.models import CandidateResponse, PostingResponse
@@ -19,7 +22,7 @@ from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten, postin
 from heymilo_pipeline.lake import Lake, MonthFiles
 from heymilo_pipeline.warehouse import PARTITION_LOADS, TABLES, Warehouse, WarehouseLockedError, query, query_arrow
 from heymilo_pipeline_tests.test_flatten import BIG, DAY
-from heymilo_pipeline_tests.test_lake import DAYS, fetched
+from heymilo_pipeline_tests.test_lake import DAYS, fetched, fetched_on
 
 
 @pytest.fixture
@@ -183,11 +186,143 @@ def test_postings_are_replaced_by_each_listing(warehouse: Warehouse) -> None:
         "extra_flag": 1,
     }
     models = [PostingResponse.model_validate(posting | {"id": f"P{i}"}) for i in range(3)]
-    assert warehouse.replace_postings(postings_table(models, datetime(2026, 3, 1, tzinfo=UTC))) == 3
-    assert warehouse.replace_postings(postings_table(models[:2], datetime(2026, 3, 2, tzinfo=UTC))) == 2
-    frame = query(warehouse.path, "SELECT posting_id, listed_at, extra->>'extra_flag' AS flag FROM postings ORDER BY 1")
-    assert frame["posting_id"].tolist() == ["P0", "P1"] and frame["flag"].tolist() == ["1", "1"]
-    assert frame["listed_at"][0].to_pydatetime() == datetime(2026, 3, 2, tzinfo=UTC)
+    first = warehouse.replace_postings(postings_table(models, datetime(2026, 3, 1, tzinfo=UTC)))
+    assert (first.listed, first.newly_vanished, first.vanished) == (3, [], [])
+    second = warehouse.replace_postings(postings_table(models[:2], datetime(2026, 3, 2, tzinfo=UTC)))
+    assert (second.listed, second.newly_vanished, second.vanished) == (2, ["P2"], ["P2"])
+    third = warehouse.replace_postings(postings_table(models[:2], datetime(2026, 3, 3, tzinfo=UTC)))
+    assert (third.newly_vanished, third.vanished) == ([], ["P2"])  # marked once, when first found missing
+    frame = query(
+        warehouse.path,
+        "SELECT posting_id, listed_at, vanished_at, extra->>'extra_flag' AS flag FROM postings ORDER BY 1",
+    )
+    assert frame["posting_id"].tolist() == ["P0", "P1", "P2"] and frame["flag"].tolist() == ["1", "1", "1"]
+    assert frame["listed_at"][0].to_pydatetime() == datetime(2026, 3, 3, tzinfo=UTC)
+    # the vanished posting keeps its last listed state, marked
+    assert frame["listed_at"][2].to_pydatetime() == datetime(2026, 3, 1, tzinfo=UTC)
+    assert frame["vanished_at"].isna().tolist() == [True, True, False]
+    back = warehouse.replace_postings(postings_table(models, datetime(2026, 3, 4, tzinfo=UTC)))
+    assert back.vanished == [] and query(warehouse.path, "SELECT count(vanished_at) AS n FROM postings")["n"][0] == 0
+
+
+def moved(posting_id: str, n: int, day: date) -> list[dict]:
+    """Candidate ``n`` (as made by ``fetched``) again, now created on ``day``."""
+    return fetched_on(day, (1,), first=n - 1) if posting_id == "P1" else []
+
+
+@pytest.mark.parametrize("new_day", [DAY + timedelta(days=5), date(2026, 4, 2)], ids=["same month", "other month"])
+def test_a_candidate_that_moves_to_another_day_is_stored_once(lake: Lake, warehouse: Warehouse, new_day: date) -> None:
+    publish(lake, warehouse, "P1", (3, 0, 2))  # candidates 1..5; 1, 2 and 3 on DAY
+    raw = moved("P1", 2, new_day)
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    files = lake.write_partitions("P1", DayRange.single(new_day), raw, candidates, steps)
+    load(warehouse, "P1", DayRange.single(new_day), files, "run-2")
+    moved_id = f"{2:016X}"
+    rows = fetch(warehouse, "SELECT created_date FROM candidates WHERE interview_id = ?", [moved_id])
+    assert rows == [(new_day,)]
+    steps_days = fetch(
+        warehouse, "SELECT DISTINCT created_date FROM candidate_workflow_steps WHERE interview_id = ?", [moved_id]
+    )
+    assert steps_days == [(new_day,)]
+    for table in ("candidates", "candidate_workflow_steps", "raw/candidates"):
+        stored = lake.read(table)
+        assert {
+            d
+            for i, d in zip(stored["interview_id"].to_pylist(), stored["created_date"].to_pylist(), strict=True)
+            if i == moved_id
+        } == {new_day}, table
+    assert lake.read("candidates").num_rows == 5 and warehouse.table_counts()["candidates"] == 5
+    assert lake.covered_days("candidates", "P1") == {*DAYS.days, new_day}  # DAY itself stays loaded
+    assert warehouse.duplicate_interview_ids(lake) == {
+        "duckdb": {"count": 0, "examples": []},
+        "lake": {"count": 0, "examples": []},
+    }
+
+
+def test_interview_id_is_the_key_of_the_whole_table(lake: Lake, warehouse: Warehouse) -> None:
+    publish(lake, warehouse, "P1", (2,))
+    with pytest.raises(duckdb.ConstraintException), warehouse.connect() as conn:
+        conn.execute("INSERT INTO candidates SELECT * REPLACE (DATE '2026-01-01' AS created_date) FROM candidates")
+
+
+def test_a_file_written_before_the_key_gets_it_keeping_the_later_copy(lake: Lake, tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    old = Warehouse(path)
+    old.ensure_schema()
+    publish(lake, old, "P1", (2,))
+    with duckdb.connect(str(path)) as conn:  # the table as an earlier release declared it (no key), a row twice
+        conn.execute("CREATE TABLE c2 AS FROM candidates; DROP TABLE candidates")
+        conn.execute(dataclasses.replace(CANDIDATES, primary_key=()).create_sql())
+        conn.execute("INSERT INTO candidates FROM c2; DROP TABLE c2")
+        conn.execute("INSERT INTO candidates SELECT * REPLACE (DATE '2026-01-01' AS created_date) FROM candidates")
+    assert len(fetch(old, "SELECT * FROM candidates")) == 4
+    old.ensure_schema()
+    assert fetch(old, "SELECT interview_id, created_date FROM candidates ORDER BY 1") == [
+        (f"{1:016X}", DAY),
+        (f"{2:016X}", DAY),
+    ]
+    with pytest.raises(duckdb.ConstraintException), old.connect() as conn:
+        conn.execute("INSERT INTO candidates SELECT * REPLACE (DATE '2026-01-01' AS created_date) FROM candidates")
+
+
+def test_rebuild_from_the_lake_equals_the_original(lake: Lake, warehouse: Warehouse) -> None:
+    publish(lake, warehouse, "P1", (3, 0, 2))
+    publish(lake, warehouse, "P2", (1, 4), first=100)
+    raw = moved("P1", 1, date(2026, 4, 2))
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    load(
+        warehouse,
+        "P1",
+        DayRange.single(date(2026, 4, 2)),
+        lake.write_partitions("P1", DayRange.single(date(2026, 4, 2)), raw, candidates, steps),
+        "run-2",
+    )
+    exclude = {"partition_loads": ["loaded_at", "run_id"]}
+    before = {t.name: warehouse.checksum(t.name, exclude.get(t.name, ())) for t in TABLES}
+    warehouse.path.unlink()  # the DuckDB file is lost
+    rebuilt = Warehouse(warehouse.path).rebuild(lake, "rebuild-1")
+    assert rebuilt == {"candidates": 10, "candidate_workflow_steps": 30, "partition_loads": 6}
+    after = {t.name: warehouse.checksum(t.name, exclude.get(t.name, ())) for t in TABLES}
+    assert after == {**before, "postings": "0:0"}  # postings are not in the lake; the next listing fills them
+
+
+def test_audits_find_planted_duplicates_orphans_and_differences(lake: Lake, warehouse: Warehouse) -> None:
+    publish(lake, warehouse, "P1", (3, 0, 2))
+    publish(lake, warehouse, "P2", (2,), first=100)
+    assert warehouse.duplicate_interview_ids(lake)["lake"]["count"] == 0
+    assert warehouse.orphan_steps()["rows"] == 0 and warehouse.lake_differences(lake) == []
+    # a copy of a P1 candidate planted in another month of the lake
+    planted = lake.read("candidates", "P1").slice(0, 1)
+    planted = planted.set_column(
+        planted.schema.get_field_index("created_date"), "created_date", pa.array([date(2026, 5, 1)])
+    )
+    target = lake.path("candidates", "P1", date(2026, 5, 1))
+    target.parent.mkdir(parents=True)
+    pq.write_table(planted, target)
+    found = warehouse.duplicate_interview_ids(lake)["lake"]
+    assert found["count"] == 1 and found["examples"][0]["interview_id"] == f"{1:016X}"
+    assert found["examples"][0]["days"] == [str(DAY), "2026-05-01"]
+    assert warehouse.lake_differences(lake) == [
+        {"table": "candidates", "posting_id": "P1", "rows_only_in_duckdb": 0, "rows_only_in_lake": 1}
+    ]
+    target.unlink()
+    # a step without its candidate, and a candidate DuckDB lost
+    with warehouse.connect() as conn:
+        conn.execute("DELETE FROM candidates WHERE interview_id = ?", [f"{101:016X}"])
+    orphans = warehouse.orphan_steps()
+    assert orphans["candidates"] == 1 and orphans["rows"] == 3 and orphans["by_posting"] == {"P2": 1}
+    assert warehouse.lake_differences(lake) == [
+        {"table": "candidates", "posting_id": "P2", "rows_only_in_duckdb": 0, "rows_only_in_lake": 1}
+    ]
+
+
+def test_a_posting_can_be_deleted_from_lake_and_warehouse(lake: Lake, warehouse: Warehouse) -> None:
+    publish(lake, warehouse, "P1", (3, 0, 2))
+    publish(lake, warehouse, "P2", (2,), first=100)
+    assert warehouse.delete_posting("P1") == {"candidate_workflow_steps": 15, "candidates": 5, "partition_loads": 3}
+    assert lake.delete_posting("P1") == 3  # one month: three files
+    assert lake.paths("candidates", "P1") == [] and lake.read("candidates").num_rows == 2
+    assert warehouse.table_counts()["candidates"] == 2 and warehouse.lake_differences(lake) == []
 
 
 HOLDER = """

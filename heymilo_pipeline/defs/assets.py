@@ -64,7 +64,7 @@ def postings(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: St
     except HeyMiloError as exc:
         raise _fail(exc) from None
     found.new, removed = register_postings(context.instance, found.wanted)
-    rows = storage.warehouse(on_wait=context.log.warning).replace_postings(found.table(datetime.now(UTC)))
+    rows = storage.warehouse(on_wait=context.log.warning).replace_postings(found.table(datetime.now(UTC))).listed
     context.log.info(
         f"{rows} postings listed; {len(found.wanted)} fetched; newly registered: {found.new or 'none'}; "
         f"no longer fetched: {removed or 'none'}"
