@@ -59,19 +59,16 @@ def pipeline() -> None:
     import httpx
 
     from heymilo_pipeline.api.windows import day_of, midnight
-    from heymilo_pipeline.defs.assets import postings, raw_candidates, warehouse_tables
-    from heymilo_pipeline.defs.checks import freshness
+    from heymilo_pipeline.defs.assets import candidate_tables, postings
+    from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
     from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
     from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
-    from heymilo_pipeline.defs.schedules import update_request
+    from heymilo_pipeline.defs.schedules import update_requests
     from heymilo_pipeline.settings import PipelineSettings
     from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
     from heymilo_pipeline.warehouse import query
 
-    assets, selection = (
-        [postings, raw_candidates, warehouse_tables, freshness],
-        ["raw_candidates", "candidates", "candidate_workflow_steps"],
-    )
+    assets, selection = [postings, candidate_tables], CANDIDATES_SELECTION
     tenant = Tenant(TenantSpec(seed=90, postings=10, start=start, end=last, candidates_per_posting=(500, 4000)))
     data = Path(tempfile.mkdtemp(prefix="verify-"))
     stats_url = None
@@ -111,7 +108,7 @@ def pipeline() -> None:
             )
             tenant.set_now(midnight(today) + 30 * 3600)  # 30 hours later: candidates advance
             httpx.post(f"{url}/_sim/stats/reset", headers={"X-API-KEY": KEY})
-            request = update_request(instance, today, PipelineSettings.from_env())
+            request = update_requests(instance, today, PipelineSettings.from_env())[-1]  # the recent days
             result = dg.materialize(assets, instance=instance, resources=resources, selection=selection,
                                     tags=request.tags, raise_on_error=False)  # fmt: skip
             after = httpx.get(stats_url, headers={"X-API-KEY": KEY}).json()

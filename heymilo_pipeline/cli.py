@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 import dagster as dg
@@ -86,9 +88,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def execute_job(job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> bool:
+def execute_job(
+    job_name: str,
+    instance: dg.DagsterInstance,
+    tags: dict[str, str] | None = None,
+    resources: dict[str, Any] | None = None,
+) -> bool:
+    """Run one job of the code location in this process (``resources`` replace the code location's, for tests)."""
     tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    result = _defs().resolve_job_def(job_name).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    job = _defs().resolve_job_def(job_name)
+    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, resources=resources)
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             click.echo(f"  {event.step_key} failed: {event.step_failure_data.error.message.strip()}", err=True)
@@ -161,23 +170,92 @@ def run_backfill(instance: dg.DagsterInstance, first: date, last: date, posting_
     "--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Day of the update (default: today)."
 )
 def update(as_of: datetime | None) -> None:
-    """Exactly what the daily schedule runs on AS_OF: yesterday plus the lookback window, every posting."""
-    from heymilo_pipeline.defs.schedules import update_request
-
+    """Exactly what the automation runs on AS_OF: list postings, fetch the recent days and that day's share of the
+    older history (HEYMILO_FULL_REFRESH_DAYS) for every posting, then the warehouse checks."""
     settings = load_settings()
     day = as_of.date() if as_of else datetime.now(UTC).date()
     instance = open_instance()
-    ensure_postings(instance, refresh=False)
-    request = update_request(instance, day, settings)
-    if isinstance(request, dg.SkipReason):
-        click.echo(f"Nothing to do: {request.skip_message}")
-        return
-    click.echo(
-        f"Updating {request.tags['dagster/asset_partition_range_start']} .. "
-        f"{request.tags['dagster/asset_partition_range_end']}"
-    )
-    if not execute_job("candidates_job", instance, dict(request.tags)):
-        raise click.ClickException("the update failed; rerunning it is safe")
+    outcome = run_update(instance, day, settings)
+    _report_checks(instance)
+    if outcome.skipped:
+        click.echo(f"Nothing to do: {outcome.skipped}")
+    if outcome.failed_runs:
+        raise click.ClickException(
+            f"the update failed for some postings (runs {outcome.failed_runs}); every other posting was published. "
+            "Rerunning the update is safe."
+        )
+    if not outcome.checked:
+        raise click.ClickException("the warehouse checks could not run; see the error above")
+
+
+@dataclass
+class UpdateOutcome:
+    listed: bool = False
+    failed_runs: list[str] = field(default_factory=list)
+    checked: bool = False
+    skipped: str | None = None
+
+
+def run_update(
+    instance: dg.DagsterInstance, day: date, settings: PipelineSettings, resources: dict[str, Any] | None = None
+) -> UpdateOutcome:
+    """The automation of one day, in this process: the listing (``postings_job``, as ``daily_update`` requests
+    it), the candidate runs ``update_after_postings`` then requests, and the warehouse checks ``daily_checks``
+    runs at the deadline."""
+    from heymilo_pipeline.defs.checks import AS_OF_TAG
+    from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
+    from heymilo_pipeline.refresh import plan
+
+    outcome = UpdateOutcome()
+    click.echo(f"Update of {day}: listing postings ...")
+    outcome.listed = execute_job("postings_job", instance, {KIND_TAG: "update", AS_OF_TAG: day.isoformat()}, resources)
+    if not outcome.listed:
+        raise click.ClickException("could not list postings; see the error above (nothing was fetched)")
+    requests = update_requests(instance, day, settings)
+    if isinstance(requests, dg.SkipReason):
+        outcome.skipped = requests.skip_message
+        requests = []
+    todo = plan(day, settings.start_date, settings.lookback_days, settings.full_refresh_days)
+    click.echo(f"Update of {day}: {todo.describe()}")
+    for request in requests:
+        click.echo(
+            f"Updating {request.tags['dagster/asset_partition_range_start']} .. "
+            f"{request.tags['dagster/asset_partition_range_end']}"
+        )
+        if not execute_job("candidates_job", instance, dict(request.tags), resources):
+            outcome.failed_runs.append(request.run_key or "?")
+    click.echo("Checking the warehouse ...")
+    outcome.checked = execute_job("warehouse_checks_job", instance, {AS_OF_TAG: day.isoformat()}, resources)
+    return outcome
+
+
+def _report_checks(instance: dg.DagsterInstance) -> None:
+    from heymilo_pipeline.defs.checks import WAREHOUSE_CHECKS
+    from heymilo_pipeline.status import latest_check_results
+
+    for name, status, _ in latest_check_results(instance, _defs()):
+        if name.split(":")[-1] in WAREHOUSE_CHECKS:
+            click.echo(f"  {name:<52} {status}")
+
+
+@main.command()
+def check() -> None:
+    """Run the warehouse checks now (freshness, completeness against the API, uniqueness, references, lake)."""
+    load_settings()
+    instance = open_instance()
+    ok = execute_job("warehouse_checks_job", instance)
+    _report_checks(instance)
+    if not ok:
+        raise click.ClickException("the warehouse checks could not run; see the error above")
+
+
+@main.command()
+def rebuild() -> None:
+    """Rebuild the DuckDB tables from the lake alone (no API requests): after losing data/heymilo.duckdb or
+    changing a column. The postings table is kept (the next listing refreshes it)."""
+    load_settings()
+    if not execute_job("rebuild_job", open_instance()):
+        raise click.ClickException("the rebuild failed; see the error above (the previous tables are untouched)")
 
 
 @main.command()

@@ -1,15 +1,19 @@
-"""One run's work without Dagster: fetch slices (posting x day range), check them, publish them.
+"""One run's work without Dagster: fetch slices (posting x day range), check them, publish them, posting by posting.
 
 A slice is fetched with one range query, flattened page by page, checked, and only then written:
-the lake files of every day of the range (atomic per file), and after that the DuckDB slice (one
-transaction). A slice that fails a blocking rule is not written at all, so the previous data
-stays as it was.
+the lake files of every day of the range (atomic per file), and after that the DuckDB rows of the
+posting's slices (one transaction). Postings are isolated (``sync_postings``): one that fails (404,
+an invalid record, a blocking rule) publishes nothing and keeps its previous data, and every other
+posting of the run is still published. Only errors that no posting can escape (a wrong API key, the
+DuckDB file held by someone else) stop the run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -18,12 +22,19 @@ import pydantic
 
 from heymilo_pipeline import quality
 from heymilo_pipeline.api.client import CandidatePage, HeyMiloClient, gather_bounded
-from heymilo_pipeline.api.errors import SchemaError
+from heymilo_pipeline.api.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    HeyMiloError,
+    NotFoundError,
+    SchemaError,
+)
 from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
 from heymilo_pipeline.lake import RAW_TEXTS, Lake, MonthFiles, raw_json
 from heymilo_pipeline.privacy import Scrubber
+from heymilo_pipeline.warehouse import SliceFiles, Warehouse, WarehouseLockedError
 
 log = logging.getLogger("heymilo_pipeline.ingest")
 
@@ -151,15 +162,8 @@ async def fetch_slices(
 
 def evaluate(fetched: FetchedSlice, bounds: quality.ScoreBounds) -> dict[str, quality.Finding]:
     """Every data rule on one slice (stored on the slice and returned)."""
-    c, s = fetched.candidates, fetched.steps
-    fetched.findings = {
-        "unique_interview_id": quality.unique_interview_ids(c),
-        "non_null_keys": quality.non_null_keys(c, s),
-        "score_ranges": quality.score_ranges(c, bounds),
-        "rows_match_total_count": quality.rows_match_total_count(fetched.stats.rows, fetched.stats.total_count),
-        "steps_reference_candidates": quality.steps_reference_candidates(c, s),
-        "known_status_values": quality.known_statuses(c),
-    }
+    data = quality.SliceData(fetched.candidates, fetched.steps, fetched.stats.rows, fetched.stats.total_count)
+    fetched.findings = quality.evaluate(data, bounds)
     return fetched.findings
 
 
@@ -167,3 +171,135 @@ def write_lake(lake: Lake, fetched: FetchedSlice) -> dict[date, MonthFiles]:
     item = fetched.slice
     fetched.files = lake.write_partitions(item.posting_id, item.days, fetched.raw, fetched.candidates, fetched.steps)
     return fetched.files
+
+
+@dataclass
+class PostingResult:
+    """What became of one posting in a run: published (``error`` None), failed (with why), or gone."""
+
+    posting_id: str
+    slices: list[Slice]
+    stats: QueryStats = field(default_factory=QueryStats)
+    findings: list[tuple[Slice, dict[str, quality.Finding]]] = field(default_factory=list)
+    rows_by_day: dict[date, int] = field(default_factory=dict)
+    steps_by_day: dict[date, int] = field(default_factory=dict)
+    error: str | None = None
+    retryable: bool = False
+    # 404 for a posting that the latest listing no longer has: deleted in HeyMilo, not a failure.
+    gone: bool = False
+
+    @property
+    def published(self) -> bool:
+        return self.error is None and not self.gone
+
+    @property
+    def days(self) -> list[date]:
+        return [day for item in self.slices for day in item.days.days]
+
+
+def group_by_posting(slices: Sequence[Slice]) -> dict[str, list[Slice]]:
+    out: dict[str, list[Slice]] = {}
+    for item in slices:
+        out.setdefault(item.posting_id, []).append(item)
+    return out
+
+
+async def sync_postings(
+    client: HeyMiloClient,
+    slices: Sequence[Slice],
+    lake: Lake,
+    warehouse: Warehouse,
+    run_id: str,
+    *,
+    bounds: quality.ScoreBounds,
+    scrubber: Scrubber | None = None,
+    on_page: PageCallback | None = None,
+    on_result: Callable[[PostingResult], None] | None = None,
+    is_gone: Callable[[str], bool] | None = None,
+) -> list[PostingResult]:
+    """Fetch, check and publish every posting's slices, several postings at once; one posting's failure is
+    recorded on its result and stops no other. ``on_result`` sees each result as soon as it is final (a
+    published posting is then in the lake and in DuckDB). Publishing takes turns (one DuckDB writer)."""
+    turn = asyncio.Lock()
+    schema = {"ready": False}  # created (or migrated) once per run, by the first posting to publish
+
+    async def one(posting_id: str, items: list[Slice]) -> PostingResult:
+        result = PostingResult(posting_id, items)
+        try:
+            fetched = [await fetch_slice(client, item, on_page, scrubber) for item in items]
+        except (AuthenticationError, ConfigurationError):
+            raise  # the same for every posting: stop the run
+        except HeyMiloError as exc:
+            result.gone = isinstance(exc, NotFoundError) and is_gone is not None and is_gone(posting_id)
+            result.error, result.retryable = str(exc), exc.retryable
+            return _done(result, on_result)
+        for item in fetched:
+            result.stats = result.stats.add(item.stats)
+            result.findings.append((item.slice, evaluate(item, bounds)))
+        blocking = [
+            f"{item}: {name}: {finding.summary}"
+            for item, findings in result.findings
+            for name, finding in findings.items()
+            if not finding.passed and name in BLOCKING
+        ]
+        if blocking:
+            result.error = (
+                "blocking checks failed, so nothing of this posting was published (its previous lake files and "
+                "DuckDB rows are untouched): " + "; ".join(blocking[:10])
+            )
+            return _done(result, on_result)
+        async with turn:
+            try:
+                if not schema["ready"]:
+                    await asyncio.to_thread(warehouse.ensure_schema)
+                    schema["ready"] = True
+                await asyncio.to_thread(publish, lake, warehouse, fetched, run_id)
+            except WarehouseLockedError:
+                raise  # every posting would wait as long again
+            except Exception as exc:  # one posting's storage error (a bug, a full disk) must not stop the others
+                log.exception("posting %s: publishing failed", posting_id)
+                result.error = f"publishing failed ({type(exc).__name__}: {exc}); its previous rows are untouched"
+                return _done(result, on_result)
+        for item in fetched:
+            result.rows_by_day.update(item.rows_by_day)
+            result.steps_by_day.update(_per_day(item.steps, item.slice.days))
+        return _done(result, on_result)
+
+    groups = group_by_posting(slices)
+    factories: list[Callable[[], Awaitable[PostingResult]]] = [
+        lambda p=p, items=items: one(p, items) for p, items in groups.items()
+    ]
+    return await gather_bounded(factories, client.settings.max_concurrency)
+
+
+BLOCKING = frozenset(rule.name for rule in quality.RULES if rule.blocking)
+
+
+def _done(result: PostingResult, on_result: Callable[[PostingResult], None] | None) -> PostingResult:
+    if on_result is not None:
+        on_result(result)
+    return result
+
+
+def _per_day(table: pa.Table, days: DayRange) -> dict[date, int]:
+    counts = dict.fromkeys(days.days, 0)
+    counts.update(Counter(table["created_date"].to_pylist()))
+    return counts
+
+
+def publish(lake: Lake, warehouse: Warehouse, fetched: Sequence[FetchedSlice], run_id: str) -> dict[str, int]:
+    """One posting's slices: the lake files, then its DuckDB rows in one transaction (after the lake, so a crash
+    in between leaves the lake newer than DuckDB, never the reverse). Returns rows inserted per table."""
+    plan = []
+    for item in fetched:
+        files = write_lake(lake, item)
+        plan.append(
+            SliceFiles(
+                item.slice.posting_id,
+                item.slice.days,
+                [f.candidates for f in files.values()],
+                [f.steps for f in files.values()],
+            )
+        )
+    log.info("posting %s: lake written; loading into DuckDB", fetched[0].slice.posting_id if fetched else "?")
+    return warehouse.replace_slices(plan, run_id)

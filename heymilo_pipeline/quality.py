@@ -1,13 +1,20 @@
-"""Data-quality rules over the Arrow tables of one fetched slice. No Dagster here.
+"""Data rules over the Arrow tables of one fetched slice, in one registry (``RULES``). No Dagster here.
 
-Each rule returns a ``Finding``; the Dagster layer turns findings into asset check results with
-the severity chosen there. Rules run on what was just fetched, before anything is published, so a
-failing blocking rule leaves the previous lake files and DuckDB rows untouched.
+Each rule returns a ``Finding``; ``RULES`` says which ones block: a slice failing a blocking rule is not
+published (the previous lake files and DuckDB rows of its posting stay as they were), the others only
+warn. Rules run on what was just fetched. Rules about the whole warehouse (uniqueness across all days,
+steps without their candidate, lake against DuckDB, completeness against the API, freshness) cannot be
+judged from one slice; they are the warehouse checks (``Warehouse`` audits, ``defs/checks.py``).
+
+Score ranges: the spec documents ``score`` as 0..100, so it blocks. It documents no range for
+``agent_summary.resume.resume_score`` (its example is 3.8) or ``agent_summary.web_interview.score``,
+and elsewhere calls average resume scores 0..100; those only warn, with their observed range, within
+bounds a workspace can set (HEYMILO_RESUME_SCORE_MAX, HEYMILO_WEB_INTERVIEW_SCORE_MAX).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +26,11 @@ from heymilo_pipeline.api.models import CANDIDATE_STATUSES
 
 @dataclass(frozen=True)
 class ScoreBounds:
-    """Documented ranges: ``score`` and ``web_interview.score`` are 0..100; resume scores 0..5."""
+    """``score`` is documented as 0..100 (blocking); the agent scores have no documented range (warning)."""
 
     score: tuple[float, float] = (0.0, 100.0)
     web_interview_score: tuple[float, float] = (0.0, 100.0)
-    resume_score: tuple[float, float] = (0.0, 5.0)
+    resume_score: tuple[float, float] = (0.0, 100.0)
 
 
 @dataclass
@@ -35,20 +42,6 @@ class Finding:
 
 def _examples(table: pa.Table, mask: pa.Array, columns: Sequence[str], limit: int = 5) -> list[dict[str, Any]]:
     return table.filter(mask).select(list(columns)).slice(0, limit).to_pylist()
-
-
-def unique_interview_ids(candidates: pa.Table) -> Finding:
-    ids = candidates["interview_id"]
-    counts = pc.value_counts(ids)
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
-    dupes = [entry["values"] for entry in repeated.to_pylist()[:5]]
-    return Finding(
-        passed=len(repeated) == 0,
-        summary=f"{len(repeated)} interview_id(s) appear more than once"
-        if len(repeated)
-        else "every interview_id once",
-        metadata={"rows": len(ids), "duplicated_ids": len(repeated), "examples": dupes},
-    )
 
 
 def non_null_keys(candidates: pa.Table, steps: pa.Table) -> Finding:
@@ -64,15 +57,16 @@ def non_null_keys(candidates: pa.Table, steps: pa.Table) -> Finding:
     )
 
 
-def score_ranges(candidates: pa.Table, bounds: ScoreBounds = ScoreBounds()) -> Finding:
+def score_ranges(candidates: pa.Table, bounds: ScoreBounds, columns: Sequence[str]) -> Finding:
+    """Values of ``columns`` outside their bounds; the metadata reports each column's observed range."""
     outside: dict[str, int] = {}
     examples: dict[str, list[dict[str, Any]]] = {}
-    for column, (low, high) in (
-        ("score", bounds.score),
-        ("web_interview_score", bounds.web_interview_score),
-        ("resume_score", bounds.resume_score),
-    ):
+    observed: dict[str, list[float | None]] = {}
+    for column in columns:
+        low, high = getattr(bounds, column)
         values = candidates[column]
+        least, most = pc.min_max(values).values() if len(values) else (pa.scalar(None), pa.scalar(None))
+        observed[column] = [least.as_py(), most.as_py()]
         mask = pc.fill_null(pc.or_(pc.less(values, low), pc.greater(values, high)), False)
         count = pc.sum(mask).as_py() or 0
         if count:
@@ -81,11 +75,16 @@ def score_ranges(candidates: pa.Table, bounds: ScoreBounds = ScoreBounds()) -> F
     return Finding(
         passed=not outside,
         summary=(
-            "; ".join(f"{n} {c} outside {getattr(bounds, c)}" for c, n in outside.items())
+            "; ".join(f"{n} {c} outside {getattr(bounds, c)} (observed {observed[c]})" for c, n in outside.items())
             if outside
-            else "all scores within their documented ranges"
+            else "within " + ", ".join(f"{c} {getattr(bounds, c)} (observed {observed[c]})" for c in columns)
         ),
-        metadata={"outside": outside, "examples": examples, "bounds": bounds.__dict__},
+        metadata={
+            "outside": outside,
+            "examples": examples,
+            "observed": observed,
+            "bounds": {c: getattr(bounds, c) for c in columns},
+        },
     )
 
 
@@ -99,17 +98,6 @@ def rows_match_total_count(rows_received: int, total_count: int | None) -> Findi
     )
 
 
-def steps_reference_candidates(candidates: pa.Table, steps: pa.Table) -> Finding:
-    known = candidates["interview_id"].combine_chunks() if candidates.num_rows else pa.array([], pa.string())
-    orphan = pc.invert(pc.is_in(steps["interview_id"], value_set=known))
-    count = pc.sum(orphan).as_py() or 0
-    return Finding(
-        passed=count == 0,
-        summary=f"{count} workflow step row(s) without their candidate" if count else "every step has its candidate",
-        metadata={"orphan_steps": count, "examples": _examples(steps, orphan, ("interview_id", "step_id"))},
-    )
-
-
 def known_statuses(candidates: pa.Table) -> Finding:
     counts = {e["values"]: e["counts"] for e in pc.value_counts(candidates["status"]).to_pylist()}
     unknown = {status: n for status, n in counts.items() if status not in CANDIDATE_STATUSES}
@@ -118,3 +106,61 @@ def known_statuses(candidates: pa.Table) -> Finding:
         summary=f"unknown status values: {unknown}" if unknown else "every status is documented",
         metadata={"status_counts": counts, "unknown": unknown},
     )
+
+
+@dataclass(frozen=True)
+class SliceData:
+    """What the rules judge: one slice's tables and the figures of its query."""
+
+    candidates: pa.Table
+    steps: pa.Table
+    rows_received: int
+    total_count: int | None
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    blocking: bool
+    description: str
+    judge: Callable[[SliceData, ScoreBounds], Finding]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "non_null_keys",
+        True,
+        "interview_id, posting_id, created_date, status and step keys are never null.",
+        lambda d, b: non_null_keys(d.candidates, d.steps),
+    ),
+    Rule(
+        "score_range",
+        True,
+        "score within its documented range, 0..100 (HEYMILO_SCORE_MAX changes the top).",
+        lambda d, b: score_ranges(d.candidates, b, ("score",)),
+    ),
+    Rule(
+        "rows_match_total_count",
+        True,
+        "Rows received equal the API's pagination.total_count for the query.",
+        lambda d, b: rows_match_total_count(d.rows_received, d.total_count),
+    ),
+    Rule(
+        "agent_score_ranges",
+        False,
+        "resume_score and web_interview_score, which have no documented range, within 0..100 "
+        "(HEYMILO_RESUME_SCORE_MAX / HEYMILO_WEB_INTERVIEW_SCORE_MAX); reports their observed range.",
+        lambda d, b: score_ranges(d.candidates, b, ("resume_score", "web_interview_score")),
+    ),
+    Rule(
+        "known_status_values",
+        False,
+        "Candidate statuses are among the documented values.",
+        lambda d, b: known_statuses(d.candidates),
+    ),
+)
+
+
+def evaluate(data: SliceData, bounds: ScoreBounds) -> dict[str, Finding]:
+    """Every rule of ``RULES`` on one slice, by name."""
+    return {rule.name: rule.judge(data, bounds) for rule in RULES}

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.privacy import PiiMode, Scrubber
+from heymilo_pipeline.quality import ScoreBounds
 
 DEFAULT_START_DATE = date(2025, 1, 1)
 
@@ -28,11 +29,16 @@ ENVIRONMENT = {
     "HEYMILO_INCLUDE_TEST_POSTINGS": "include_test_postings",
     "HEYMILO_PII": "pii",
     "HEYMILO_PII_KEY": "pii_key",
+    "HEYMILO_VANISHED_POSTINGS": "vanished_postings",
+    "HEYMILO_FRESHNESS_DEADLINE_HOUR": "freshness_deadline_hour",
+    "HEYMILO_SCORE_MAX": "score_max",
+    "HEYMILO_RESUME_SCORE_MAX": "resume_score_max",
+    "HEYMILO_WEB_INTERVIEW_SCORE_MAX": "web_interview_score_max",
 }
 
 
 class PipelineSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     data_dir: Path = Field(Path("data"), description="Root of the lake, the DuckDB file and the rate-limit state.")
     start_date: date = Field(DEFAULT_START_DATE, description="First UTC day of the candidate partitions.")
@@ -45,6 +51,19 @@ class PipelineSettings(BaseModel):
     include_test_postings: bool = Field(False, description="Also fetch postings flagged test_posting.")
     pii: PiiMode = Field("keep", description="What to store of names, emails and links: keep, hash or drop.")
     pii_key: SecretStr | None = Field(None, description="Secret that keys the hash when pii=hash.")
+    vanished_postings: Literal["delete", "keep"] = Field(
+        "delete",
+        description="A posting gone from the API (missing from the listing, and its candidates answer 404): delete "
+        "its candidates from DuckDB and the lake, or keep them. Its postings row stays, marked vanished_at.",
+    )
+    freshness_deadline_hour: int = Field(
+        6, ge=0, le=23, description="UTC hour by which yesterday must be loaded; the freshness check runs then."
+    )
+    score_max: float = Field(100.0, gt=0, description="Top of the documented score range (0..100); blocking.")
+    resume_score_max: float = Field(100.0, gt=0, description="Top of resume_score (undocumented range); warns.")
+    web_interview_score_max: float = Field(
+        100.0, gt=0, description="Top of web_interview_score (undocumented range); warns."
+    )
 
     @field_validator("include_postings", "exclude_postings", mode="before")
     @classmethod
@@ -58,6 +77,13 @@ class PipelineSettings(BaseModel):
         if self.pii == "hash" and not (self.pii_key and self.pii_key.get_secret_value()):
             raise ValueError("HEYMILO_PII=hash needs HEYMILO_PII_KEY, a secret that keys the hash")
         return self
+
+    def score_bounds(self) -> ScoreBounds:
+        return ScoreBounds(
+            score=(0.0, self.score_max),
+            web_interview_score=(0.0, self.web_interview_score_max),
+            resume_score=(0.0, self.resume_score_max),
+        )
 
     def scrubber(self) -> Scrubber:
         return Scrubber(self.pii, self.pii_key.get_secret_value() if self.pii_key else None)

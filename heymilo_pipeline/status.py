@@ -25,8 +25,7 @@ def latest_check_results(instance: dg.DagsterInstance, defs: dg.Definitions) -> 
         if evaluation is not None and not evaluation.passed:
             status = f"FAILED ({evaluation.severity.value})"
         elif evaluation is not None:
-            evaluated = evaluation.metadata.get("evaluated")
-            status = "not evaluated" if evaluated is not None and evaluated.value is False else "passed"
+            status = "passed"
         when = datetime.fromtimestamp(record.create_timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
         rows.append((check_key.to_user_string(), status, when))
     return rows

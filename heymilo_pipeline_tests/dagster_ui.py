@@ -23,14 +23,14 @@ T = TypeVar("T")
 # The asset checks the code location defines, by asset key.
 CHECKS: dict[str, set[str]] = {
     "raw_candidates": {
-        "unique_interview_id",
         "non_null_keys",
-        "score_ranges",
+        "score_range",
         "rows_match_total_count",
-        "steps_reference_candidates",
+        "agent_score_ranges",
         "known_status_values",
     },
-    "candidates": {"matches_lake", "freshness"},
+    "candidates": {"freshness", "completeness", "unique_interview_id", "matches_lake"},
+    "candidate_workflow_steps": {"steps_reference_candidates"},
 }
 
 

@@ -151,14 +151,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         "`total_count_offset=3`",
         Faults(total_count_offset=3),
         expect=FAILS,
-        causes=("rows_match_total_count", "nothing of this run was published"),
+        causes=("rows_match_total_count", "nothing of this posting was published"),
     ),
     Scenario(
         "total_count below the rows",
         "`total_count_offset=-2`",
         Faults(total_count_offset=-2),
         expect=FAILS,
-        causes=("rows_match_total_count", "nothing of this run was published"),
+        causes=("rows_match_total_count", "nothing of this posting was published"),
     ),
     Scenario(
         "5xx on every attempt",
@@ -232,13 +232,15 @@ class Outcome:
 
 @cache
 def _defs() -> dict[str, Any]:
-    from heymilo_pipeline.defs.assets import postings, raw_candidates, warehouse_tables
-    from heymilo_pipeline.defs.checks import freshness
+    from heymilo_pipeline.defs.assets import candidate_tables, postings
+    from heymilo_pipeline.defs.checks import warehouse_checks
+    from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
     from heymilo_pipeline.defs.partitions import POSTINGS, range_tags, register_postings
     from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
 
     return {
-        "assets": [postings, raw_candidates, warehouse_tables, freshness],
+        "assets": [postings, candidate_tables, warehouse_checks],
+        "candidates": CANDIDATES_SELECTION,
         "POSTINGS": POSTINGS,
         "range_tags": range_tags,
         "register_postings": register_postings,
@@ -277,9 +279,9 @@ class Lab:
 
     def run_posting(self, posting_id: str) -> dg.ExecuteInProcessResult:
         tags = _defs()["range_tags"](FIRST, LAST, posting_id, posting_id)
-        return self._materialize(["raw_candidates", "candidates", "candidate_workflow_steps"], tags)
+        return self._materialize(_defs()["candidates"], tags)
 
-    def _materialize(self, selection: list[str], tags: dict[str, str] | None) -> dg.ExecuteInProcessResult:
+    def _materialize(self, selection: Any, tags: dict[str, str] | None) -> dg.ExecuteInProcessResult:
         result = dg.materialize(
             _defs()["assets"],
             instance=self.instance,

@@ -17,6 +17,7 @@ import httpx
 
 from heymilo_pipeline.api.windows import day_of
 from heymilo_pipeline.demo import DAGSTER_YAML
+from heymilo_pipeline.refresh import plan
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
 
@@ -69,13 +70,14 @@ def test_backfill_and_update_together_share_the_rate_limit(tmp_path: Path) -> No
     assert stats["rate_limited"] == 0, stats  # both processes together stayed under the limit
     assert stats["max_requests_in_window"] <= WINDOW_LIMIT
     assert sum(n for route, n in stats["requests_by_route"].items() if route.endswith("/candidates")) > 30
-    # Both wrote the busiest posting's last days; whichever loaded last, the rows are the truth.
-    update_first = LAST - timedelta(days=7)
+    # Both wrote the busiest posting's last days; whichever loaded last, the rows are the truth. The update
+    # fetched the recent days and today's share of the older ones (HEYMILO_FULL_REFRESH_DAYS, default 7).
+    updated = {d for r in plan(LAST + timedelta(days=1), START, 7, 7).ranges for d in r.days}
     expected = {
         r["interview_id"]
         for r in tenant.truth()
         if r["posting_id"] in registered
-        and (update_first <= day_of(r["created_at"]) or r["posting_id"] == busiest)
+        and (day_of(r["created_at"]) in updated or r["posting_id"] == busiest)
         and day_of(r["created_at"]) <= LAST
     }
     table = query(tmp_path / "data" / "heymilo.duckdb", "SELECT interview_id FROM candidates")

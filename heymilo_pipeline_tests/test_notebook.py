@@ -22,8 +22,9 @@ import pytest
 from nbclient import NotebookClient
 
 from heymilo_pipeline.api.models import CANDIDATE_STATUSES
-from heymilo_pipeline.defs.assets import postings, raw_candidates, warehouse_tables
-from heymilo_pipeline.defs.checks import freshness
+from heymilo_pipeline.defs.assets import candidate_tables, postings
+from heymilo_pipeline.defs.checks import warehouse_checks
+from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
 from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
 from heymilo_pipeline.notebook import DUCKDB_ENV, STATUS_ORDER, duckdb_path, order_statuses
@@ -36,8 +37,8 @@ LAST = datetime.now(UTC).date() - timedelta(days=1)
 # Within the partitions (HEYMILO_START_DATE is set by conftest before the definitions load), and short:
 # a week of 3 postings is enough for every chart and keeps the build to a few seconds.
 FIRST = max(date.fromisoformat(os.environ["HEYMILO_START_DATE"]), LAST - timedelta(days=6))
-ASSETS = [postings, raw_candidates, warehouse_tables, freshness]
-CANDIDATE_SELECTION = ["raw_candidates", "candidates", "candidate_workflow_steps"]
+ASSETS = [postings, candidate_tables, warehouse_checks]
+CANDIDATE_SELECTION = CANDIDATES_SELECTION
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
             ASSETS, instance=instance, resources=resources, selection=CANDIDATE_SELECTION, tags=tags
         )
         assert result.success
+        checks = dg.AssetSelection.checks(warehouse_checks)
+        assert dg.materialize(ASSETS, instance=instance, resources=resources, selection=checks).success
         yield Built(data_dir / "heymilo.duckdb", home)
 
 

@@ -12,7 +12,7 @@ import math
 import os
 import subprocess
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,16 +22,20 @@ from typing import Any
 
 import dagster as dg
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from heymilo_pipeline.api.windows import DayRange, day_of, midnight
-from heymilo_pipeline.defs.assets import postings, raw_candidates, warehouse_tables
-from heymilo_pipeline.defs.checks import freshness
-from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+from heymilo_pipeline.defs.assets import candidate_tables, postings
+from heymilo_pipeline.defs.checks import AS_OF_TAG, warehouse_checks
+from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
+from heymilo_pipeline.defs.partitions import POSTINGS, key, range_tags
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
-from heymilo_pipeline.defs.schedules import daily_update
+from heymilo_pipeline.defs.schedules import daily_update, update_requests
 from heymilo_pipeline.defs.sensors import new_postings
 from heymilo_pipeline.lake import Lake
+from heymilo_pipeline.settings import PipelineSettings
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import Warehouse, query
 from heymilo_pipeline_tests.dagster_ui import CHECKS
@@ -41,8 +45,7 @@ TODAY = datetime.now(UTC).date()
 LAST = TODAY - timedelta(days=1)
 START = date.fromisoformat(os.environ["HEYMILO_START_DATE"])  # set by conftest before the definitions load
 FAULTS = Faults(error_rate=0.05, drop_rate=0.02, truncate_rate=0.02, malformed_rate=0.02, seed=5)
-ASSETS = [postings, raw_candidates, warehouse_tables, freshness]
-CANDIDATE_SELECTION = ["raw_candidates", "candidates", "candidate_workflow_steps"]
+ASSETS = [postings, candidate_tables, warehouse_checks]
 
 
 @dataclass
@@ -72,10 +75,21 @@ class World:
             ASSETS,
             instance=self.instance,
             resources=self.resources(url),
-            selection=CANDIDATE_SELECTION,
+            selection=CANDIDATES_SELECTION,
             tags=range_tags(first, last, first_posting, last_posting),
             raise_on_error=False,
         )
+
+    def check(self, as_of: date, url: str | None = None) -> dict[str, dg.AssetCheckEvaluation]:
+        """The warehouse checks as the daily audit of ``as_of`` runs them; evaluations by check name."""
+        result = dg.materialize(
+            ASSETS,
+            instance=self.instance,
+            resources=self.resources(url),
+            selection=dg.AssetSelection.checks(warehouse_checks),
+            tags={AS_OF_TAG: as_of.isoformat()},
+        )
+        return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
     def sim_stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.url}/_sim/stats", headers={"X-API-KEY": KEY}).json()
@@ -155,15 +169,31 @@ def test_requests_stay_within_five_percent_of_the_minimum(world: World) -> None:
 def test_checks_passed_and_metadata_reported(world: World) -> None:
     result = world.backfill_results[0]
     evaluations = result.get_asset_check_evaluations()
-    assert {e.check_name for e in evaluations} >= set().union(*CHECKS.values())
+    assert {e.check_name for e in evaluations} == CHECKS["raw_candidates"]
     assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
-    fetched = result.asset_materializations_for_node("raw_candidates")[0].metadata
-    for key in ("rows", "pages", "requests", "retries", "rate_limited", "seconds", "by_slice"):
-        assert key in fetched, key
-    months = {day.replace(day=1) for day in DayRange(START, LAST).days}
-    assert fetched["lake_files_written"].value == 3 * len(months)  # one file per table and posting-month
-    loaded = result.asset_materializations_for_node("warehouse_tables")[0].metadata
-    assert "preview" in loaded and "@" not in loaded["preview"].value  # no e-mail addresses in the UI
+    audit = world.check(TODAY)
+    assert set(audit) == CHECKS["candidates"] | CHECKS["candidate_workflow_steps"]
+    assert all(e.passed for e in audit.values()), {n: e.description for n, e in audit.items() if not e.passed}
+
+
+def test_every_partition_shows_its_own_posting_day(world: World) -> None:
+    """A posting-day's materialization carries that posting-day's rows, not the run's or the table's."""
+    truth = truth_in(world.tenant, world.registered, START, LAST)
+    for posting_id in world.registered[:2]:
+        per_day = defaultdict(int)
+        for record in truth.get(posting_id, []):
+            per_day[day_of(record["created_at"])] += 1
+        for day in (START, START + timedelta(days=9), LAST):
+            for asset, field in (("candidates", "dagster/row_count"), ("raw_candidates", "rows")):
+                event = world.instance.get_latest_materialization_event(dg.AssetKey(asset))  # any partition exists
+                assert event is not None
+                records = world.instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key(posting_id, day)]),
+                    limit=1,
+                ).records
+                metadata = records[0].asset_materialization.metadata
+                assert metadata[field].value == per_day.get(day, 0), (asset, posting_id, day)
+                assert metadata["posting_id"].value == posting_id
 
 
 def test_rerun_is_idempotent(world: World) -> None:
@@ -184,10 +214,13 @@ def test_a_failing_blocking_check_publishes_nothing(world: World) -> None:
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
-    assert posting_id in message and f"{START}..{LAST}" in message and "nothing of this run was published" in message
+    assert (
+        posting_id in message and f"{START}..{LAST}" in message and "nothing of this posting was published" in message
+    )
     assert "rows_match_total_count" in message
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "rows_match_total_count")
-    assert not evaluation.passed
+    assert not evaluation.passed and evaluation.metadata["postings_failed"].value == [posting_id]
+    assert result.asset_materializations_for_node("candidate_tables") == []
     assert checksums(world) == before
     assert {p: p.stat().st_mtime_ns for p in (world.data_dir / "lake").rglob("*.parquet")} == lake_files
 
@@ -198,9 +231,21 @@ def test_score_bounds_are_configurable(world: World, monkeypatch: pytest.MonkeyP
     before = checksums(world)
     result = world.run(START, LAST, busiest, busiest)
     assert not result.success
-    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "score_ranges")
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "score_range")
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert checksums(world) == before
+
+
+def test_undocumented_score_ranges_only_warn(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """web_interview.score has no documented range: out of the configured one, the check warns and rows load."""
+    monkeypatch.setenv("HEYMILO_WEB_INTERVIEW_SCORE_MAX", "10")  # planted: simulated interview scores reach 100
+    busiest = max(world.registered, key=lambda p: len(truth_in(world.tenant, [p], START, LAST).get(p, [])))
+    result = world.run(START, LAST, busiest, busiest)
+    assert result.success
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "agent_score_ranges")
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    failure = evaluation.metadata["failures"].value[0]
+    assert failure["posting_id"] == busiest and failure["observed"]["web_interview_score"][1] > 10
 
 
 def test_the_api_key_is_not_in_any_log_or_metadata(world: World) -> None:
@@ -210,18 +255,23 @@ def test_the_api_key_is_not_in_any_log_or_metadata(world: World) -> None:
             assert KEY not in str(record.dagster_event.event_specific_data if record.dagster_event else "")
 
 
-def test_schedule_requests_yesterday_and_the_lookback_for_every_posting(world: World) -> None:
+def test_schedule_lists_postings_then_requests_the_refresh_plan(world: World) -> None:
     context = dg.build_schedule_context(
         instance=world.instance, scheduled_execution_time=datetime.combine(TODAY, datetime.min.time(), UTC)
     )
     request = daily_update(context)
-    assert isinstance(request, dg.RunRequest)
-    first = max(START, LAST - timedelta(days=7))
-    assert request.tags == {
-        **range_tags(first, LAST, world.registered[0], world.registered[-1]),
-        "heymilo/kind": "update",
-        "heymilo/as_of": TODAY.isoformat(),
-    }
+    assert isinstance(request, dg.RunRequest) and request.tags == {"heymilo/kind": "update", AS_OF_TAG: str(TODAY)}
+    settings = PipelineSettings.from_env(start_date=START, full_refresh_days=3)
+    runs = update_requests(world.instance, TODAY, settings)
+    recent_first = LAST - timedelta(days=7)
+    ranges = [
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in runs
+    ]
+    assert ranges[-1] == (key(world.registered[0], recent_first), key(world.registered[-1], LAST))
+    share = ranges[0]
+    assert len(ranges) == 2 and share[0].split("|")[1] == world.registered[0]
+    shares = {r.tags["heymilo/refresh"] for r in runs}
+    assert len(shares) == 1 and "share" in shares.pop()
 
 
 def test_sensor_registers_new_postings_and_requests_their_backfill(world: World) -> None:
@@ -246,11 +296,11 @@ def test_update_captures_late_changes(tmp_path: Path) -> None:
         assert w.run(first, LAST, w.registered[0], w.registered[-1]).success
         stale = query(tmp_path / "heymilo.duckdb", "SELECT interview_id, status, score FROM candidates")
         tenant.set_now(midnight(TODAY) + 12 * 3600)  # a day and a half later
-        request = daily_update(dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(UTC)))
-        result = dg.materialize(
-            ASSETS, instance=instance, resources=w.resources(), selection=CANDIDATE_SELECTION, tags=request.tags
-        )
-        assert result.success
+        for request in update_requests(instance, TODAY, PipelineSettings.from_env()):
+            result = dg.materialize(
+                ASSETS, instance=instance, resources=w.resources(), selection=CANDIDATES_SELECTION, tags=request.tags
+            )
+            assert result.success
         fresh = query(tmp_path / "heymilo.duckdb", "SELECT interview_id, status, score FROM candidates")
         registered = w.registered
     truth = {r["interview_id"]: r for rs in truth_in(tenant, registered, first, LAST).values() for r in rs}
@@ -289,14 +339,7 @@ def test_a_notebook_holding_the_file_makes_the_load_wait(world: World) -> None:
     posting_id = world.registered[0]
     before = checksums(world)
     with notebook_holding(world.data_dir / "heymilo.duckdb", 4):
-        # only the load (the lake already holds the files), so the run reaches DuckDB while it is still held
-        result = dg.materialize(
-            ASSETS,
-            instance=world.instance,
-            resources=world.resources(),
-            selection=["candidates", "candidate_workflow_steps"],
-            tags=range_tags(START, LAST, posting_id, posting_id),
-        )
+        result = world.run(START, LAST, posting_id, posting_id)
     assert result.success
     messages = [str(r.user_message) for r in world.instance.all_logs(result.run_id)]
     assert any("is open in another process" in m and "waiting up to" in m for m in messages)
@@ -313,14 +356,14 @@ def test_a_notebook_holding_the_file_too_long_fails_clearly(world: World) -> Non
             ASSETS,
             instance=world.instance,
             resources=resources,
-            selection=["candidates", "candidate_workflow_steps"],
+            selection=CANDIDATES_SELECTION,
             tags=range_tags(START, LAST, posting_id, posting_id),
             raise_on_error=False,
         )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
-    assert "stayed locked by another process" in message and "Nothing was written to DuckDB" in message
+    assert "stayed locked by another process" in message and "Nothing was fetched or written" in message
     assert str(world.data_dir / "heymilo.duckdb") in message
     assert checksums(world) == before
 
@@ -336,3 +379,104 @@ def test_postings_excluded_later_leave_the_partitions(world: World, tmp_path: Pa
         assert w.registered == everyone[1:]
     metadata = result.asset_materializations_for_node("postings")[0].metadata
     assert metadata["unregistered"].value == [everyone[0]]
+
+
+# --- the warehouse checks fail on planted bad data, and pass again once it is gone ----------------------
+
+
+def test_freshness_fails_when_the_update_did_not_run(world: World) -> None:
+    assert world.check(TODAY)["freshness"].passed  # loaded through yesterday
+    skipped = world.check(TODAY + timedelta(days=2))["freshness"]  # two days later, no update ran meanwhile
+    assert not skipped.passed and skipped.severity == dg.AssetCheckSeverity.ERROR
+    assert skipped.metadata["due_through"].value == str(TODAY + timedelta(days=1))
+    assert set(skipped.metadata["stale_postings"].value) == set(world.registered)
+
+
+def test_completeness_fails_on_a_planted_gap_naming_posting_and_days(world: World) -> None:
+    truth = truth_in(world.tenant, world.registered, START, LAST)
+    posting_id = max(truth, key=lambda p: len(truth[p]))
+    busy = Counter(day_of(r["created_at"]) for r in truth[posting_id])
+    gap = max(busy, key=busy.get)
+    before = checksums(world)
+    with world.warehouse.connect() as conn:
+        conn.execute(
+            "CREATE TEMP TABLE kept AS FROM candidates WHERE posting_id = ? AND created_date = ?", [posting_id, gap]
+        )
+        conn.execute("DELETE FROM candidates WHERE posting_id = ? AND created_date = ?", [posting_id, gap])
+        conn.execute(
+            "DELETE FROM candidate_workflow_steps WHERE posting_id = ? AND created_date = ?", [posting_id, gap]
+        )
+    try:
+        stats_before = world.sim_stats()["requests_by_route"]
+        found = world.check(TODAY)["completeness"]
+        stats_after = world.sim_stats()["requests_by_route"]
+        assert not found.passed and found.severity == dg.AssetCheckSeverity.ERROR
+        assert f"posting {posting_id}" in found.description and str(gap) in found.description
+        assert found.metadata["differences"].value == {posting_id: [{"days": str(gap), "api": busy[gap], "stored": 0}]}
+        # one request per posting, plus a bisection of about log2(days) for the one that differs
+        spent = sum(stats_after.values()) - sum(stats_before.values())
+        assert spent <= len(world.registered) + 2 * math.ceil(math.log2(len(DayRange(START, LAST)))) + 2, spent
+        assert not world.check(TODAY)["matches_lake"].passed  # the lake still holds the day
+    finally:
+        world.warehouse.rebuild(Lake(world.data_dir / "lake"), "test-rebuild")
+    assert checksums(world) == before
+    assert world.check(TODAY)["completeness"].passed
+
+
+def test_uniqueness_and_references_fail_on_planted_rows(world: World) -> None:
+    truth = truth_in(world.tenant, world.registered, START, LAST)
+    posting_id = max(truth, key=lambda p: len(truth[p]))
+    lake = Lake(world.data_dir / "lake")
+    row = lake.read("candidates", posting_id).slice(0, 1)
+    planted_day = date(2024, 2, 1)  # a month the posting never had
+    row = row.set_column(row.schema.get_field_index("created_date"), "created_date", pa.array([planted_day]))
+    planted = lake.path("candidates", posting_id, planted_day)
+    planted.parent.mkdir(parents=True)
+    pq.write_table(row, planted)
+    try:
+        found = world.check(TODAY)
+        unique = found["unique_interview_id"]
+        assert not unique.passed and unique.metadata["lake"].value["count"] == 1
+        assert unique.metadata["lake"].value["examples"][0]["interview_id"] == row["interview_id"][0].as_py()
+        assert not found["matches_lake"].passed and posting_id in found["matches_lake"].description
+    finally:
+        planted.unlink()
+        planted.parent.rmdir()
+    with world.warehouse.connect() as conn:
+        conn.execute(
+            "INSERT INTO candidate_workflow_steps SELECT * REPLACE ('0000000000000000' AS interview_id) "
+            "FROM candidate_workflow_steps WHERE posting_id = ? LIMIT 1",
+            [posting_id],
+        )
+    try:
+        orphans = world.check(TODAY)["steps_reference_candidates"]
+        assert not orphans.passed and orphans.metadata["orphans"].value["by_posting"] == {posting_id: 1}
+    finally:
+        with world.warehouse.connect() as conn:
+            conn.execute("DELETE FROM candidate_workflow_steps WHERE interview_id = '0000000000000000'")
+    assert all(e.passed for e in world.check(TODAY).values())
+
+
+def test_a_posting_that_fails_stops_no_other(world: World, tmp_path: Path) -> None:
+    """One posting answers 404 (deleted in HeyMilo but still registered): the others are published and marked
+    materialized, its partitions are not, and the run fails naming it."""
+    tenant = Tenant(TenantSpec(seed=21, postings=4, start=START, end=LAST, candidates_per_posting=(150, 900)))
+    with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test() as instance:
+        w = World(tenant, url, tmp_path, instance)
+        assert dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"]).success
+        first = LAST - timedelta(days=6)
+        victim = w.registered[1]
+        httpx.post(f"{url}/_sim/delete", json={"posting_id": victim}, headers={"X-API-KEY": KEY}).raise_for_status()
+        result = w.run(first, LAST, w.registered[0], w.registered[-1])
+        assert not result.success
+        message = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
+        assert f"posting {victim}, days {first}..{LAST}" in message and "404" in message
+        materialized = instance.get_materialized_partitions(dg.AssetKey("candidates"))
+        others = [p for p in w.registered if p != victim]
+        assert materialized == {key(p, d) for p in others for d in DayRange(first, LAST).days}
+        loads = query(tmp_path / "heymilo.duckdb", "SELECT DISTINCT posting_id FROM partition_loads")
+        assert set(loads["posting_id"]) == set(others)
+        # The next listing unregisters it; a run that still names it (requested before) skips it quietly.
+        assert dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"]).success
+        assert victim not in w.registered
+        assert w.run(first, LAST, w.registered[0], w.registered[-1]).success

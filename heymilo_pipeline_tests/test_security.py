@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from heymilo_pipeline.api.errors import ConfigurationError
-from heymilo_pipeline.defs.assets import postings, raw_candidates, warehouse_tables
-from heymilo_pipeline.defs.checks import freshness
+from heymilo_pipeline.defs.assets import candidate_tables, postings
+from heymilo_pipeline.defs.checks import warehouse_checks
+from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
 from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage, build_resources
 from heymilo_pipeline.lake import RAW, Lake
@@ -27,8 +28,8 @@ from heymilo_pipeline.warehouse import query
 KEY = "sk_live_RECOGNISABLE-0c9b8a7f6e5d4c3b"
 LAST = datetime.now(UTC).date() - timedelta(days=1)
 FIRST = LAST - timedelta(days=4)
-ASSETS = [postings, raw_candidates, warehouse_tables, freshness]
-CANDIDATES = ["raw_candidates", "candidates", "candidate_workflow_steps"]
+ASSETS = [postings, candidate_tables, warehouse_checks]
+CANDIDATES = CANDIDATES_SELECTION
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ from heymilo_pipeline.api.models import (
 )
 from heymilo_pipeline.api.settings import ClientSettings
 from heymilo_pipeline.api.stats import QueryStats
-from heymilo_pipeline.api.windows import DayRange
+from heymilo_pipeline.api.windows import DayRange, iso_z
 
 log = logging.getLogger("heymilo_pipeline.api")
 
@@ -200,6 +200,18 @@ class HeyMiloClient:
                 params["starting_after"] = _next_cursor([interview_id for interview_id, _ in keys], cursors, context)
         finally:
             stats.seconds += time.perf_counter() - started
+
+    async def count_candidates(self, posting_id: str, days: DayRange, stats: QueryStats | None = None) -> int | None:
+        """``pagination.total_count`` of one ``limit=1`` query: how many candidates the API holds for those days
+        (None when it does not say). One request, whatever the size of the range."""
+        stats = stats if stats is not None else QueryStats()
+        context = errors.RequestContext("counting candidates", posting_id, str(days))
+        # created_before is inclusive: stop a microsecond before the next midnight, whose candidates belong
+        # to the next day (fetching drops them from a range; a count cannot).
+        params = {"limit": 1, "created_after": iso_z(days.start), "created_before": iso_z(days.end - 1e-6)}
+        path = f"/api/v2/postings/{posting_id}/candidates"
+        body = await self._get_json(path, params, stats, context, posting_id=posting_id)
+        return _validate(_CandidateEnvelope, body, context).pagination.total_count
 
     async def fetch_candidates(self, posting_id: str, days: DayRange | None = None) -> CandidateBatch:
         """All candidates of one posting and day range, in memory (use ``candidate_pages`` to stream)."""

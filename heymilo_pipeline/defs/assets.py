@@ -1,34 +1,37 @@
-"""Assets: postings, the raw candidate lake (posting x day), and the DuckDB tables built from it.
+"""Assets: postings, and the candidates of each posting x day (the lake's raw records and the DuckDB tables).
 
-``raw_candidates`` fetches and checks; only a slice that passes its blocking checks reaches the
-lake. ``candidates`` / ``candidate_workflow_steps`` load the lake into DuckDB in the "duckdb"
-pool, so fetching runs in parallel across runs while writes to the one DuckDB file take turns.
+``candidate_tables`` is one step for the three partitioned assets, because a posting is published whole or
+not at all: fetched, checked, written to the lake, loaded into DuckDB, and only then marked materialized,
+partition by partition, with that posting-day's own figures. A posting that fails (404, an invalid record,
+a blocking check) fails only its own partitions; the run ends failed naming those postings.
 """
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
 
 from heymilo_pipeline.api.client import CandidatePage
-from heymilo_pipeline.api.errors import ConfigurationError, HeyMiloError
+from heymilo_pipeline.api.errors import AuthenticationError, ConfigurationError, HeyMiloError, NotFoundError
 from heymilo_pipeline.api.stats import QueryStats
-from heymilo_pipeline.defs.checks import CANDIDATES, DATA_CHECK_SPECS, RAW_CANDIDATES, data_check_results, score_bounds
-from heymilo_pipeline.defs.partitions import candidate_partitions, keys_of, register_postings
+from heymilo_pipeline.api.windows import DayRange
+from heymilo_pipeline.defs.checks import CANDIDATES, RAW_CANDIDATES, SLICE_CHECK_SPECS, WORKFLOW_STEPS, slice_results
+from heymilo_pipeline.defs.partitions import POSTINGS, candidate_partitions, key, keys_of, register_postings
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage, core_logs_to
 from heymilo_pipeline.discovery import discover_postings
 from heymilo_pipeline.flatten import CANDIDATES as CANDIDATES_TABLE
 from heymilo_pipeline.flatten import POSTINGS as POSTINGS_TABLE
-from heymilo_pipeline.flatten import WORKFLOW_STEPS, TableSpec
-from heymilo_pipeline.ingest import FetchedSlice, evaluate, fetch_slices, slices_from_keys, write_lake
+from heymilo_pipeline.flatten import WORKFLOW_STEPS as WORKFLOW_STEPS_TABLE
+from heymilo_pipeline.flatten import TableSpec
+from heymilo_pipeline.ingest import PostingResult, slices_from_keys, sync_postings
 from heymilo_pipeline.settings import PipelineSettings
-from heymilo_pipeline.warehouse import SliceFiles, WarehouseLockedError
+from heymilo_pipeline.warehouse import WarehouseLockedError
 
 GROUP = "heymilo"
-WORKFLOW_STEPS_KEY = dg.AssetKey("candidate_workflow_steps")
-# Columns safe to show in the UI: no names, emails or links (candidate data is personal data).
-PREVIEW_COLUMNS = ["interview_id", "posting_id", "status", "score", "created_at", "workflow_current_step_id"]
+# Progress lines in the run log: at most one per this many seconds (every page would be thousands of events).
+PROGRESS_EVERY_S = 5.0
 
 
 def column_schema(table: TableSpec) -> dg.TableSchema:
@@ -53,7 +56,8 @@ def _fail(exc: HeyMiloError) -> dg.Failure:
     group_name=GROUP,
     kinds={"api", "duckdb"},
     description="Every posting of the workspace (GET /api/v2/postings) as the DuckDB table `postings`; "
-    "registers the wanted ones as partitions of the `postings` dimension.",
+    "registers the wanted ones as partitions of the `postings` dimension, marks the ones the API no longer "
+    "lists (vanished_at) and, under HEYMILO_VANISHED_POSTINGS=delete, removes their candidates.",
     metadata={"dagster/column_schema": column_schema(POSTINGS_TABLE), "dagster/table_name": "postings"},
 )
 def postings(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage) -> dg.MaterializeResult:
@@ -64,196 +68,206 @@ def postings(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: St
     except HeyMiloError as exc:
         raise _fail(exc) from None
     found.new, removed = register_postings(context.instance, found.wanted)
-    rows = storage.warehouse(on_wait=context.log.warning).replace_postings(found.table(datetime.now(UTC))).listed
+    warehouse = storage.warehouse(on_wait=context.log.warning)
+    change = warehouse.replace_postings(found.table(datetime.now(UTC)))
+    deleted = {}
+    if settings.vanished_postings == "delete":
+        for posting_id in change.vanished:
+            if asyncio.run(_confirmed_gone(heymilo, posting_id)):
+                rows = warehouse.delete_posting(posting_id)
+                files = storage.lake.delete_posting(posting_id)
+                if any(rows.values()) or files:
+                    deleted[posting_id] = {**rows, "lake_files": files}
     context.log.info(
-        f"{rows} postings listed; {len(found.wanted)} fetched; newly registered: {found.new or 'none'}; "
-        f"no longer fetched: {removed or 'none'}"
+        f"{change.listed} postings listed; {len(found.wanted)} fetched; newly registered: {found.new or 'none'}; "
+        f"no longer fetched: {removed or 'none'}; vanished from the API: {change.newly_vanished or 'none'} "
+        f"(all vanished: {len(change.vanished)}); candidates deleted for: {sorted(deleted) or 'none'}"
     )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": rows,
+            "dagster/row_count": change.listed + len(change.vanished),
             "postings_by_status": dg.MetadataValue.json(found.by_status()),
             "registered_partitions": len(found.wanted),
             "newly_registered": dg.MetadataValue.json(found.new),
             "unregistered": dg.MetadataValue.json(removed),
             "skipped": dg.MetadataValue.json(found.skipped),
+            "vanished": dg.MetadataValue.json(change.vanished),
+            "newly_vanished": dg.MetadataValue.json(change.newly_vanished),
+            "deleted_rows": dg.MetadataValue.json(deleted),
             "requests": found.stats.requests,
         }
     )
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"api", "parquet"},
-    partitions_def=candidate_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    check_specs=DATA_CHECK_SPECS,
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
-    description="Candidates fetched from the API per posting x UTC day (one range query per posting and run), "
-    "checked, then written to the lake: the raw records and flattened Parquet.",
-)
-def raw_candidates(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage) -> Iterator:
-    slices = slices_from_keys(keys_of(context.partition_keys))
-    # Configuration problems surface before the first request and before anything is written.
-    scrubber = _settings().scrubber()
-    storage.ensure_writable()
-    # Hidden temp files of writes that a kill interrupted hold personal data; older than an hour, no
-    # live writer can still own them.
-    removed = storage.lake.clean_temp_files()
-    if removed:
-        context.log.info(f"removed {len(removed)} temp file(s) left by interrupted writes")
-    _migrate_lake(context, storage)
-    context.log.info(f"{len(slices)} slice(s) to fetch: " + "; ".join(str(s) for s in slices[:20]))
-
-    def progress(page: CandidatePage, stats: QueryStats) -> None:
-        total = stats.total_count if stats.total_count is not None else "?"
-        context.log.info(
-            f"posting {page.posting_id}, days {page.days}: page {page.number}, {stats.rows}/{total} rows, "
-            f"{stats.requests} requests ({stats.retries} retries, {stats.rate_limited} rate-limited)"
-        )
-
-    async def fetch() -> list[FetchedSlice]:
-        async with heymilo.client() as client:
-            return await fetch_slices(client, slices, progress, scrubber)
-
+async def _confirmed_gone(heymilo: HeyMiloAPI, posting_id: str) -> bool:
+    """A posting missing from the listing is deleted only if its candidates answer 404 too: two answers of the
+    API agree, so neither a listing glitch nor a single 404 ever deletes data."""
     try:
-        with core_logs_to(context.log):
-            fetched = asyncio.run(fetch())
-    except HeyMiloError as exc:
-        raise _fail(exc) from None
-    bounds = score_bounds()
-    for item in fetched:
-        evaluate(item, bounds)
-    results, blocking = data_check_results(fetched)
-    if blocking:
-        yield from results
-        raise dg.Failure(
-            "Blocking checks failed, so nothing of this run was published (the previous lake files and DuckDB "
-            "rows are untouched):\n- " + "\n- ".join(blocking[:20]),
-            allow_retries=False,
-        )
-    for item in fetched:
-        write_lake(storage.lake, item)
-    stats = QueryStats()
-    for item in fetched:
-        stats = stats.add(item.stats)
-    yield dg.MaterializeResult(metadata=_fetch_metadata(fetched, stats))
-    yield from results
-
-
-def _migrate_lake(context: dg.AssetExecutionContext, storage: Storage) -> None:
-    moved = storage.lake.migrate_day_layout()
-    if moved:
-        context.log.info(
-            f"moved {sum(len(days) for _, days in moved)} posting-day(s) of the earlier lake layout (one file per day) "
-            "into month files: " + "; ".join(f"posting {p}, days {d}" for p, d in moved[:20])
-        )
-
-
-def _fetch_metadata(fetched: list[FetchedSlice], stats: QueryStats) -> dict:
-    empty_days = sum(1 for item in fetched for n in item.rows_by_day.values() if n == 0)
-    return {
-        "rows": sum(item.candidates.num_rows for item in fetched),
-        "workflow_step_rows": sum(item.steps.num_rows for item in fetched),
-        "slices": len(fetched),
-        "empty_days": empty_days,
-        # One file per table and posting-month: what this run rewrote (days of those months it did not
-        # fetch were carried over unchanged).
-        "lake_files_written": sum(3 * len(item.files) for item in fetched),
-        **{key: value for key, value in stats.as_dict().items() if value is not None},
-        "by_slice": dg.MetadataValue.md(
-            "| posting | days | rows | requests | retries | 429s | seconds |\n|---|---|---|---|---|---|---|\n"
-            + "\n".join(
-                f"| {i.slice.posting_id} | {i.slice.days} | {i.candidates.num_rows} | {i.stats.requests} | "
-                f"{i.stats.retries} | {i.stats.rate_limited} | {i.stats.seconds:.2f} |"
-                for i in fetched[:200]
-            )
-        ),
-    }
+        async with heymilo.client() as client:
+            await client.count_candidates(posting_id, DayRange.single(datetime.now(UTC).date()))
+    except NotFoundError:
+        return True
+    except HeyMiloError:
+        return False
+    return False
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
+            RAW_CANDIDATES,
+            deps=[postings],
+            group_name=GROUP,
+            kinds={"api", "parquet"},
+            skippable=True,
+            description="Candidates fetched from the API per posting x UTC day (one range query per posting and "
+            "run), checked, then written to the lake: the raw records and flattened Parquet.",
+        ),
+        dg.AssetSpec(
             CANDIDATES,
             deps=[RAW_CANDIDATES],
             group_name=GROUP,
             kinds={"duckdb"},
-            description="One row per candidate (interview_id), flattened; DuckDB table `candidates`.",
+            skippable=True,
+            description="One row per candidate (interview_id, the table's key), flattened; DuckDB table `candidates`.",
             metadata={"dagster/column_schema": column_schema(CANDIDATES_TABLE), "dagster/table_name": "candidates"},
         ),
         dg.AssetSpec(
-            WORKFLOW_STEPS_KEY,
+            WORKFLOW_STEPS,
             deps=[RAW_CANDIDATES],
             group_name=GROUP,
             kinds={"duckdb"},
+            skippable=True,
             description="One row per candidate and workflow step; DuckDB table `candidate_workflow_steps`.",
             metadata={
-                "dagster/column_schema": column_schema(WORKFLOW_STEPS),
+                "dagster/column_schema": column_schema(WORKFLOW_STEPS_TABLE),
                 "dagster/table_name": "candidate_workflow_steps",
             },
         ),
     ],
     partitions_def=candidate_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="duckdb",
-    check_specs=[
-        dg.AssetCheckSpec(
-            "matches_lake",
-            asset=CANDIDATES,
-            description="After the load, DuckDB holds exactly the lake's rows for every slice of the run.",
-        )
-    ],
+    check_specs=SLICE_CHECK_SPECS,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
 )
-def warehouse_tables(context: dg.AssetExecutionContext, storage: Storage) -> Iterator:
+def candidate_tables(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage) -> Iterator:
     slices = slices_from_keys(keys_of(context.partition_keys))
-    _migrate_lake(context, storage)
-    lake = storage.lake
-    plan = []
-    for item in slices:
-        tables = (CANDIDATES_TABLE, WORKFLOW_STEPS)
-        missing = sorted(
-            {d for t in tables for d in set(item.days.days) - lake.covered_days(t.name, item.posting_id, item.days)}
-        )
-        if missing:
-            raise dg.Failure(
-                f"{item}: the lake lacks {len(missing)} of these days (first {missing[0]}); materialize "
-                "raw_candidates for these partitions first.",
-                allow_retries=False,
+    # Configuration problems surface before the first request and before anything is written.
+    settings = _settings()
+    scrubber = settings.scrubber()
+    storage.ensure_writable()
+    # Hidden temp files of writes that a kill interrupted hold personal data; older than an hour, no
+    # live writer can still own them.
+    removed = storage.lake.clean_temp_files()
+    if removed:
+        context.log.info(f"removed {len(removed)} temp file(s) left by interrupted writes")
+    warehouse = storage.warehouse(on_wait=context.log.warning)
+    if warehouse.path.exists():
+        try:
+            warehouse.ensure_schema()  # before the first request: a file held elsewhere fails the run at once
+        except WarehouseLockedError as exc:
+            raise dg.Failure(f"{exc} Nothing was fetched or written.", allow_retries=False) from None
+    postings_count = len({s.posting_id for s in slices})
+    context.log.info(
+        f"{postings_count} posting(s), {len(slices)} slice(s) to fetch: " + "; ".join(str(s) for s in slices[:20])
+    )
+    progress = _Progress(context, postings_count)
+    registered = set(context.instance.get_dynamic_partitions(POSTINGS))
+
+    async def run() -> list[PostingResult]:
+        async with heymilo.client() as client:
+            return await sync_postings(
+                client,
+                slices,
+                storage.lake,
+                warehouse,
+                context.run.run_id,
+                bounds=settings.score_bounds(),
+                scrubber=scrubber,
+                on_page=progress.page,
+                on_result=progress.done,
+                # Deleted in HeyMilo and already unregistered by the latest listing: nothing to fetch any more.
+                is_gone=lambda posting_id: posting_id not in registered,
             )
-        plan.append(
-            SliceFiles(item.posting_id, item.days, *(lake.paths(t.name, item.posting_id, item.days) for t in tables))
-        )
+
     try:
         with core_logs_to(context.log):
-            report = storage.warehouse(on_wait=context.log.warning).publish(plan, context.run.run_id, PREVIEW_COLUMNS)
+            results = asyncio.run(run())
+    except (AuthenticationError, ConfigurationError) as exc:
+        raise _fail(exc) from None
     except WarehouseLockedError as exc:
         raise dg.Failure(
-            f"{exc} Nothing was written to DuckDB (the load is one transaction); the lake already holds this run's "
-            "files, so rerunning the same partitions publishes them.",
+            f"{exc} Postings published before the wait are in DuckDB and marked materialized; rerunning the same "
+            "partitions publishes the rest.",
             allow_retries=False,
         ) from None
-    inserted, counts, mismatched = report.inserted, report.table_counts, report.differing_from_lake
-    context.log.info(f"loaded {inserted} into DuckDB for {len(slices)} slice(s)")
-    yield dg.MaterializeResult(
-        asset_key=CANDIDATES,
-        metadata={
-            "rows_loaded": inserted["candidates"],
-            "dagster/row_count": counts["candidates"],
-            "slices": len(slices),
-            "preview": dg.MetadataValue.md(report.preview),
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key=WORKFLOW_STEPS_KEY,
-        metadata={
-            "rows_loaded": inserted["candidate_workflow_steps"],
-            "dagster/row_count": counts["candidate_workflow_steps"],
-        },
-    )
-    yield dg.AssetCheckResult(
-        check_name="matches_lake",
-        asset_key=CANDIDATES,
-        passed=not mismatched,
-        metadata={"mismatched_slices": dg.MetadataValue.json(mismatched)},
-    )
+    yield from slice_results(results)
+    failed = [r for r in results if r.error and not r.gone]
+    gone = [r.posting_id for r in results if r.gone]
+    if gone:
+        context.log.info(f"posting(s) {gone} no longer exist in HeyMilo (404, and no longer listed): skipped")
+    if failed:
+        raise dg.Failure(
+            f"{len(failed)} of {len(results)} posting(s) failed; their partitions are not marked materialized and "
+            "their previous rows are untouched. Every other posting was published.\n"
+            + "\n".join(f"- posting {r.posting_id}, days {_span(r)}: {r.error}" for r in failed[:20]),
+            allow_retries=all(r.retryable for r in failed),
+            metadata={"failed_postings": dg.MetadataValue.json({r.posting_id: r.error for r in failed})},
+        )
+
+
+def _span(result: PostingResult) -> str:
+    return ", ".join(str(s.days) for s in result.slices)
+
+
+class _Progress:
+    """Run-log progress (throttled) and, per posting as soon as it is published, its partitions' materializations
+    with that posting-day's figures."""
+
+    def __init__(self, context: dg.AssetExecutionContext, postings: int) -> None:
+        self.context = context
+        self.postings = postings
+        self.finished = 0
+        self.rows = 0
+        self.requests = 0
+        self.last = 0.0
+
+    def page(self, page: CandidatePage, stats: QueryStats) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            total = stats.total_count if stats.total_count is not None else "?"
+            self.context.log.info(
+                f"{self.finished}/{self.postings} postings done; now posting {page.posting_id}, days {page.days}: "
+                f"page {page.number}, {stats.rows}/{total} rows, {stats.requests} requests"
+            )
+
+    def done(self, result: PostingResult) -> None:
+        self.finished += 1
+        self.requests += result.stats.requests
+        log = self.context.log
+        if not result.published:
+            log.warning(f"posting {result.posting_id}, days {_span(result)}: not published: {result.error}")
+            return
+        rows = sum(result.rows_by_day.values())
+        self.rows += rows
+        shared = {
+            "posting_id": result.posting_id,
+            "fetched_days": _span(result),
+            "posting_requests": result.stats.requests,
+        }
+        for day in result.days:
+            partition = key(result.posting_id, day)
+            n, steps = result.rows_by_day.get(day, 0), result.steps_by_day.get(day, 0)
+            for asset, metadata in (
+                (RAW_CANDIDATES, {"rows": n, **shared}),
+                (CANDIDATES, {"dagster/row_count": n, **shared}),
+                (WORKFLOW_STEPS, {"dagster/row_count": steps, **shared}),
+            ):
+                log_event = self.context.log_event
+                log_event(dg.AssetMaterialization(asset_key=asset, partition=partition, metadata=metadata))
+        log.info(
+            f"posting {result.posting_id}, days {_span(result)}: published {rows} candidates "
+            f"({result.stats.requests} requests, {result.stats.retries} retries); "
+            f"{self.finished}/{self.postings} postings done, {self.rows} candidates, {self.requests} requests so far"
+        )

@@ -1,16 +1,45 @@
-"""Jobs: fetching and loading candidates (partitioned), and refreshing postings."""
+"""Jobs: candidates (partitioned), postings, the warehouse checks, and the rebuild of DuckDB from the lake."""
 
 import dagster as dg
 
-from heymilo_pipeline.defs.assets import WORKFLOW_STEPS_KEY, postings
-from heymilo_pipeline.defs.checks import CANDIDATES, RAW_CANDIDATES
+from heymilo_pipeline.defs.assets import postings
+from heymilo_pipeline.defs.checks import CANDIDATES, RAW_CANDIDATES, WORKFLOW_STEPS, warehouse_checks
+from heymilo_pipeline.defs.resources import Storage
+
+# The slice rules (checks of raw_candidates) run inside the step; the warehouse checks run on their own.
+CANDIDATES_SELECTION = dg.AssetSelection.assets(
+    RAW_CANDIDATES, CANDIDATES, WORKFLOW_STEPS
+).without_checks() | dg.AssetSelection.checks_for_assets(RAW_CANDIDATES)
 
 candidates_job = dg.define_asset_job(
     "candidates_job",
-    selection=dg.AssetSelection.assets(RAW_CANDIDATES, CANDIDATES, WORKFLOW_STEPS_KEY),
-    description="Fetch, check and publish candidates for a rectangle of postings x days, then check freshness.",
+    selection=CANDIDATES_SELECTION,
+    description="Fetch, check and publish candidates for a rectangle of postings x days, posting by posting.",
 )
 
 postings_job = dg.define_asset_job(
-    "postings_job", selection=dg.AssetSelection.assets(postings), description="List postings and register them."
+    "postings_job",
+    selection=dg.AssetSelection.assets(postings),
+    description="List postings: refresh the postings table, register new ones, mark and handle vanished ones.",
 )
+
+warehouse_checks_job = dg.define_asset_job(
+    "warehouse_checks_job",
+    selection=dg.AssetSelection.checks(warehouse_checks),
+    description="Audit the whole warehouse: freshness, completeness against the API, uniqueness, references, "
+    "DuckDB against the lake.",
+)
+
+
+@dg.op(description="Drop and recreate candidates, candidate_workflow_steps and partition_loads from the lake alone.")
+def rebuild_warehouse(context: dg.OpExecutionContext, storage: Storage) -> None:
+    counts = storage.warehouse(on_wait=context.log.warning).rebuild(storage.lake, context.run_id)
+    context.log.info(f"rebuilt from the lake: {counts}")
+
+
+@dg.job(
+    description="Rebuild the DuckDB tables from the lake, without the API: after losing the DuckDB file or "
+    "changing a column. `heymilo-pipeline rebuild` runs it."
+)
+def rebuild_job() -> None:
+    rebuild_warehouse()

@@ -1,47 +1,76 @@
-"""The daily update: yesterday and a lookback window, for every registered posting, in one run."""
+"""The daily update and the daily audit.
 
-from datetime import UTC, date, datetime, timedelta
+03:00 UTC: ``daily_update`` lists postings (``postings_job``); when that run succeeds, the sensor
+``update_after_postings`` requests the candidate runs of the day's refresh plan (``refresh.plan``): the recent
+days, and one share of the older history, every registered posting. At the freshness deadline
+(HEYMILO_FRESHNESS_DEADLINE_HOUR, UTC) ``daily_checks`` audits the whole warehouse, so a missed or failed
+update shows as a failed freshness check, whatever became of the update's own runs.
+"""
+
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
-from heymilo_pipeline.defs.jobs import candidates_job
+from heymilo_pipeline.defs.checks import AS_OF_TAG
+from heymilo_pipeline.defs.jobs import postings_job, warehouse_checks_job
 from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+from heymilo_pipeline.refresh import plan
 from heymilo_pipeline.settings import PipelineSettings
 
+KIND_TAG = "heymilo/kind"
 
-def update_request(
+
+def update_requests(
     instance: dg.DagsterInstance, as_of: date, settings: PipelineSettings
-) -> dg.RunRequest | dg.SkipReason:
-    """What the daily update runs on ``as_of``: days [yesterday - lookback, yesterday] x every posting.
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """The candidate runs of the update on ``as_of``: one per range of the refresh plan, every registered posting.
 
-    Late status and score changes land because those days are fetched again. One run covers all
-    postings (a key range of a multi-partition is the product of its dimensions' ranges), so the
-    client fetches postings concurrently within one process instead of starting a run per posting.
+    A run's partitions are a rectangle (a multi-partition key range is the product of its dimensions'
+    ranges), so the recent days and the share are one run each unless they touch; within a run, each
+    posting is one range query, fetched several at once.
     """
     registered = instance.get_dynamic_partitions(POSTINGS)
     if not registered:
         return dg.SkipReason("no postings registered yet: materialize `postings` or turn on the new_postings sensor")
-    last = as_of - timedelta(days=1)
-    first = max(settings.start_date, last - timedelta(days=settings.lookback_days))
-    if last < first:
-        return dg.SkipReason(f"nothing to update: yesterday ({last}) is before HEYMILO_START_DATE ({first})")
-    return dg.RunRequest(
-        run_key=f"update-{as_of.isoformat()}",
-        tags={
-            **range_tags(first, last, registered[0], registered[-1]),
-            "heymilo/kind": "update",
-            "heymilo/as_of": as_of.isoformat(),
-        },
-    )
+    todo = plan(as_of, settings.start_date, settings.lookback_days, settings.full_refresh_days)
+    if not todo.ranges:
+        return dg.SkipReason(f"nothing to update on {as_of}: yesterday is before HEYMILO_START_DATE")
+    return [
+        dg.RunRequest(
+            run_key=f"update-{as_of.isoformat()}-{days.first.isoformat()}",
+            tags={
+                **range_tags(days.first, days.last, registered[0], registered[-1]),
+                KIND_TAG: "update",
+                AS_OF_TAG: as_of.isoformat(),
+                "heymilo/refresh": todo.describe(),
+            },
+        )
+        for days in todo.ranges
+    ]
 
 
 @dg.schedule(
-    job=candidates_job,
+    job=postings_job,
     cron_schedule="0 3 * * *",
     execution_timezone="UTC",
-    description="Every day at 03:00 UTC: yesterday plus the lookback window (HEYMILO_LOOKBACK_DAYS, default 7), "
-    "every posting.",
+    description="Every day at 03:00 UTC: list postings, then (sensor update_after_postings) fetch the recent days "
+    "(HEYMILO_LOOKBACK_DAYS) and one share of the older history (HEYMILO_FULL_REFRESH_DAYS), every posting.",
 )
-def daily_update(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+def daily_update(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     as_of = (context.scheduled_execution_time or datetime.now(UTC)).date()
-    return update_request(context.instance, as_of, PipelineSettings.from_env())
+    return dg.RunRequest(run_key=f"postings-{as_of.isoformat()}", tags={KIND_TAG: "update", AS_OF_TAG: str(as_of)})
+
+
+def _deadline_cron() -> str:
+    return f"0 {PipelineSettings.from_env().freshness_deadline_hour} * * *"
+
+
+@dg.schedule(
+    job=warehouse_checks_job,
+    cron_schedule=_deadline_cron(),
+    execution_timezone="UTC",
+    description="Every day at the freshness deadline (HEYMILO_FRESHNESS_DEADLINE_HOUR, UTC): the warehouse checks.",
+)
+def daily_checks(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    as_of = (context.scheduled_execution_time or datetime.now(UTC)).date()
+    return dg.RunRequest(run_key=f"checks-{as_of.isoformat()}", tags={AS_OF_TAG: str(as_of)})

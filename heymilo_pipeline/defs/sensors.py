@@ -1,14 +1,16 @@
-"""New postings: register them as partitions and request their backfill."""
+"""Sensors: register new postings and backfill them; start the day's candidate runs once postings are listed."""
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
 from heymilo_pipeline.api.errors import HeyMiloError
+from heymilo_pipeline.defs.checks import AS_OF_TAG
 from heymilo_pipeline.defs.jobs import candidates_job, postings_job
 from heymilo_pipeline.defs.partitions import POSTINGS, postings_partitions, range_tags
 from heymilo_pipeline.defs.resources import HeyMiloAPI
+from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
 from heymilo_pipeline.discovery import discover_postings
 from heymilo_pipeline.settings import PipelineSettings
 
@@ -37,9 +39,24 @@ def new_postings(context: dg.SensorEvaluationContext, heymilo: HeyMiloAPI) -> dg
             dg.RunRequest(
                 run_key=f"backfill-{posting_id}",
                 job_name=candidates_job.name,
-                tags={**range_tags(settings.start_date, yesterday, posting_id, posting_id), "heymilo/kind": "backfill"},
+                tags={**range_tags(settings.start_date, yesterday, posting_id, posting_id), KIND_TAG: "backfill"},
             )
             for posting_id in new
         ]
     context.log.info(f"new postings: {new}")
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=[postings_partitions.build_add_request(new)])
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[postings_job],
+    request_job=candidates_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When the daily update's listing of postings succeeds: the candidate runs of that day's refresh "
+    "plan (it does nothing for other postings runs, so it is on by default).",
+)
+def update_after_postings(context: dg.RunStatusSensorContext) -> list[dg.RunRequest] | dg.SkipReason:
+    tags = context.dagster_run.tags
+    if tags.get(KIND_TAG) != "update" or AS_OF_TAG not in tags:
+        return dg.SkipReason("not a daily update's listing")
+    return update_requests(context.instance, date.fromisoformat(tags[AS_OF_TAG]), PipelineSettings.from_env())

@@ -1,0 +1,338 @@
+"""Measured staleness: the daily automation run for 60 simulated days, and how far the tables lag the API.
+
+    .venv/bin/python bench/staleness.py                 # N=7 (default) and N=1, ~10 min; writes docs/staleness.md/.png
+    .venv/bin/python bench/staleness.py --days 10 --refresh 3 --out /tmp/s.md   # a quick look
+
+The simulator's clock drives the workspace: new candidates every day, status and score changes up to 45 days
+after an invitation, candidates erased 1..60 days after theirs (``deleted_share``), and one posting deleted on
+day 20. Each simulated day runs exactly what the automation runs (``cli.run_update``: the listing, the candidate
+runs of the refresh plan, the warehouse checks) with the clock at 03:00, then compares every stored record with
+the API's answer at that moment:
+
+- requests the day used (listing, candidates, the completeness check), against the minimum for the day's plan;
+- candidates whose stored record differs from the API's, API candidates missing, erased candidates still stored;
+- the oldest stale snapshot: days since the stale candidates' day was last fetched (an unseen change is at most
+  that old).
+
+After the 60 days the clock stops and N more updates run: then the tables must equal the API exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk_test_staleness-9e8d7c"
+TODAY = datetime.now(UTC).date()
+HISTORY_DAYS = 150  # how far back the workspace goes when the automation starts
+POSTING_DELETED_ON = 20
+
+
+@dataclass
+class Day:
+    day: int
+    as_of: str
+    plan: str
+    requests: int
+    candidate_requests: int
+    plan_minimum: int
+    check_requests: int
+    api_candidates: int
+    stale: int
+    missing: int
+    erased_still_stored: int
+    oldest_stale_days: int | None
+    seconds: float
+    runs_ok: bool
+
+
+def run(refresh_days: int, days: int, lookback: int, seed: int) -> dict[str, Any]:
+    first_update = TODAY - timedelta(days=days + refresh_days - 1)
+    start = first_update - timedelta(days=HISTORY_DAYS)
+    os.environ["HEYMILO_START_DATE"] = start.isoformat()  # before the definitions are imported
+    import dagster as dg
+    import httpx
+
+    from heymilo_pipeline import cli
+    from heymilo_pipeline.api.windows import day_of, midnight
+    from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+    from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
+    from heymilo_pipeline.lake import Lake
+    from heymilo_pipeline.refresh import plan
+    from heymilo_pipeline.settings import PipelineSettings
+    from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
+
+    spec = TenantSpec(
+        seed=seed,
+        postings=8,
+        start=start,
+        end=TODAY - timedelta(days=1),
+        candidates_per_posting=(2000, 6000),
+        deleted_share=0.02,
+    )
+    tenant = Tenant(spec)
+    settings = PipelineSettings.from_env(start_date=start, lookback_days=lookback, full_refresh_days=refresh_days)
+    data_dir = Path(tempfile.mkdtemp(prefix="staleness-"))
+    out: list[Day] = []
+    last_fetched: dict[date, date] = {}
+    with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test() as instance:
+        resources = {
+            "heymilo": HeyMiloAPI(api_key=KEY, base_url=url, requests_per_minute=1_000_000,
+                                  state_dir=str(data_dir / ".ratelimit")),
+            "storage": Storage(data_dir=str(data_dir)),
+        }  # fmt: skip
+
+        def stats() -> dict[str, int]:
+            return httpx.get(f"{url}/_sim/stats", headers={"X-API-KEY": KEY}).json()["requests_by_route"]
+
+        # The backfill, as of the evening before the first update.
+        backfill_day = first_update - timedelta(days=1)
+        tenant.set_now(midnight(backfill_day) + 3 * 3600)
+        assert cli.execute_job("postings_job", instance, resources=resources)
+        registered = list(instance.get_dynamic_partitions(POSTINGS))
+        tags = range_tags(start, backfill_day - timedelta(days=1), registered[0], registered[-1])
+        assert cli.execute_job("candidates_job", instance, tags, resources)
+        for d in range((backfill_day - start).days):
+            last_fetched[start + timedelta(days=d)] = backfill_day
+        lake = Lake(data_dir / "lake")
+        deleted_posting = None
+        for i in range(days + refresh_days):
+            as_of = first_update + timedelta(days=i)
+            if i < days:  # the clock runs; afterwards it stops and the last N updates catch up
+                tenant.set_now(midnight(as_of) + 3 * 3600)
+            if i == POSTING_DELETED_ON:
+                with_candidates = {r["posting_id"] for r in tenant.truth()}
+                live = [p for p in instance.get_dynamic_partitions(POSTINGS) if p in with_candidates]
+                deleted_posting = live[-1]
+                httpx.post(f"{url}/_sim/delete", json={"posting_id": deleted_posting}, headers={"X-API-KEY": KEY})
+            before = stats()
+            began = time.monotonic()
+            outcome = cli.run_update(instance, as_of, settings, resources)
+            seconds = time.monotonic() - began
+            after = stats()
+            todo = plan(as_of, start, lookback, refresh_days)
+            for r in todo.ranges:
+                for d in r.days:
+                    last_fetched[d] = as_of
+            used = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+            candidate_requests = sum(v for k, v in used.items() if k.endswith("/candidates"))
+            wanted = set(instance.get_dynamic_partitions(POSTINGS))
+            truth = {
+                r["interview_id"]: r
+                for r in tenant.truth()
+                if r["posting_id"] in wanted and day_of(r["created_at"]) < as_of
+            }
+            minimum = _plan_minimum(truth.values(), wanted, todo.ranges, day_of)
+            listing = sum(v for k, v in used.items() if k.endswith(("/postings", "/postings/list")))
+            check_requests = _completeness_requests(instance)
+            stored = {}
+            for posting_id in wanted:
+                for record in _raw(lake, posting_id):
+                    stored[record["interview_id"]] = record
+            stale_ids = [i for i, r in truth.items() if i in stored and stored[i] != r]
+            missing = [i for i in truth if i not in stored]
+            erased = [i for i in stored if i not in truth]
+            ages = [(as_of - last_fetched[day_of(truth[i]["created_at"])]).days for i in stale_ids]
+            out.append(
+                Day(
+                    day=i + 1,
+                    as_of=as_of.isoformat(),
+                    plan=todo.describe(),
+                    requests=sum(used.values()),
+                    candidate_requests=candidate_requests - check_requests,
+                    plan_minimum=minimum + listing,
+                    check_requests=check_requests,
+                    api_candidates=len(truth),
+                    stale=len(stale_ids),
+                    missing=len(missing),
+                    erased_still_stored=len(erased),
+                    oldest_stale_days=max(ages) if ages else None,
+                    seconds=round(seconds, 1),
+                    runs_ok=not outcome.failed_runs and outcome.checked,
+                )
+            )
+            print(json.dumps(asdict(out[-1])), flush=True)
+    final = out[-1]
+    return {
+        "refresh_days": refresh_days,
+        "lookback_days": lookback,
+        "days": [asdict(d) for d in out],
+        "deleted_posting_on_day": POSTING_DELETED_ON + 1,
+        "deleted_posting": deleted_posting,
+        "equal_at_end": final.stale == final.missing == final.erased_still_stored == 0,
+        "all_runs_ok": all(d.runs_ok for d in out),
+        "postings": len(registered),
+    }
+
+
+def _raw(lake: Any, posting_id: str) -> list[dict[str, Any]]:
+    table = lake.read("raw/candidates", posting_id)
+    return [json.loads(text) for text in table["record"].to_pylist()]
+
+
+def _plan_minimum(records: Any, postings: set[str], ranges: list[Any], day_of: Any) -> int:
+    """Requests a perfect client needs for the plan: per posting and range, one page per 100 (at least one)."""
+    counts: Counter[tuple[str, int]] = Counter()
+    for r in records:
+        day = day_of(r["created_at"])
+        for k, span in enumerate(ranges):
+            if span.first <= day <= span.last:
+                counts[r["posting_id"], k] += 1
+    return sum(max(1, math.ceil(counts[p, k] / 100)) for p in postings for k in range(len(ranges)))
+
+
+def _completeness_requests(instance: Any) -> int:
+    """Requests of the completeness check, from its own metadata (the rest went to the candidate runs)."""
+    import dagster as dg
+
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("candidates"), "completeness"), limit=1
+    )
+    evaluation = history[0].event.asset_check_evaluation if history and history[0].event else None
+    value = evaluation.metadata.get("requests") if evaluation else None
+    return int(value.value) if value is not None else 0
+
+
+def write(results: list[dict[str, Any]], out: Path, seconds: float) -> None:
+    main = results[0]
+    lines = [
+        "# Measured staleness: 60 days of the daily automation against the simulator",
+        "",
+        "> Generated by `.venv/bin/python bench/staleness.py` (see its docstring); "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {seconds / 60:.0f} min on {os.cpu_count()} cores.",
+        "",
+        f"A workspace of {main['postings']} fetched postings, {HISTORY_DAYS} days of history when the automation "
+        "starts, new candidates every day, changes up to 45 days after an invitation, 2 % of candidates erased "
+        f"1..60 days after theirs, and one posting deleted on day {main['deleted_posting_on_day']}. Every day runs "
+        "`heymilo-pipeline update --as-of` with the simulator's clock at 03:00 UTC, then compares every stored "
+        "record with the API's. After the 60 days the clock stops and N more updates run.",
+        "",
+        "| | " + " | ".join(f"N={r['refresh_days']}" for r in results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
+    summaries = [_summary(r) for r in results]
+    for key in summaries[0]:
+        lines.append(f"| {key} | " + " | ".join(str(s[key]) for s in summaries) + " |")
+    lines += [
+        "",
+        "Requests are those the day used (the listing, the candidate runs, the completeness check); the plan "
+        "minimum is one page per 100 candidates (at least one) per posting and range of the day's plan, plus the "
+        "listing. Stale: stored record differs from the API's answer now. Oldest stale snapshot: days since the "
+        "day of the oldest stale candidate was last fetched, which bounds the age of any unseen change.",
+        "",
+        "![stale candidates and requests per day](staleness.png)",
+        "",
+        f"## Per day, N={main['refresh_days']} (the default)",
+        "",
+        "| day | as of | requests | of which candidates | plan minimum | completeness | API candidates | stale | "
+        "missing | erased still stored | oldest stale snapshot (days) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in main["days"]:
+        lines.append(
+            f"| {d['day']} | {d['as_of']} | {d['requests']} | {d['candidate_requests']} | {d['plan_minimum']} | "
+            f"{d['check_requests']} | {d['api_candidates']} | {d['stale']} | {d['missing']} | "
+            f"{d['erased_still_stored']} | {d['oldest_stale_days'] if d['oldest_stale_days'] is not None else '-'} |"
+        )
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out.with_suffix(".json")).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    _plot(results, out.with_suffix(".png"))
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    days = [d for d in result["days"] if d["day"] <= len(result["days"]) - result["refresh_days"]]
+    tail = result["days"][-1]
+    return {
+        "days with the clock running": len(days),
+        "requests per day, mean (max)": f"{sum(d['requests'] for d in days) / len(days):.0f} "
+        f"({max(d['requests'] for d in days)})",
+        "candidate requests / plan minimum": f"{sum(d['candidate_requests'] for d in days)} / "
+        f"{sum(d['plan_minimum'] for d in days)}",
+        "minutes of the key's quota per day (300/min)": f"{sum(d['requests'] for d in days) / len(days) / 300:.2f}",
+        "stale candidates per day, mean (max)": f"{sum(d['stale'] for d in days) / len(days):.0f} "
+        f"({max(d['stale'] for d in days)})",
+        "stale share of API candidates, mean": f"{sum(d['stale'] / d['api_candidates'] for d in days) / len(days):.2%}",
+        "erased but still stored, max": max(d["erased_still_stored"] for d in days),
+        "missing, max": max(d["missing"] for d in days),
+        "oldest stale snapshot, max (days)": max((d["oldest_stale_days"] or 0) for d in days),
+        "every run succeeded": "yes" if result["all_runs_ok"] else "NO",
+        f"after {result['refresh_days']} updates with the clock stopped": "equal to the API"
+        if result["equal_at_end"]
+        else f"NOT equal: {tail['stale']} stale, {tail['missing']} missing, {tail['erased_still_stored']} erased",
+    }
+
+
+def _plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for r in results:
+        days = [d["day"] for d in r["days"]]
+        top.plot(days, [d["stale"] + d["erased_still_stored"] for d in r["days"]], label=f"N={r['refresh_days']}")
+        bottom.plot(days, [d["requests"] for d in r["days"]], label=f"N={r['refresh_days']}")
+    top.set_ylabel("stale or erased\ncandidates stored")
+    bottom.set_ylabel("requests that day")
+    bottom.set_xlabel("day of the automation (clock stops after day 60)")
+    top.legend()
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--refresh", type=int, action="append", help="HEYMILO_FULL_REFRESH_DAYS (repeatable)")
+    parser.add_argument("--lookback", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "staleness.md")
+    args = parser.parse_args()
+    began = time.monotonic()
+    results = []
+    for n in args.refresh or [7, 1]:
+        # Each configuration in its own process: the definitions read HEYMILO_START_DATE once, at import.
+        import subprocess
+
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", str(n), str(args.days), str(args.lookback), str(args.seed)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if child.returncode != 0:
+            raise SystemExit(f"N={n} failed:\n{child.stdout[-3000:]}\n{child.stderr[-3000:]}")
+        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    write(results, args.out, time.monotonic() - began)
+    print(f"wrote {args.out}")
+    if not all(r["equal_at_end"] and r["all_runs_ok"] for r in results):
+        raise SystemExit("the tables did not end equal to the API, or a run failed")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        n, days, lookback, seed = map(int, sys.argv[2:6])
+        import contextlib
+        import io
+
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):
+            result = run(n, days, lookback, seed)
+        sys.stderr.write(log.getvalue()[-20000:])
+        print(json.dumps(result))
+    else:
+        main()
