@@ -1,5 +1,6 @@
 """Right over time: after changes anywhere in history, erased candidates and a deleted posting,
-HEYMILO_FULL_REFRESH_DAYS consecutive daily updates (``heymilo-pipeline update --as-of``, in this process) leave the tables equal to the API.
+HEYMILO_FULL_REFRESH_DAYS consecutive daily updates (``heymilo-pipeline update --as-of``, run in this process)
+leave the tables equal to the API.
 
 The simulator's clock is frozen during the updates, so "equal to the API" has one meaning: every day was fetched
 again after the changes, which is what the rolling refresh promises within N updates.
