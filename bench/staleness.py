@@ -1,7 +1,7 @@
 """Measured staleness: the daily automation run for 60 simulated days, and how far the tables lag the API.
 
-    .venv/bin/python bench/staleness.py                 # N=7 (default) and N=1, ~10 min; writes docs/staleness.md/.png
-    .venv/bin/python bench/staleness.py --days 10 --refresh 3 --out /tmp/s.md   # a quick look
+    .venv/bin/python bench/staleness.py       # the defaults (N=7, active 30 d), N=7 alone, N=1; writes docs/staleness.*
+    .venv/bin/python bench/staleness.py --days 10 --config 3:0 --out /tmp/s.md   # a quick look
 
 The simulator's clock drives the workspace: new candidates every day, status and score changes up to 45 days
 after an invitation, candidates erased 1..60 days after theirs (``deleted_share``), and one posting deleted on
@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,7 +58,7 @@ class Day:
     runs_ok: bool
 
 
-def run(refresh_days: int, days: int, lookback: int, seed: int) -> dict[str, Any]:
+def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int) -> dict[str, Any]:
     first_update = TODAY - timedelta(days=days + refresh_days - 1)
     start = first_update - timedelta(days=HISTORY_DAYS)
     os.environ["HEYMILO_START_DATE"] = start.isoformat()  # before the definitions are imported
@@ -69,7 +70,6 @@ def run(refresh_days: int, days: int, lookback: int, seed: int) -> dict[str, Any
     from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
     from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
     from heymilo_pipeline.lake import Lake
-    from heymilo_pipeline.refresh import plan
     from heymilo_pipeline.settings import PipelineSettings
     from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 
@@ -82,11 +82,14 @@ def run(refresh_days: int, days: int, lookback: int, seed: int) -> dict[str, Any
         deleted_share=0.02,
     )
     tenant = Tenant(spec)
-    settings = PipelineSettings.from_env(start_date=start, lookback_days=lookback, full_refresh_days=refresh_days)
+    settings = PipelineSettings.from_env(
+        start_date=start, lookback_days=lookback, full_refresh_days=refresh_days, active_days=active_days
+    )
     data_dir = Path(tempfile.mkdtemp(prefix="staleness-"))
     out: list[Day] = []
     last_fetched: dict[date, date] = {}
-    with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test() as instance:
+    # An in-memory instance: the Dagster event log on SQLite would be most of the time (issue: overhead).
+    with serve_in_thread(create_app(tenant, KEY)) as url, dg.DagsterInstance.ephemeral() as instance:
         resources = {
             "heymilo": HeyMiloAPI(api_key=KEY, base_url=url, requests_per_minute=1_000_000,
                                   state_dir=str(data_dir / ".ratelimit")),
@@ -121,7 +124,7 @@ def run(refresh_days: int, days: int, lookback: int, seed: int) -> dict[str, Any
             outcome = cli.run_update(instance, as_of, settings, resources)
             seconds = time.monotonic() - began
             after = stats()
-            todo = plan(as_of, start, lookback, refresh_days)
+            todo = outcome.plan
             for r in todo.ranges:
                 for d in r.days:
                     last_fetched[d] = as_of
@@ -134,13 +137,12 @@ def run(refresh_days: int, days: int, lookback: int, seed: int) -> dict[str, Any
                 if r["posting_id"] in wanted and day_of(r["created_at"]) < as_of
             }
             minimum = _plan_minimum(truth.values(), wanted, todo.ranges, day_of)
-            listing = sum(v for k, v in used.items() if k.endswith(("/postings", "/postings/list")))
             check_requests = _completeness_requests(instance)
             stored = {}
             for posting_id in wanted:
                 for record in _raw(lake, posting_id):
                     stored[record["interview_id"]] = record
-            stale_ids = [i for i, r in truth.items() if i in stored and stored[i] != r]
+            stale_ids = [i for i, r in truth.items() if i in stored and _state(stored[i]) != _state(r)]
             missing = [i for i in truth if i not in stored]
             erased = [i for i in stored if i not in truth]
             ages = [(as_of - last_fetched[day_of(truth[i]["created_at"])]).days for i in stale_ids]
@@ -151,7 +153,7 @@ def run(refresh_days: int, days: int, lookback: int, seed: int) -> dict[str, Any
                     plan=todo.describe(),
                     requests=sum(used.values()),
                     candidate_requests=candidate_requests - check_requests,
-                    plan_minimum=minimum + listing,
+                    plan_minimum=minimum,
                     check_requests=check_requests,
                     api_candidates=len(truth),
                     stale=len(stale_ids),
@@ -166,6 +168,8 @@ def run(refresh_days: int, days: int, lookback: int, seed: int) -> dict[str, Any
     final = out[-1]
     return {
         "refresh_days": refresh_days,
+        "active_days": active_days,
+        "label": f"N={refresh_days}" + (f", active {active_days} d" if active_days else ""),
         "lookback_days": lookback,
         "days": [asdict(d) for d in out],
         "deleted_posting_on_day": POSTING_DELETED_ON + 1,
@@ -174,6 +178,15 @@ def run(refresh_days: int, days: int, lookback: int, seed: int) -> dict[str, Any
         "all_runs_ok": all(d.runs_ok for d in out),
         "postings": len(registered),
     }
+
+
+def _state(record: Any) -> Any:
+    """A record without its links: signed URLs are re-signed on every answer, which is not a change of state."""
+    if isinstance(record, dict):
+        return {k: _state(v) for k, v in record.items() if not k.endswith(("_link", "_url"))}
+    if isinstance(record, list):
+        return [_state(v) for v in record]
+    return record
 
 
 def _raw(lake: Any, posting_id: str) -> list[dict[str, Any]]:
@@ -218,7 +231,7 @@ def write(results: list[dict[str, Any]], out: Path, seconds: float) -> None:
         "`heymilo-pipeline update --as-of` with the simulator's clock at 03:00 UTC, then compares every stored "
         "record with the API's. After the 60 days the clock stops and N more updates run.",
         "",
-        "| | " + " | ".join(f"N={r['refresh_days']}" for r in results) + " |",
+        "| | " + " | ".join(r["label"] for r in results) + " |",
         "|---|" + "---|" * len(results),
     ]
     summaries = [_summary(r) for r in results]
@@ -227,13 +240,14 @@ def write(results: list[dict[str, Any]], out: Path, seconds: float) -> None:
     lines += [
         "",
         "Requests are those the day used (the listing, the candidate runs, the completeness check); the plan "
-        "minimum is one page per 100 candidates (at least one) per posting and range of the day's plan, plus the "
-        "listing. Stale: stored record differs from the API's answer now. Oldest stale snapshot: days since the "
-        "day of the oldest stale candidate was last fetched, which bounds the age of any unseen change.",
+        "minimum is what the candidate runs need at least: one page per 100 candidates (at least one) per posting "
+        "and range of the day's plan. Stale: the stored record differs from the API's answer now (links aside: "
+        "the API re-signs them on every answer). Oldest stale snapshot: days since the day of the oldest stale "
+        "candidate was last fetched, which bounds the age of any unseen change.",
         "",
         "![stale candidates and requests per day](staleness.png)",
         "",
-        f"## Per day, N={main['refresh_days']} (the default)",
+        f"## Per day, {main['label']} (the defaults)",
         "",
         "| day | as of | requests | of which candidates | plan minimum | completeness | API candidates | stale | "
         "missing | erased still stored | oldest stale snapshot (days) |",
@@ -282,8 +296,8 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     for r in results:
         days = [d["day"] for d in r["days"]]
-        top.plot(days, [d["stale"] + d["erased_still_stored"] for d in r["days"]], label=f"N={r['refresh_days']}")
-        bottom.plot(days, [d["requests"] for d in r["days"]], label=f"N={r['refresh_days']}")
+        top.plot(days, [d["stale"] + d["erased_still_stored"] for d in r["days"]], label=r["label"])
+        bottom.plot(days, [d["requests"] for d in r["days"]], label=r["label"])
     top.set_ylabel("stale or erased\ncandidates stored")
     bottom.set_ylabel("requests that day")
     bottom.set_xlabel("day of the automation (clock stops after day 60)")
@@ -297,26 +311,30 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--refresh", type=int, action="append", help="HEYMILO_FULL_REFRESH_DAYS (repeatable)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="N:ACTIVE_DAYS, HEYMILO_FULL_REFRESH_DAYS and HEYMILO_ACTIVE_DAYS (repeatable; the first is the main one)",
+    )
     parser.add_argument("--lookback", type=int, default=7)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "staleness.md")
     args = parser.parse_args()
     began = time.monotonic()
     results = []
-    for n in args.refresh or [7, 1]:
+    for config in args.config or ["7:30", "7:0", "1:0"]:
+        n, active = config.split(":")
         # Each configuration in its own process: the definitions read HEYMILO_START_DATE once, at import.
-        import subprocess
-
         child = subprocess.run(
-            [sys.executable, __file__, "--child", str(n), str(args.days), str(args.lookback), str(args.seed)],
+            [sys.executable, __file__, "--child", n, active, str(args.days), str(args.lookback), str(args.seed)],
             capture_output=True,
             text=True,
             check=False,
         )
         if child.returncode != 0:
-            raise SystemExit(f"N={n} failed:\n{child.stdout[-3000:]}\n{child.stderr[-3000:]}")
+            raise SystemExit(f"{config} failed:\n{child.stdout[-3000:]}\n{child.stderr[-3000:]}")
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        print(f"{config}: done, {time.monotonic() - began:.0f} s", flush=True)
     write(results, args.out, time.monotonic() - began)
     print(f"wrote {args.out}")
     if not all(r["equal_at_end"] and r["all_runs_ok"] for r in results):
@@ -325,13 +343,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        n, days, lookback, seed = map(int, sys.argv[2:6])
+        n, active, days, lookback, seed = map(int, sys.argv[2:7])
         import contextlib
         import io
 
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            result = run(n, days, lookback, seed)
+            result = run(n, active, days, lookback, seed)
         sys.stderr.write(log.getvalue()[-20000:])
         print(json.dumps(result))
     else:

@@ -194,6 +194,7 @@ class UpdateOutcome:
     failed_runs: list[str] = field(default_factory=list)
     checked: bool = False
     skipped: str | None = None
+    plan: Any = None  # the day's refresh.RefreshPlan
 
 
 def run_update(
@@ -204,19 +205,22 @@ def run_update(
     runs at the deadline."""
     from heymilo_pipeline.defs.checks import AS_OF_TAG
     from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
-    from heymilo_pipeline.refresh import plan
+    from heymilo_pipeline.refresh import todays_plan
+    from heymilo_pipeline.warehouse import Warehouse
 
     outcome = UpdateOutcome()
     click.echo(f"Update of {day}: listing postings ...")
     outcome.listed = execute_job("postings_job", instance, {KIND_TAG: "update", AS_OF_TAG: day.isoformat()}, resources)
     if not outcome.listed:
         raise click.ClickException("could not list postings; see the error above (nothing was fetched)")
-    requests = update_requests(instance, day, settings)
+    storage = (resources or {}).get("storage")
+    warehouse = storage.warehouse() if storage is not None else Warehouse(settings.duckdb_path)
+    requests = update_requests(instance, day, settings, warehouse)
     if isinstance(requests, dg.SkipReason):
         outcome.skipped = requests.skip_message
         requests = []
-    todo = plan(day, settings.start_date, settings.lookback_days, settings.full_refresh_days)
-    click.echo(f"Update of {day}: {todo.describe()}")
+    outcome.plan = todays_plan(day, settings, warehouse)
+    click.echo(f"Update of {day}: {outcome.plan.describe()}")
     for request in requests:
         click.echo(
             f"Updating {request.tags['dagster/asset_partition_range_start']} .. "

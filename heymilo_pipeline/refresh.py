@@ -5,7 +5,11 @@ in June, is seen only by fetching March again. So every update fetches
 
 - the **recent** days, ``[yesterday - lookback, yesterday]``, where most changes happen, and
 - one **share** of the older history ``[start, yesterday - lookback - 1]``, cut into ``N`` contiguous
-  shares (``HEYMILO_FULL_REFRESH_DAYS``), so each day costs about ``1/N`` of a full re-fetch.
+  shares (``HEYMILO_FULL_REFRESH_DAYS``), so each day costs about ``1/N`` of a full re-fetch, and
+- where it pays, the **active** days: the recent window reaches back to the oldest day, at most
+  ``HEYMILO_ACTIVE_DAYS`` old, that still holds an unfinished candidate (one a recruiter has not yet
+  shortlisted, dismissed or knocked out), because those records still change (interviews, scores,
+  decisions up to weeks later) while finished days rarely do. The caller finds that day in the warehouse.
 
 Share ``s = ordinal(as_of) mod N`` runs on ``as_of``. The share length is fixed per cycle of ``N`` days
 (cycles start at ordinals divisible by ``N``) from the history the cycle will have reached by its last
@@ -22,8 +26,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 from heymilo_pipeline.api.windows import DayRange
+
+if TYPE_CHECKING:
+    from heymilo_pipeline.settings import PipelineSettings
+    from heymilo_pipeline.warehouse import Warehouse
 
 
 @dataclass(frozen=True)
@@ -38,10 +47,10 @@ class RefreshPlan:
 
     @property
     def ranges(self) -> list[DayRange]:
-        """The day ranges to fetch, one query each per posting; touching ranges are merged into one."""
+        """The day ranges to fetch, one query each per posting; touching or overlapping ranges become one."""
         parts = [r for r in (self.share, self.recent) if r is not None]
         if len(parts) == 2 and parts[0].last + timedelta(days=1) >= parts[1].first:
-            return [DayRange(parts[0].first, parts[1].last)]
+            return [DayRange(min(parts[0].first, parts[1].first), parts[1].last)]
         return parts
 
     @property
@@ -50,15 +59,20 @@ class RefreshPlan:
 
     def describe(self) -> str:
         share = f"share {self.share_index + 1}/{self.shares}: {self.share}" if self.share else "no older days"
-        return f"recent days {self.recent or 'none'}; {share}"
+        return f"recent and active days {self.recent or 'none'}; {share}"
 
 
-def plan(as_of: date, start: date, lookback_days: int, full_refresh_days: int) -> RefreshPlan:
-    """The days the update on ``as_of`` fetches (see the module docstring)."""
+def plan(
+    as_of: date, start: date, lookback_days: int, full_refresh_days: int, active_from: date | None = None
+) -> RefreshPlan:
+    """The days the update on ``as_of`` fetches (see the module docstring); ``active_from``, the oldest day
+    still holding unfinished candidates, stretches the recent days back to it."""
     if full_refresh_days < 1:
         raise ValueError("full_refresh_days must be at least 1")
     yesterday = as_of - timedelta(days=1)
     recent_first = max(start, yesterday - timedelta(days=lookback_days))
+    if active_from is not None:
+        recent_first = max(start, min(recent_first, active_from))
     recent = DayRange(recent_first, yesterday) if recent_first <= yesterday else None
     n = full_refresh_days
     index = as_of.toordinal() % n
@@ -73,6 +87,14 @@ def plan(as_of: date, start: date, lookback_days: int, full_refresh_days: int) -
     last = history_end if index == n - 1 else min(history_end, first + timedelta(days=length - 1))
     share = DayRange(first, last) if first <= last else None
     return RefreshPlan(as_of, recent, share, index, n)
+
+
+def todays_plan(as_of: date, settings: PipelineSettings, warehouse: Warehouse | None) -> RefreshPlan:
+    """The plan of the update on ``as_of`` under ``settings``, the active days found in ``warehouse``."""
+    active = None
+    if settings.active_days and warehouse is not None:
+        active = warehouse.oldest_unfinished_day(as_of - timedelta(days=1 + settings.active_days))
+    return plan(as_of, settings.start_date, settings.lookback_days, settings.full_refresh_days, active)
 
 
 def _history_end(as_of: date, lookback_days: int) -> date:

@@ -24,6 +24,7 @@ ENVIRONMENT = {
     "HEYMILO_START_DATE": "start_date",
     "HEYMILO_LOOKBACK_DAYS": "lookback_days",
     "HEYMILO_FULL_REFRESH_DAYS": "full_refresh_days",
+    "HEYMILO_ACTIVE_DAYS": "active_days",
     "HEYMILO_POSTINGS": "include_postings",
     "HEYMILO_EXCLUDE_POSTINGS": "exclude_postings",
     "HEYMILO_INCLUDE_TEST_POSTINGS": "include_test_postings",
@@ -45,6 +46,12 @@ class PipelineSettings(BaseModel):
     lookback_days: int = Field(7, ge=0, description="Days before yesterday that the daily update fetches again.")
     full_refresh_days: int = Field(
         7, ge=1, description="Every older day is fetched again at least once in any this many daily updates."
+    )
+    active_days: int = Field(
+        30,
+        ge=0,
+        description="The daily update also fetches days up to this old that hold unfinished candidates (not "
+        "shortlisted, dismissed or knocked out): their records still change. 0: only the lookback.",
     )
     include_postings: tuple[str, ...] = Field((), description="Only these postings (empty: all).")
     exclude_postings: tuple[str, ...] = Field((), description="Never these postings.")

@@ -47,6 +47,8 @@ PARTITION_LOADS = spec(
     primary_key=("posting_id", "partition_date"),
 )
 TABLES = (CANDIDATES, WORKFLOW_STEPS, POSTINGS, PARTITION_LOADS)
+# Statuses after which a candidate's record rarely changes: a recruiter (or a knockout) has decided.
+FINAL_STATUSES = ("shortlisted", "dismissed", "knocked_out")
 _LOCK_ERROR = "Could not set lock on file"
 _READ = "read_parquet(?, hive_partitioning = false)"  # the lake's paths are never a source of columns
 # Every month file of a table at once: files written before a column was added lack it (read as NULL).
@@ -340,6 +342,18 @@ class Warehouse:
         with self.connect(read_only=True) as conn:
             rows = conn.execute(sql + " GROUP BY 1", [posting_id, days.first, days.last]).fetchall()
         return dict(rows)
+
+    def oldest_unfinished_day(self, since: date) -> date | None:
+        """The oldest created_date on or after ``since`` holding a candidate no recruiter decision has closed
+        (not shortlisted, dismissed or knocked out); None without such a day or without a DuckDB file."""
+        if not self.path.exists():
+            return None
+        sql = (
+            "SELECT min(created_date) FROM candidates WHERE created_date >= ? "
+            f"AND status NOT IN ({', '.join(repr(s) for s in FINAL_STATUSES)})"
+        )
+        with self.connect(read_only=True) as conn:
+            return conn.execute(sql, [since]).fetchone()[0]
 
     def loaded_through(self) -> dict[str, date]:
         """Per posting, the newest day in partition_loads."""

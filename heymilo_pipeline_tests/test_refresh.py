@@ -52,3 +52,15 @@ def test_requests_per_day_formula() -> None:
     # 100,000 candidates over a year in 20 postings: the recent 8 days, 1/7 of the rest, 2 partial pages a posting
     assert requests_per_day(100_000, 365, 20, 7, 7) == pytest.approx(100_000 / 365 * (8 + 357 / 7) / 100 + 40)
     assert requests_per_day(100_000, 365, 20, 7, 1) == pytest.approx(1000 + 40)
+
+
+def test_days_with_unfinished_candidates_join_the_recent_days() -> None:
+    as_of = date(2025, 9, 1)
+    base = plan(as_of, START, 7, 7)
+    active = plan(as_of, START, 7, 7, active_from=date(2025, 8, 5))
+    assert active.recent == DayRange(date(2025, 8, 5), date(2025, 8, 31))
+    assert active.share == base.share  # the rotation does not move
+    assert plan(as_of, START, 7, 7, active_from=date(2025, 8, 30)).recent == base.recent  # within the lookback
+    # a share that overlaps the active days is fetched in the same query
+    overlapping = plan(date(2025, 9, 6), START, 7, 7, active_from=date(2025, 7, 1))
+    assert len(overlapping.ranges) == 1 or overlapping.ranges[0].last < overlapping.ranges[1].first

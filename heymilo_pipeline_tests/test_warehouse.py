@@ -383,3 +383,13 @@ def test_other_io_errors_are_not_taken_for_a_lock(tmp_path: Path) -> None:
     with pytest.raises(duckdb.Error), missing.connect(read_only=True):
         pass
     assert time.monotonic() - started < 1.0 and messages == []
+
+
+def test_oldest_unfinished_day(lake: Lake, warehouse: Warehouse) -> None:
+    publish(lake, warehouse, "P1", (3, 0, 2))  # every candidate of `fetched` is in_progress
+    assert warehouse.oldest_unfinished_day(DAY) == DAY
+    assert warehouse.oldest_unfinished_day(DAY + timedelta(days=1)) == DAY + timedelta(days=2)
+    with warehouse.connect() as conn:
+        conn.execute("UPDATE candidates SET status = 'dismissed' WHERE created_date = ?", [DAY])
+    assert warehouse.oldest_unfinished_day(DAY) == DAY + timedelta(days=2)
+    assert Warehouse(warehouse.path.with_name("absent.duckdb")).oldest_unfinished_day(DAY) is None

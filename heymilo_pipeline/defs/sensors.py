@@ -9,7 +9,7 @@ from heymilo_pipeline.api.errors import HeyMiloError
 from heymilo_pipeline.defs.checks import AS_OF_TAG
 from heymilo_pipeline.defs.jobs import candidates_job, postings_job
 from heymilo_pipeline.defs.partitions import POSTINGS, postings_partitions, range_tags
-from heymilo_pipeline.defs.resources import HeyMiloAPI
+from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
 from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
 from heymilo_pipeline.discovery import discover_postings
 from heymilo_pipeline.settings import PipelineSettings
@@ -55,8 +55,9 @@ def new_postings(context: dg.SensorEvaluationContext, heymilo: HeyMiloAPI) -> dg
     description="When the daily update's listing of postings succeeds: the candidate runs of that day's refresh "
     "plan (it does nothing for other postings runs, so it is on by default).",
 )
-def update_after_postings(context: dg.RunStatusSensorContext) -> list[dg.RunRequest] | dg.SkipReason:
+def update_after_postings(context: dg.RunStatusSensorContext, storage: Storage) -> list[dg.RunRequest] | dg.SkipReason:
     tags = context.dagster_run.tags
     if tags.get(KIND_TAG) != "update" or AS_OF_TAG not in tags:
         return dg.SkipReason("not a daily update's listing")
-    return update_requests(context.instance, date.fromisoformat(tags[AS_OF_TAG]), PipelineSettings.from_env())
+    as_of = date.fromisoformat(tags[AS_OF_TAG])
+    return update_requests(context.instance, as_of, PipelineSettings.from_env(), storage.warehouse())
