@@ -183,7 +183,7 @@ class PostingResult:
     findings: list[tuple[Slice, dict[str, quality.Finding]]] = field(default_factory=list)
     rows_by_day: dict[date, int] = field(default_factory=dict)
     steps_by_day: dict[date, int] = field(default_factory=dict)
-    error: str | None = None
+    error: str | None = None  # names the posting and the days
     retryable: bool = False
     # 404 for a posting that the latest listing no longer has: deleted in HeyMilo, not a failure.
     gone: bool = False
@@ -236,16 +236,17 @@ async def sync_postings(
         for item in fetched:
             result.stats = result.stats.add(item.stats)
             result.findings.append((item.slice, evaluate(item, bounds)))
+        where = f"posting {posting_id}, days {', '.join(str(item.days) for item in items)}"
         blocking = [
-            f"{item}: {name}: {finding.summary}"
+            f"{name}: {finding.summary}" + (f" (days {item.days})" if len(items) > 1 else "")
             for item, findings in result.findings
             for name, finding in findings.items()
             if not finding.passed and name in BLOCKING
         ]
         if blocking:
             result.error = (
-                "blocking checks failed, so nothing of this posting was published (its previous lake files and "
-                "DuckDB rows are untouched): " + "; ".join(blocking[:10])
+                f"{where}: " + "; ".join(blocking[:10]) + ". A blocking check failed, so nothing of this posting was "
+                "published (its previous lake files and DuckDB rows are untouched)."
             )
             return _done(result, on_result)
         async with turn:
@@ -258,7 +259,7 @@ async def sync_postings(
                 raise  # every posting would wait as long again
             except Exception as exc:  # one posting's storage error (a bug, a full disk) must not stop the others
                 log.exception("posting %s: publishing failed", posting_id)
-                result.error = f"publishing failed ({type(exc).__name__}: {exc}); its previous rows are untouched"
+                result.error = f"{where}: publishing failed ({type(exc).__name__}: {exc}); its previous rows stay"
                 return _done(result, on_result)
         for item in fetched:
             result.rows_by_day.update(item.rows_by_day)

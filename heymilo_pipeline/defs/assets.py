@@ -208,9 +208,9 @@ def candidate_tables(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, sto
         context.log.info(f"posting(s) {gone} no longer exist in HeyMilo (404, and no longer listed): skipped")
     if failed:
         raise dg.Failure(
-            f"{len(failed)} of {len(results)} posting(s) failed; their partitions are not marked materialized and "
-            "their previous rows are untouched. Every other posting was published.\n"
-            + "\n".join(f"- posting {r.posting_id}, days {_span(r)}: {r.error}" for r in failed[:20]),
+            "\n".join(str(r.error) for r in failed[:20])
+            + f"\n({len(failed)} of {len(results)} posting(s) failed: their partitions are not marked materialized "
+            "and their previous rows are untouched; every other posting was published. Rerunning is safe.)",
             allow_retries=all(r.retryable for r in failed),
             metadata={"failed_postings": dg.MetadataValue.json({r.posting_id: r.error for r in failed})},
         )
@@ -247,7 +247,7 @@ class _Progress:
         self.requests += result.stats.requests
         log = self.context.log
         if not result.published:
-            log.warning(f"posting {result.posting_id}, days {_span(result)}: not published: {result.error}")
+            log.warning(f"not published: {result.error}")
             return
         rows = sum(result.rows_by_day.values())
         self.rows += rows
