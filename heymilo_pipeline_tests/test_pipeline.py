@@ -480,3 +480,59 @@ def test_a_posting_that_fails_stops_no_other(world: World, tmp_path: Path) -> No
         assert dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"]).success
         assert victim not in w.registered
         assert w.run(first, LAST, w.registered[0], w.registered[-1]).success
+
+
+def test_the_daily_listing_starts_the_days_candidate_runs(world: World) -> None:
+    """daily_update lists postings; update_after_postings turns that run's success into the day's plan."""
+    from heymilo_pipeline.defs.sensors import update_after_postings
+
+    schedule = daily_update(
+        dg.build_schedule_context(
+            instance=world.instance, scheduled_execution_time=datetime.combine(TODAY, datetime.min.time(), UTC)
+        )
+    )
+    result = dg.materialize(
+        ASSETS, instance=world.instance, resources=world.resources(), selection=["postings"], tags=schedule.tags
+    )
+    context = dg.build_run_status_sensor_context(
+        sensor_name="update_after_postings",
+        dagster_event=_run_success(world, result.run_id),
+        dagster_instance=world.instance,
+        dagster_run=world.instance.get_run_by_id(result.run_id),
+        resources={"storage": world.resources()["storage"]},
+    )
+    runs = update_after_postings(context)
+    assert isinstance(runs, list) and runs and all(r.tags[AS_OF_TAG] == str(TODAY) for r in runs)
+    # the backfilled warehouse holds unfinished candidates from the first day on: the active days reach back
+    # HEYMILO_ACTIVE_DAYS (30) days, i.e. to the first partition, so the whole history is one range
+    starts = sorted(r.tags["dagster/asset_partition_range_start"].split("|")[0] for r in runs)
+    assert starts[0] == str(START), [r.tags for r in runs]
+    other = dg.materialize(ASSETS, instance=world.instance, resources=world.resources(), selection=["postings"])
+    context = dg.build_run_status_sensor_context(
+        sensor_name="update_after_postings",
+        dagster_event=_run_success(world, other.run_id),
+        dagster_instance=world.instance,
+        dagster_run=world.instance.get_run_by_id(other.run_id),
+        resources={"storage": world.resources()["storage"]},
+    )
+    assert isinstance(update_after_postings(context), dg.SkipReason)  # a listing of the sensor, not the update
+
+
+def _run_success(world: World, run_id: str) -> dg.DagsterEvent:
+    (record,) = world.instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
+    return record.dagster_event
+
+
+def test_rebuild_job_restores_duckdb_from_the_lake(world: World) -> None:
+    from heymilo_pipeline import cli
+
+    before = checksums(world)
+    backup = world.data_dir / "backup.duckdb"
+    (world.data_dir / "heymilo.duckdb").rename(backup)
+    try:
+        assert cli.execute_job("rebuild_job", world.instance, resources=world.resources())
+        assert checksums(world) == before
+        assert all(e.passed for e in world.check(TODAY).values())
+    finally:
+        (world.data_dir / "heymilo.duckdb").unlink(missing_ok=True)
+        backup.rename(world.data_dir / "heymilo.duckdb")
