@@ -41,6 +41,9 @@ def _shape_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--extra-fields", is_flag=True, help="Add fields unknown to the spec."),
         click.option("--score-as-string", is_flag=True, help="Send score as a JSON string."),
         click.option(
+            "--deleted-share", type=click.FloatRange(0, 1), default=0.0, help="Candidates erased 1..60 days later."
+        ),
+        click.option(
             "--now", callback=_timestamp, help="Simulated time (ISO-8601 or epoch); default: midnight after --end."
         ),
     ]
@@ -61,6 +64,7 @@ def _tenant(
     null_objects_share: float,
     extra_fields: bool,
     score_as_string: bool,
+    deleted_share: float,
     now: float | None,
 ) -> Tenant:
     try:
@@ -75,6 +79,7 @@ def _tenant(
             null_objects_share=null_objects_share,
             extra_fields=extra_fields,
             score_as_string=score_as_string,
+            deleted_share=deleted_share,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -96,6 +101,7 @@ _SHAPE_NAMES = (
     "null_objects_share",
     "extra_fields",
     "score_as_string",
+    "deleted_share",
     "now",
 )
 
@@ -126,6 +132,7 @@ def main() -> None:
 @click.option("--fault-seed", type=int, default=0, show_default=True)
 @click.option("--stuck-cursor", is_flag=True)
 @click.option("--total-count-offset", type=int, default=0)
+@click.option("--zero-retry-after-rate", type=click.FloatRange(0, 1), default=0.0, help="429s saying Retry-After: 0.")
 def serve(host: str, port: int, api_key: str, **kwargs: Any) -> None:
     """Serve the simulated API over HTTP until interrupted."""
     tenant = _tenant(**_shape_kwargs(kwargs))
@@ -141,6 +148,7 @@ def serve(host: str, port: int, api_key: str, **kwargs: Any) -> None:
         stall_s=kwargs["stall_seconds"],
         stuck_cursor=kwargs["stuck_cursor"],
         total_count_offset=kwargs["total_count_offset"],
+        zero_retry_after_rate=kwargs["zero_retry_after_rate"],
         seed=kwargs["fault_seed"],
     )
     app = create_app(tenant, api_key, faults)
