@@ -494,33 +494,28 @@ def test_the_daily_listing_starts_the_days_candidate_runs(world: World) -> None:
     result = dg.materialize(
         ASSETS, instance=world.instance, resources=world.resources(), selection=["postings"], tags=schedule.tags
     )
-    context = dg.build_run_status_sensor_context(
-        sensor_name="update_after_postings",
-        dagster_event=_run_success(world, result.run_id),
-        dagster_instance=world.instance,
-        dagster_run=world.instance.get_run_by_id(result.run_id),
-        resources={"storage": world.resources()["storage"]},
-    )
-    runs = update_after_postings(context)
+    runs = update_after_postings(_after_success(world, result.run_id))
     assert isinstance(runs, list) and runs and all(r.tags[AS_OF_TAG] == str(TODAY) for r in runs)
     # the backfilled warehouse holds unfinished candidates from the first day on: the active days reach back
     # HEYMILO_ACTIVE_DAYS (30) days, i.e. to the first partition, so the whole history is one range
     starts = sorted(r.tags["dagster/asset_partition_range_start"].split("|")[0] for r in runs)
     assert starts[0] == str(START), [r.tags for r in runs]
     other = dg.materialize(ASSETS, instance=world.instance, resources=world.resources(), selection=["postings"])
-    context = dg.build_run_status_sensor_context(
+    assert isinstance(
+        update_after_postings(_after_success(world, other.run_id)), dg.SkipReason
+    )  # a listing of the sensor, not the update
+
+
+def _after_success(world: World, run_id: str) -> dg.RunStatusSensorContext:
+    """What update_after_postings sees when the run ``run_id`` has succeeded."""
+    (record,) = world.instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
+    return dg.build_run_status_sensor_context(
         sensor_name="update_after_postings",
-        dagster_event=_run_success(world, other.run_id),
+        dagster_event=record.dagster_event,
         dagster_instance=world.instance,
-        dagster_run=world.instance.get_run_by_id(other.run_id),
+        dagster_run=world.instance.get_run_by_id(run_id),
         resources={"storage": world.resources()["storage"]},
     )
-    assert isinstance(update_after_postings(context), dg.SkipReason)  # a listing of the sensor, not the update
-
-
-def _run_success(world: World, run_id: str) -> dg.DagsterEvent:
-    (record,) = world.instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
-    return record.dagster_event
 
 
 def test_rebuild_job_restores_duckdb_from_the_lake(world: World) -> None:
