@@ -112,6 +112,15 @@ class Lake:
         sorted by posting and month."""
         return [p for _, _, p in self._scan(table, posting_id, days)]
 
+    def postings(self) -> set[str]:
+        """Postings that have files in the lake (any table)."""
+        return {
+            unquote(d.name.removeprefix("posting_id="))
+            for table in _TABLES
+            if (self.root / table).is_dir()
+            for d in (self.root / table).glob("posting_id=*")
+        }
+
     def covered_days(self, table: str, posting_id: str, days: DayRange | None = None) -> set[date]:
         """The days of one posting the lake holds for ``table`` (written, empty or not), within ``days``."""
         covered = {day for _, _, path in self._scan(table, posting_id, days) for day in _days_of(path)}

@@ -320,7 +320,9 @@ def test_a_posting_can_be_deleted_from_lake_and_warehouse(lake: Lake, warehouse:
     publish(lake, warehouse, "P1", (3, 0, 2))
     publish(lake, warehouse, "P2", (2,), first=100)
     assert warehouse.delete_posting("P1") == {"candidate_workflow_steps": 15, "candidates": 5, "partition_loads": 3}
+    assert lake.postings() == {"P1", "P2"}
     assert lake.delete_posting("P1") == 3  # one month: three files
+    assert lake.postings() == {"P2"}
     assert lake.paths("candidates", "P1") == [] and lake.read("candidates").num_rows == 2
     assert warehouse.table_counts()["candidates"] == 2 and warehouse.lake_differences(lake) == []
 

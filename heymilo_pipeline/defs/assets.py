@@ -72,7 +72,9 @@ def postings(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: St
     change = warehouse.replace_postings(found.table(datetime.now(UTC)))
     deleted = {}
     if settings.vanished_postings == "delete":
-        for posting_id in change.vanished:
+        # Only postings that still hold rows: one confirming request each, once, not at every listing.
+        holding = set(warehouse.loaded_through()) | storage.lake.postings()
+        for posting_id in sorted(set(change.vanished) & holding):
             if asyncio.run(_confirmed_gone(heymilo, posting_id)):
                 rows = warehouse.delete_posting(posting_id)
                 files = storage.lake.delete_posting(posting_id)
