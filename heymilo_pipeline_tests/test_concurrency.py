@@ -65,7 +65,7 @@ def test_backfill_and_update_together_share_the_rate_limit(tmp_path: Path) -> No
         busiest = max(registered, key=lambda p: per_posting[p])
         httpx.post(f"{url}/_sim/stats/reset", headers={"X-API-KEY": KEY})
         backfill = cli(env, "backfill", "--start", START.isoformat(), "--end", LAST.isoformat(), "--posting", busiest)
-        update = cli(env, "update")
+        update = cli(env, "update", "--as-of", (LAST + timedelta(days=1)).isoformat())  # the plan of a known day
         outputs = [finish(backfill), finish(update)]
         stats = httpx.get(f"{url}/_sim/stats", headers={"X-API-KEY": KEY}).json()
     assert stats["rate_limited"] == 0, stats  # both processes together stayed under the limit
