@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/staleness.py       # the defaults (N=7, active 30 d), N=7 alone, N=1; writes docs/staleness.*
     .venv/bin/python bench/staleness.py --days 10 --config 3:0 --out /tmp/s.md   # a quick look
+    .venv/bin/python bench/staleness.py --from-json docs/staleness.json      # only re-render the docs
 
 The simulator's clock drives the workspace: new candidates every day, status and score changes up to 45 days
 after an invitation, candidates erased 1..60 days after theirs (``deleted_share``), and one posting deleted on
@@ -23,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -165,6 +167,7 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
                 )
             )
             print(json.dumps(asdict(out[-1])), flush=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
     final = out[-1]
     return {
         "refresh_days": refresh_days,
@@ -249,19 +252,34 @@ def write(results: list[dict[str, Any]], out: Path, seconds: float) -> None:
         "",
         f"## Per day, {main['label']} (the defaults)",
         "",
-        "| day | as of | requests | of which candidates | plan minimum | completeness | API candidates | stale | "
-        "missing | erased still stored | oldest stale snapshot (days) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| day | as of | requests | of which candidates | plan minimum | formula | completeness | API candidates | "
+        "stale | missing | erased still stored | oldest stale snapshot (days) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in main["days"]:
+        oldest = d["oldest_stale_days"] if d["oldest_stale_days"] is not None else "-"
         lines.append(
             f"| {d['day']} | {d['as_of']} | {d['requests']} | {d['candidate_requests']} | {d['plan_minimum']} | "
-            f"{d['check_requests']} | {d['api_candidates']} | {d['stale']} | {d['missing']} | "
-            f"{d['erased_still_stored']} | {d['oldest_stale_days'] if d['oldest_stale_days'] is not None else '-'} |"
+            f"{_formula(main, d):.0f} | {d['check_requests']} | {d['api_candidates']} | {d['stale']} | "
+            f"{d['missing']} | {d['erased_still_stored']} | {oldest} |"
         )
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out.with_suffix(".json")).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     _plot(results, out.with_suffix(".png"))
+
+
+def _formula(result: dict[str, Any], day: dict[str, Any]) -> float:
+    """README's estimate of the day's candidate requests: refresh.requests_per_day with this workspace's figures
+    (candidates spread evenly over the history, the day's recent-and-active days as the lookback)."""
+    from heymilo_pipeline.refresh import requests_per_day
+
+    first = date.fromisoformat(result["days"][0]["as_of"])
+    as_of = date.fromisoformat(day["as_of"])
+    history = (as_of - (first - timedelta(days=HISTORY_DAYS))).days
+    recent = day["plan"].split("; ")[0].rsplit(" ", 1)[-1].split("..")
+    recent_days = (date.fromisoformat(recent[1]) - date.fromisoformat(recent[0])).days + 1 if len(recent) == 2 else 1
+    postings = result["postings"] - (1 if day["day"] > result["deleted_posting_on_day"] else 0)
+    return requests_per_day(day["api_candidates"], history, postings, recent_days - 1, result["refresh_days"])
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -271,8 +289,8 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         "days with the clock running": len(days),
         "requests per day, mean (max)": f"{sum(d['requests'] for d in days) / len(days):.0f} "
         f"({max(d['requests'] for d in days)})",
-        "candidate requests / plan minimum": f"{sum(d['candidate_requests'] for d in days)} / "
-        f"{sum(d['plan_minimum'] for d in days)}",
+        "candidate requests / plan minimum / README formula": f"{sum(d['candidate_requests'] for d in days)} / "
+        f"{sum(d['plan_minimum'] for d in days)} / {sum(_formula(result, d) for d in days):.0f}",
         "minutes of the key's quota per day (300/min)": f"{sum(d['requests'] for d in days) / len(days) / 300:.2f}",
         "stale candidates per day, mean (max)": f"{sum(d['stale'] for d in days) / len(days):.0f} "
         f"({max(d['stale'] for d in days)})",
@@ -319,7 +337,13 @@ def main() -> None:
     parser.add_argument("--lookback", type=int, default=7)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "staleness.md")
+    parser.add_argument("--from-json", type=Path, help="Only render the docs from a JSON an earlier run wrote.")
     args = parser.parse_args()
+    if args.from_json:
+        results = json.loads(args.from_json.read_text(encoding="utf-8"))
+        write(results, args.out, sum(r.get("seconds", 0) for r in results))
+        print(f"wrote {args.out}")
+        return
     began = time.monotonic()
     results = []
     for config in args.config or ["7:30", "7:0", "1:0"]:
@@ -333,7 +357,7 @@ def main() -> None:
         )
         if child.returncode != 0:
             raise SystemExit(f"{config} failed:\n{child.stdout[-3000:]}\n{child.stderr[-3000:]}")
-        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        results.append({**json.loads(child.stdout.strip().splitlines()[-1]), "seconds": time.monotonic() - began})
         print(f"{config}: done, {time.monotonic() - began:.0f} s", flush=True)
     write(results, args.out, time.monotonic() - began)
     print(f"wrote {args.out}")
