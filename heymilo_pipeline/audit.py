@@ -38,10 +38,16 @@ class Completeness:
     stored: int
     differences: list[Difference] = field(default_factory=list)  # single days, or ranges the budget left whole
     stats: QueryStats = field(default_factory=QueryStats)
+    stored_by_day: dict[date, int] = field(default_factory=dict, repr=False)  # days holding rows
 
     @property
     def complete(self) -> bool:
         return self.api is None or self.api == self.stored
+
+    @property
+    def gaps(self) -> list[Difference]:
+        """Differences over days that hold no rows at all: a hole in the mirror, not a change since the fetch."""
+        return [d for d in self.differences if not any(self.stored_by_day.get(day) for day in d.days.days)]
 
 
 async def completeness(
@@ -53,7 +59,7 @@ async def completeness(
     async def one(posting_id: str) -> Completeness:
         stored_by_day = stored_by_posting[posting_id]
         stored = _stored(stored_by_day, days)
-        result = Completeness(posting_id, days, None, stored)
+        result = Completeness(posting_id, days, None, stored, stored_by_day=stored_by_day)
         result.api = await client.count_candidates(posting_id, days, result.stats)
         if result.api is None or result.api == stored:
             return result

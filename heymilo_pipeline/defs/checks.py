@@ -224,9 +224,8 @@ def _completeness(
             severity=WARN,
             description=f"could not ask the API for its counts: {exc}",
         )
-    loaded = {p: set(warehouse.rows_by_day(p, span)) for p in registered}  # days holding rows
     differing = [c for c in found if not c.complete]
-    gaps = {c.posting_id for c in differing for d in c.differences if not set(d.days.days) & loaded[c.posting_id]}
+    gaps = [c.posting_id for c in differing if c.gaps]
     return dg.AssetCheckResult(
         check_name="completeness",
         asset_key=CANDIDATES,
