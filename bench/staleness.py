@@ -221,6 +221,8 @@ def _completeness_requests(instance: Any) -> int:
 
 
 def write(results: list[dict[str, Any]], out: Path, seconds: float) -> None:
+    # The figures first: a rendering bug must not cost the 40 minutes that measured them.
+    (out.with_suffix(".json")).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     main = results[0]
     lines = [
         "# Measured staleness: 60 days of the daily automation against the simulator",
@@ -264,7 +266,6 @@ def write(results: list[dict[str, Any]], out: Path, seconds: float) -> None:
             f"{d['missing']} | {d['erased_still_stored']} | {oldest} |"
         )
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out.with_suffix(".json")).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     _plot(results, out.with_suffix(".png"))
 
 
@@ -299,7 +300,7 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         "missing, max": max(d["missing"] for d in days),
         "oldest stale snapshot, max (days)": max((d["oldest_stale_days"] or 0) for d in days),
         "every run succeeded": "yes" if result["all_runs_ok"] else "NO",
-        f"after {result['refresh_days']} updates with the clock stopped": "equal to the API"
+        "after N updates with the clock stopped": "equal to the API"
         if result["equal_at_end"]
         else f"NOT equal: {tail['stale']} stale, {tail['missing']} missing, {tail['erased_still_stored']} erased",
     }
@@ -341,7 +342,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_json:
         results = json.loads(args.from_json.read_text(encoding="utf-8"))
-        write(results, args.out, sum(r.get("seconds", 0) for r in results))
+        write(results, args.out, max(r.get("seconds", 0) for r in results))
         print(f"wrote {args.out}")
         return
     began = time.monotonic()
