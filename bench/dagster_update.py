@@ -49,7 +49,7 @@ def main() -> None:
 
         from heymilo_pipeline import cli, ingest
         from heymilo_pipeline.defs.schedules import update_requests
-        from heymilo_pipeline.settings import PipelineSettings
+        from heymilo_pipeline.settings import Settings
 
         imported = time.perf_counter() - t0
         timings = {"write_lake": 0.0}
@@ -76,15 +76,16 @@ def main() -> None:
 
         ingest.fetch_slice, ingest.write_lake = timed_fetch, timed_write
         instance = dg.DagsterInstance.get()
+        location = cli.Location.build(Settings.from_env())
         t1 = time.perf_counter()
-        postings = cli.ensure_postings(instance, refresh=True)  # registers the postings (not timed below)
+        postings = cli.ensure_postings(location, instance, refresh=True)  # registers the postings (not timed below)
         t2 = time.perf_counter()
         today = datetime.now(UTC).date()
         # The recent days of the update (its rolling share of older history is a second run, not measured here).
-        request = update_requests(instance, today, PipelineSettings.from_env())[-1]
+        request = update_requests(instance, today, location.settings)[-1]
         assert isinstance(request, dg.RunRequest), request
         t3 = time.perf_counter()
-        ok = cli.execute_job("candidates_job", instance, dict(request.tags))
+        ok = location.execute("candidates_job", instance, dict(request.tags))
         wall = time.perf_counter() - t3
         timings["fetch"] = _union(spans)
         if not ok:

@@ -63,16 +63,14 @@ class Day:
 def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int) -> dict[str, Any]:
     first_update = TODAY - timedelta(days=days + refresh_days - 1)
     start = first_update - timedelta(days=HISTORY_DAYS)
-    os.environ["HEYMILO_START_DATE"] = start.isoformat()  # before the definitions are imported
     import dagster as dg
     import httpx
 
     from heymilo_pipeline import cli
     from heymilo_pipeline.api.windows import day_of, midnight
     from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
-    from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
     from heymilo_pipeline.lake import Lake
-    from heymilo_pipeline.settings import PipelineSettings
+    from heymilo_pipeline.settings import Settings
     from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 
     spec = TenantSpec(
@@ -84,19 +82,16 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
         deleted_share=0.02,
     )
     tenant = Tenant(spec)
-    settings = PipelineSettings.from_env(
-        start_date=start, lookback_days=lookback, full_refresh_days=refresh_days, active_days=active_days
-    )
     data_dir = Path(tempfile.mkdtemp(prefix="staleness-"))
     out: list[Day] = []
     last_fetched: dict[date, date] = {}
     # An in-memory instance: the Dagster event log on SQLite would be most of the time (issue: overhead).
     with serve_in_thread(create_app(tenant, KEY)) as url, dg.DagsterInstance.ephemeral() as instance:
-        resources = {
-            "heymilo": HeyMiloAPI(api_key=KEY, base_url=url, requests_per_minute=1_000_000,
-                                  state_dir=str(data_dir / ".ratelimit")),
-            "storage": Storage(data_dir=str(data_dir)),
-        }  # fmt: skip
+        settings = Settings(
+            api_key=KEY, base_url=url, requests_per_minute=1_000_000, data_dir=data_dir, start_date=start,
+            lookback_days=lookback, full_refresh_days=refresh_days, active_days=active_days,
+        )  # fmt: skip
+        location = cli.Location.build(settings, secrets_from_env=False)
 
         def stats() -> dict[str, int]:
             return httpx.get(f"{url}/_sim/stats", headers={"X-API-KEY": KEY}).json()["requests_by_route"]
@@ -104,10 +99,10 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
         # The backfill, as of the evening before the first update.
         backfill_day = first_update - timedelta(days=1)
         tenant.set_now(midnight(backfill_day) + 3 * 3600)
-        assert cli.execute_job("postings_job", instance, resources=resources)
+        assert location.execute("postings_job", instance)
         registered = list(instance.get_dynamic_partitions(POSTINGS))
         tags = range_tags(start, backfill_day - timedelta(days=1), registered[0], registered[-1])
-        assert cli.execute_job("candidates_job", instance, tags, resources)
+        assert location.execute("candidates_job", instance, tags)
         for d in range((backfill_day - start).days):
             last_fetched[start + timedelta(days=d)] = backfill_day
         lake = Lake(data_dir / "lake")
@@ -123,7 +118,7 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
                 httpx.post(f"{url}/_sim/delete", json={"posting_id": deleted_posting}, headers={"X-API-KEY": KEY})
             before = stats()
             began = time.monotonic()
-            outcome = cli.run_update(instance, as_of, settings, resources)
+            outcome = cli.run_update(location, instance, as_of)
             seconds = time.monotonic() - began
             after = stats()
             todo = outcome.plan
@@ -349,7 +344,7 @@ def main() -> None:
     results = []
     for config in args.config or ["7:30", "7:0", "1:0"]:
         n, active = config.split(":")
-        # Each configuration in its own process: the definitions read HEYMILO_START_DATE once, at import.
+        # Each configuration in its own process: a fresh interpreter, memory and Dagster state.
         child = subprocess.run(
             [sys.executable, __file__, "--child", n, active, str(args.days), str(args.lookback), str(args.seed)],
             capture_output=True,

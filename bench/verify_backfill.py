@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -53,22 +52,17 @@ def client() -> None:
 def pipeline() -> None:
     today = datetime.now(UTC).date()
     last, start = today - timedelta(days=1), today - timedelta(days=90)
-    os.environ["HEYMILO_START_DATE"] = start.isoformat()
-    os.environ["HEYMILO_RATE_LIMIT"] = "3000"  # more than the simulator's 600/min: some 429s are expected
     import dagster as dg
     import httpx
 
     from heymilo_pipeline.api.windows import day_of, midnight
-    from heymilo_pipeline.defs.assets import candidate_tables, postings
-    from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
+    from heymilo_pipeline.cli import Location
     from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
-    from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
     from heymilo_pipeline.defs.schedules import update_requests
-    from heymilo_pipeline.settings import PipelineSettings
+    from heymilo_pipeline.settings import Settings
     from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
     from heymilo_pipeline.warehouse import query
 
-    assets, selection = [postings, candidate_tables], CANDIDATES_SELECTION
     tenant = Tenant(TenantSpec(seed=90, postings=10, start=start, end=last, candidates_per_posting=(500, 4000)))
     data = Path(tempfile.mkdtemp(prefix="verify-"))
     stats_url = None
@@ -76,16 +70,13 @@ def pipeline() -> None:
         with serve_in_thread(create_app(tenant, KEY, Faults(rate_limit=600, **FAULTS))) as url, \
                 dg.instance_for_test() as instance:  # fmt: skip
             stats_url = f"{url}/_sim/stats"
-            resources = {"heymilo": HeyMiloAPI(api_key=KEY, base_url=url, state_dir=str(data / ".rl")),
-                         "storage": Storage(data_dir=str(data))}  # fmt: skip
+            # 3000/min: more than the simulator's 600/min, so some 429s are expected
+            settings = Settings(api_key=KEY, base_url=url, data_dir=data, start_date=start, requests_per_minute=3000)
+            location = Location.build(settings, secrets_from_env=False)
             began = time.monotonic()
-            assert dg.materialize(assets, instance=instance, resources=resources, selection=["postings"]).success
+            assert location.execute("postings_job", instance)
             registered = list(instance.get_dynamic_partitions(POSTINGS))
-            ok = [
-                dg.materialize(assets, instance=instance, resources=resources, selection=selection,
-                               tags=range_tags(start, last, p, p), raise_on_error=False).success
-                for p in registered
-            ]  # fmt: skip
+            ok = [location.execute("candidates_job", instance, range_tags(start, last, p, p)) for p in registered]
             stats = httpx.get(stats_url, headers={"X-API-KEY": KEY}).json()
             truth = [r for r in tenant.truth() if r["posting_id"] in registered]
             per_posting = {p: sum(1 for r in truth if r["posting_id"] == p) for p in registered}
@@ -108,9 +99,8 @@ def pipeline() -> None:
             )
             tenant.set_now(midnight(today) + 30 * 3600)  # 30 hours later: candidates advance
             httpx.post(f"{url}/_sim/stats/reset", headers={"X-API-KEY": KEY})
-            request = update_requests(instance, today, PipelineSettings.from_env())[-1]  # the recent days
-            result = dg.materialize(assets, instance=instance, resources=resources, selection=selection,
-                                    tags=request.tags, raise_on_error=False)  # fmt: skip
+            request = update_requests(instance, today, settings)[-1]  # the recent days
+            updated = location.execute("candidates_job", instance, dict(request.tags))
             after = httpx.get(stats_url, headers={"X-API-KEY": KEY}).json()
         first = last - timedelta(days=7)
         fresh = {r["interview_id"]: (r["status"], r["score"]) for r in tenant.truth()
@@ -120,7 +110,7 @@ def pipeline() -> None:
         loaded = {i: (s, None if x != x else x) for i, s, x in zip(*(rows[c] for c in rows.columns), strict=True)}
         changed = sum(1 for i, v in fresh.items() if (i, *v) not in want)
         print(
-            f"update: success {result.success}, days {first}..{last}, "
+            f"update: success {updated}, days {first}..{last}, "
             f"{sum(v for k, v in after['requests_by_route'].items() if k.endswith('/candidates'))} requests, "
             f"{changed} candidates changed since the backfill, tables equal the truth: {loaded == fresh}"
         )

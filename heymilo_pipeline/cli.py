@@ -12,17 +12,20 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import click
 import dagster as dg
 from dotenv import load_dotenv  # python-dotenv comes with dagster, which reads .env the same way
 
 from heymilo_pipeline.api.errors import ConfigurationError
-from heymilo_pipeline.settings import PipelineSettings
-
-# The Dagster definitions are imported inside the commands, after .env is read: the partitions are
-# defined from HEYMILO_START_DATE when they are imported.
+from heymilo_pipeline.definitions import build_defs
+from heymilo_pipeline.defs.checks import AS_OF_TAG, WAREHOUSE_CHECKS
+from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
+from heymilo_pipeline.refresh import RefreshPlan, todays_plan
+from heymilo_pipeline.settings import Settings
+from heymilo_pipeline.status import latest_check_results, report
+from heymilo_pipeline.warehouse import Warehouse
 
 
 def open_instance() -> dg.DagsterInstance:
@@ -35,17 +38,37 @@ def open_instance() -> dg.DagsterInstance:
     return instance
 
 
-def load_settings() -> PipelineSettings:
-    try:
-        return PipelineSettings.from_env()
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+@dataclass(frozen=True)
+class Location:
+    """The code location as the commands run it: the settings, read once, and the definitions built from them."""
 
+    settings: Settings
+    defs: dg.Definitions
 
-def _defs() -> dg.Definitions:
-    from heymilo_pipeline.definitions import defs
+    @classmethod
+    def build(cls, settings: Settings, *, secrets_from_env: bool = True) -> Location:
+        return cls(settings, build_defs(settings, secrets_from_env=secrets_from_env))
 
-    return defs
+    @classmethod
+    def from_env(cls) -> Location:
+        try:
+            return cls.build(Settings.from_env())
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.settings.duckdb_path, lock_timeout_s=self.settings.lock_timeout_seconds)
+
+    def execute(self, job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> bool:
+        """Run one job in this process, tagged with the process that runs it; print its failures."""
+        tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+        job = self.defs.resolve_job_def(job_name)
+        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+                click.echo(f"  {event.step_key} failed: {event.step_failure_data.error.message.strip()}", err=True)
+        click.echo(f"  run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+        return result.success
 
 
 # Runs executed here carry the process that runs them, so a later command can tell a run that is
@@ -88,49 +111,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def execute_job(
-    job_name: str,
-    instance: dg.DagsterInstance,
-    tags: dict[str, str] | None = None,
-    resources: dict[str, Any] | None = None,
-) -> bool:
-    """Run one job of the code location in this process (``resources`` replace the code location's, for tests)."""
-    tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    job = _defs().resolve_job_def(job_name)
-    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, resources=resources)
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            click.echo(f"  {event.step_key} failed: {event.step_failure_data.error.message.strip()}", err=True)
-    click.echo(f"  run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
-    return result.success
-
-
-def ensure_postings(instance: dg.DagsterInstance, refresh: bool) -> list[str]:
-    from heymilo_pipeline.defs.partitions import POSTINGS
-
+def ensure_postings(location: Location, instance: dg.DagsterInstance, refresh: bool) -> list[str]:
     registered = instance.get_dynamic_partitions(POSTINGS)
     if refresh or not registered:
         click.echo("Listing postings ...")
-        if not execute_job("postings_job", instance):
+        if not location.execute("postings_job", instance):
             raise click.ClickException("could not list postings; see the error above")
         registered = instance.get_dynamic_partitions(POSTINGS)
     return list(registered)
 
 
 @click.group()
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Fetch HeyMilo candidates into the lake and DuckDB, outside the Dagster UI."""
     # Like `dagster dev`, read .env from the working directory; variables already set win.
     load_dotenv(Path.cwd() / ".env", override=False)
+    ctx.obj = Location.from_env()
 
 
 @main.command()
 @click.option("--start", "start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First UTC day.")
 @click.option("--end", "end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last UTC day (inclusive).")
 @click.option("--posting", "posting_ids", multiple=True, help="Only this posting (repeatable). Default: all.")
-def backfill(start: datetime, end: datetime, posting_ids: tuple[str, ...]) -> None:
+@click.pass_obj
+def backfill(location: Location, start: datetime, end: datetime, posting_ids: tuple[str, ...]) -> None:
     """Fetch and load every day from START to END, one run per posting (as a UI backfill does)."""
-    settings = load_settings()
+    settings = location.settings
     first, last = start.date(), end.date()
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     if last < first:
@@ -141,26 +148,26 @@ def backfill(start: datetime, end: datetime, posting_ids: tuple[str, ...]) -> No
             "(yesterday)"
         )
     instance = open_instance()
-    registered = ensure_postings(instance, refresh=False)
+    registered = ensure_postings(location, instance, refresh=False)
     unknown = sorted(set(posting_ids) - set(registered))
     if unknown:
         raise click.ClickException(
             f"unknown posting(s) {unknown}; registered: {registered}. Run `heymilo-pipeline postings` to refresh."
         )
-    failed = run_backfill(instance, first, last, list(posting_ids) or registered)
+    failed = run_backfill(location, instance, first, last, list(posting_ids) or registered)
     if failed:
         raise click.ClickException(f"the backfill failed for posting(s) {failed}; rerunning them is safe")
 
 
-def run_backfill(instance: dg.DagsterInstance, first: date, last: date, posting_ids: list[str]) -> list[str]:
+def run_backfill(
+    location: Location, instance: dg.DagsterInstance, first: date, last: date, posting_ids: list[str]
+) -> list[str]:
     """One run per posting over first..last, as a UI backfill with a single-run policy does; returns failures."""
-    from heymilo_pipeline.defs.partitions import range_tags
-
     failed = []
     for posting_id in posting_ids:
         click.echo(f"Backfilling posting {posting_id}, {first}..{last}")
         tags = {**range_tags(first, last, posting_id, posting_id), "heymilo/kind": "backfill"}
-        if not execute_job("candidates_job", instance, tags):
+        if not location.execute("candidates_job", instance, tags):
             failed.append(posting_id)
     return failed
 
@@ -169,14 +176,14 @@ def run_backfill(instance: dg.DagsterInstance, first: date, last: date, posting_
 @click.option(
     "--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Day of the update (default: today)."
 )
-def update(as_of: datetime | None) -> None:
+@click.pass_obj
+def update(location: Location, as_of: datetime | None) -> None:
     """Exactly what the automation runs on AS_OF: list postings, fetch the recent days and that day's share of the
     older history (HEYMILO_FULL_REFRESH_DAYS) for every posting, then the warehouse checks."""
-    settings = load_settings()
     day = as_of.date() if as_of else datetime.now(UTC).date()
     instance = open_instance()
-    outcome = run_update(instance, day, settings)
-    _report_checks(instance)
+    outcome = run_update(location, instance, day)
+    _report_checks(location, instance)
     if outcome.skipped:
         click.echo(f"Nothing to do: {outcome.skipped}")
     if outcome.failed_runs:
@@ -194,27 +201,20 @@ class UpdateOutcome:
     failed_runs: list[str] = field(default_factory=list)
     checked: bool = False
     skipped: str | None = None
-    plan: Any = None  # the day's refresh.RefreshPlan
+    plan: RefreshPlan | None = None
 
 
-def run_update(
-    instance: dg.DagsterInstance, day: date, settings: PipelineSettings, resources: dict[str, Any] | None = None
-) -> UpdateOutcome:
+def run_update(location: Location, instance: dg.DagsterInstance, day: date) -> UpdateOutcome:
     """The automation of one day, in this process: the listing (``postings_job``, as ``daily_update`` requests
     it), the candidate runs ``update_after_postings`` then requests, and the warehouse checks ``daily_checks``
     runs at the deadline."""
-    from heymilo_pipeline.defs.checks import AS_OF_TAG
-    from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
-    from heymilo_pipeline.refresh import todays_plan
-    from heymilo_pipeline.warehouse import Warehouse
-
+    settings = location.settings
     outcome = UpdateOutcome()
     click.echo(f"Update of {day}: listing postings ...")
-    outcome.listed = execute_job("postings_job", instance, {KIND_TAG: "update", AS_OF_TAG: day.isoformat()}, resources)
+    outcome.listed = location.execute("postings_job", instance, {KIND_TAG: "update", AS_OF_TAG: day.isoformat()})
     if not outcome.listed:
         raise click.ClickException("could not list postings; see the error above (nothing was fetched)")
-    storage = (resources or {}).get("storage")
-    warehouse = storage.warehouse() if storage is not None else Warehouse(settings.duckdb_path)
+    warehouse = location.warehouse()
     requests = update_requests(instance, day, settings, warehouse)
     if isinstance(requests, dg.SkipReason):
         outcome.skipped = requests.skip_message
@@ -226,57 +226,52 @@ def run_update(
             f"Updating {request.tags['dagster/asset_partition_range_start']} .. "
             f"{request.tags['dagster/asset_partition_range_end']}"
         )
-        if not execute_job("candidates_job", instance, dict(request.tags), resources):
+        if not location.execute("candidates_job", instance, dict(request.tags)):
             outcome.failed_runs.append(request.run_key or "?")
     click.echo("Checking the warehouse ...")
-    outcome.checked = execute_job("warehouse_checks_job", instance, {AS_OF_TAG: day.isoformat()}, resources)
+    outcome.checked = location.execute("warehouse_checks_job", instance, {AS_OF_TAG: day.isoformat()})
     return outcome
 
 
-def _report_checks(instance: dg.DagsterInstance) -> None:
-    from heymilo_pipeline.defs.checks import WAREHOUSE_CHECKS
-    from heymilo_pipeline.status import latest_check_results
-
-    for name, status, _ in latest_check_results(instance, _defs()):
+def _report_checks(location: Location, instance: dg.DagsterInstance) -> None:
+    for name, status, _ in latest_check_results(instance, location.defs):
         if name.split(":")[-1] in WAREHOUSE_CHECKS:
             click.echo(f"  {name:<52} {status}")
 
 
 @main.command()
-def check() -> None:
+@click.pass_obj
+def check(location: Location) -> None:
     """Run the warehouse checks now (freshness, completeness against the API, uniqueness, references, lake)."""
-    load_settings()
     instance = open_instance()
-    ok = execute_job("warehouse_checks_job", instance)
-    _report_checks(instance)
+    ok = location.execute("warehouse_checks_job", instance)
+    _report_checks(location, instance)
     if not ok:
         raise click.ClickException("the warehouse checks could not run; see the error above")
 
 
 @main.command()
-def rebuild() -> None:
+@click.pass_obj
+def rebuild(location: Location) -> None:
     """Rebuild the DuckDB tables from the lake alone (no API requests): after losing data/heymilo.duckdb or
     changing a column. The postings table is kept (the next listing refreshes it)."""
-    load_settings()
-    if not execute_job("rebuild_job", open_instance()):
+    if not location.execute("rebuild_job", open_instance()):
         raise click.ClickException("the rebuild failed; see the error above (the previous tables are untouched)")
 
 
 @main.command()
-def postings() -> None:
+@click.pass_obj
+def postings(location: Location) -> None:
     """List postings from the API, refresh the postings table and register new postings."""
-    load_settings()
-    registered = ensure_postings(open_instance(), refresh=True)
+    registered = ensure_postings(location, open_instance(), refresh=True)
     click.echo(f"{len(registered)} posting(s) registered: {', '.join(registered)}")
 
 
 @main.command()
-def status() -> None:
+@click.pass_obj
+def status(location: Location) -> None:
     """Row counts, loaded partitions and the latest check results."""
-    from heymilo_pipeline.status import report
-
-    settings = load_settings()
-    click.echo(report(settings, open_instance()))
+    click.echo(report(location.settings, location.defs, open_instance()))
 
 
 if __name__ == "__main__":  # pragma: no cover

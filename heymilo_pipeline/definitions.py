@@ -1,19 +1,31 @@
-"""The code location: assembles what lives in ``defs/`` and nothing else."""
+"""The code location: the settings read once, and what lives in ``defs/`` built from them."""
 
 import dagster as dg
 
 from heymilo_pipeline.defs.assets import candidate_tables, postings
 from heymilo_pipeline.defs.checks import warehouse_checks
 from heymilo_pipeline.defs.jobs import candidates_job, postings_job, rebuild_job, warehouse_checks_job
+from heymilo_pipeline.defs.partitions import candidate_partitions
 from heymilo_pipeline.defs.resources import build_resources
 from heymilo_pipeline.defs.schedules import daily_checks, daily_update
 from heymilo_pipeline.defs.sensors import new_postings, update_after_postings
+from heymilo_pipeline.settings import Settings
 
-defs = dg.Definitions(
-    assets=[postings, candidate_tables],
-    asset_checks=[warehouse_checks],
-    jobs=[candidates_job, postings_job, warehouse_checks_job, rebuild_job],
-    schedules=[daily_update, daily_checks],
-    sensors=[new_postings, update_after_postings],
-    resources=build_resources(),
-)
+
+def build_defs(settings: Settings, *, secrets_from_env: bool = True) -> dg.Definitions:
+    """Everything of the code location for ``settings``: the partitions start at its start date, the audit runs
+    at its deadline, and the resources show its every field."""
+    return dg.Definitions(
+        assets=[postings, candidate_tables(candidate_partitions(settings.start_date))],
+        asset_checks=[warehouse_checks],
+        jobs=[candidates_job, postings_job, warehouse_checks_job, rebuild_job],
+        schedules=[daily_update, daily_checks(settings.freshness_deadline_hour)],
+        sensors=[new_postings, update_after_postings],
+        resources=build_resources(settings, secrets_from_env=secrets_from_env),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    # Loaded by `dagster dev` / the webserver when they load the code location, not when a module imports this.
+    return build_defs(Settings.from_env())

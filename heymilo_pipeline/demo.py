@@ -17,7 +17,11 @@ from pathlib import Path
 import click
 import httpx
 
+from heymilo_pipeline import cli
+from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec
+from heymilo_pipeline.status import latest_check_results
+from heymilo_pipeline.warehouse import query
 
 DEMO_KEY = "sk_demo_local-simulator"  # not a secret: the simulator only answers on 127.0.0.1
 DEMO_DAYS = 90
@@ -78,38 +82,32 @@ def main(data_dir: Path, days: int, seed: int) -> None:
     started = time.monotonic()
     tenant, first, last = demo_tenant(days, seed)
     with serve_in_thread(create_app(tenant, DEMO_KEY, demo_faults(seed))) as base_url:
-        prepare_environment(data_dir, base_url, first.isoformat())
-        # Imported only now: the partitions are defined from HEYMILO_START_DATE at import time.
-        from heymilo_pipeline import cli
-
+        # The environment `make dev` gives Dagster too; the settings are read from it once, as a user's would be.
+        location = cli.Location.build(Settings.from_env(prepare_environment(data_dir, base_url, first.isoformat())))
         instance = cli.open_instance()
-        registered = cli.ensure_postings(instance, refresh=True)
-        failed = cli.run_backfill(instance, first, last, registered)
+        registered = cli.ensure_postings(location, instance, refresh=True)
+        failed = cli.run_backfill(location, instance, first, last, registered)
         stats = httpx.get(f"{base_url}/_sim/stats", headers={"X-API-KEY": DEMO_KEY}).json()
         # Then what the daily audit judges: the whole warehouse (completeness asks the API, one request a posting).
-        cli.execute_job("warehouse_checks_job", instance)
+        location.execute("warehouse_checks_job", instance)
     wanted = set(registered)
     truth = {(r["interview_id"], r["status"], r["score"]) for r in tenant.truth() if r["posting_id"] in wanted}
     truth_counts = Counter(r["posting_id"] for r in tenant.truth() if r["posting_id"] in wanted)
     minimum = sum(max(1, math.ceil(truth_counts.get(p, 0) / 100)) for p in registered)
     candidate_requests = sum(n for route, n in stats["requests_by_route"].items() if route.endswith("/candidates"))
-    _report(data_dir, instance, registered, failed, candidate_requests, minimum, stats, time.monotonic() - started)
+    _report(location, instance, registered, failed, candidate_requests, minimum, stats, time.monotonic() - started)
     _compare_with_truth(data_dir / "heymilo.duckdb", truth)
     if failed:
         raise SystemExit(1)
 
 
-def _report(data_dir, instance, registered, failed, requests, minimum, stats, seconds) -> None:
-    from heymilo_pipeline.definitions import defs
-    from heymilo_pipeline.status import latest_check_results
-    from heymilo_pipeline.warehouse import query
-
-    db = data_dir / "heymilo.duckdb"
+def _report(location, instance, registered, failed, requests, minimum, stats, seconds) -> None:
+    db = location.settings.duckdb_path
     counts = {
         name: int(query(db, f'SELECT count(*) AS n FROM "{name}"')["n"][0])
         for name in ("postings", "candidates", "candidate_workflow_steps", "partition_loads")
     }
-    checks = latest_check_results(instance, defs)
+    checks = latest_check_results(instance, location.defs)
     passed = sum(1 for _, status, _ in checks if status == "passed")
     retried = sum(stats["faults"].values()) + stats["rate_limited"]
     lines = [
@@ -133,7 +131,6 @@ def _report(data_dir, instance, registered, failed, requests, minimum, stats, se
 
 def _compare_with_truth(db: Path, truth: set[tuple]) -> None:
     """The simulator knows every candidate: say whether the tables hold exactly those, as the API sent them."""
-    from heymilo_pipeline.warehouse import query
 
     table = query(db, "SELECT interview_id, status, score FROM candidates")
     loaded = {(i, s, None if sc != sc else sc) for i, s, sc in zip(*(table[c] for c in table.columns), strict=True)}

@@ -119,7 +119,11 @@ def latest_checks(dagster_home: Path | str | None = None) -> pd.DataFrame | None
         # Loading the definitions warns that some Dagster parameters are beta: news for the pipeline's
         # developers, noise in an analyst's notebook.
         warnings.simplefilter("ignore", dg.BetaWarning)
-        from heymilo_pipeline.definitions import defs
+        from heymilo_pipeline.definitions import build_defs
+        from heymilo_pipeline.settings import Settings
+
+        # Which checks exist does not depend on the settings: the defaults name them all.
+        defs = build_defs(Settings())
 
     with dg.DagsterInstance.from_config(str(Path(home).expanduser().resolve())) as instance:
         rows = latest_check_results(instance, defs)

@@ -1,7 +1,8 @@
-"""Pipeline settings (where data lives, from when, which postings), from the environment.
+"""The settings: every ``HEYMILO_*`` variable, read once (``Settings.from_env``) and validated.
 
-The API client has its own settings (``api/settings.py``); these are the pipeline's. Both are
-read from ``HEYMILO_*`` variables so one ``.env`` configures everything.
+Nothing else in the package reads the environment for a setting. ``PipelineSettings`` is what the pipeline
+does (from when, which postings, how often old days come back, what the checks allow); ``Settings`` adds where
+data lives and how to reach the API. The Dagster code location shows every field as a resource field.
 """
 
 from __future__ import annotations
@@ -14,13 +15,24 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from heymilo_pipeline.api.errors import ConfigurationError
+from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings
 from heymilo_pipeline.privacy import PiiMode, Scrubber
 from heymilo_pipeline.quality import ScoreBounds
 
 DEFAULT_START_DATE = date(2025, 1, 1)
 
+# Environment variable -> field of Settings: the one list README's configuration table follows.
 ENVIRONMENT = {
+    "HEYMILO_API_KEY": "api_key",
+    "HEYMILO_BASE_URL": "base_url",
+    "HEYMILO_RATE_LIMIT": "requests_per_minute",
+    "HEYMILO_MAX_ATTEMPTS": "max_attempts",
+    "HEYMILO_TIMEOUT": "timeout_seconds",
+    "HEYMILO_MAX_CONCURRENCY": "max_concurrency",
+    "HEYMILO_BACKOFF_INITIAL": "backoff_initial",
+    "HEYMILO_BACKOFF_MAX": "backoff_max",
     "HEYMILO_DATA_DIR": "data_dir",
+    "HEYMILO_LOCK_TIMEOUT": "lock_timeout_seconds",
     "HEYMILO_START_DATE": "start_date",
     "HEYMILO_LOOKBACK_DAYS": "lookback_days",
     "HEYMILO_FULL_REFRESH_DAYS": "full_refresh_days",
@@ -36,12 +48,22 @@ ENVIRONMENT = {
     "HEYMILO_RESUME_SCORE_MAX": "resume_score_max",
     "HEYMILO_WEB_INTERVIEW_SCORE_MAX": "web_interview_score_max",
 }
+VARIABLE = {name: var for var, name in ENVIRONMENT.items()}
+
+
+def problems(exc: ValidationError) -> str:
+    """Every invalid setting by its variable, never its value (a key or a secret may be the input)."""
+    return "; ".join(
+        f"{VARIABLE.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'settings'}: {e['msg']}"
+        for e in exc.errors(include_input=False)
+    )
 
 
 class PipelineSettings(BaseModel):
+    """What the pipeline does: the partitions, which postings, the daily update's plan, what the checks allow."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    data_dir: Path = Field(Path("data"), description="Root of the lake, the DuckDB file and the rate-limit state.")
     start_date: date = Field(DEFAULT_START_DATE, description="First UTC day of the candidate partitions.")
     lookback_days: int = Field(7, ge=0, description="Days before yesterday that the daily update fetches again.")
     full_refresh_days: int = Field(
@@ -102,6 +124,26 @@ class PipelineSettings(BaseModel):
             raise ValueError(f"{value} is in the future; there is nothing to fetch before it")
         return value
 
+    def wants(self, posting_id: str, *, test_posting: bool = False) -> bool:
+        """Whether a posting is fetched under these filters."""
+        if posting_id in self.exclude_postings:
+            return False
+        if self.include_postings:
+            return posting_id in self.include_postings
+        return self.include_test_postings or not test_posting
+
+
+class Settings(PipelineSettings, ConnectionSettings):
+    """Every setting of the pipeline: what it does, where its data lives, how it reaches the API."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key: SecretStr | None = Field(None, description="The HeyMilo API key (never logged, stored or shown).")
+    data_dir: Path = Field(Path("data"), description="Root of the lake, the DuckDB file and the rate-limit state.")
+    lock_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long a load waits for a DuckDB file held by another process (a notebook?)."
+    )
+
     @property
     def lake_dir(self) -> Path:
         return self.data_dir / "lake"
@@ -114,25 +156,25 @@ class PipelineSettings(BaseModel):
     def rate_limit_dir(self) -> Path:
         return self.data_dir / ".ratelimit"
 
-    def wants(self, posting_id: str, *, test_posting: bool = False) -> bool:
-        """Whether a posting is fetched under these filters."""
-        if posting_id in self.exclude_postings:
-            return False
-        if self.include_postings:
-            return posting_id in self.include_postings
-        return self.include_test_postings or not test_posting
+    def pipeline(self) -> PipelineSettings:
+        return PipelineSettings(**{name: getattr(self, name) for name in PipelineSettings.model_fields})
+
+    def client_settings(self) -> ClientSettings:
+        if self.api_key is None:
+            raise ConfigurationError(
+                "HEYMILO_API_KEY is not set. Put your HeyMilo API key in the environment (or in .env) "
+                "to use the real API, or run against the simulator (make demo)."
+            )
+        connection = {name: getattr(self, name) for name in ConnectionSettings.model_fields}
+        return ClientSettings.build(**connection, api_key=self.api_key, state_dir=self.rate_limit_dir)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> PipelineSettings:
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """The settings from ``HEYMILO_*`` variables (empty ones count as unset), then ``overrides``."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {name: env[var] for var, name in ENVIRONMENT.items() if env.get(var)}
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
         except ValidationError as exc:
-            names = {name: var for var, name in ENVIRONMENT.items()}
-            problems = "; ".join(
-                f"{names.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'settings'}: {e['msg']}"
-                for e in exc.errors(include_input=False)
-            )
-            raise ConfigurationError(f"invalid pipeline settings: {problems}") from None
+            raise ConfigurationError(f"invalid settings: {problems(exc)}") from None

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from heymilo_pipeline.defs.partitions import POSTINGS
-from heymilo_pipeline.settings import PipelineSettings
+from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.warehouse import query
 
 
@@ -31,9 +31,7 @@ def latest_check_results(instance: dg.DagsterInstance, defs: dg.Definitions) -> 
     return rows
 
 
-def report(settings: PipelineSettings, instance: dg.DagsterInstance) -> str:
-    from heymilo_pipeline.definitions import defs
-
+def report(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance) -> str:
     lines = [f"data directory: {settings.data_dir.resolve()}"]
     path = settings.duckdb_path
     if path.exists():

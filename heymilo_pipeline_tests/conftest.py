@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -13,10 +11,6 @@ import pytest
 from starlette.applications import Starlette
 
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, asgi_transport, create_app
-
-# The candidate partitions start at HEYMILO_START_DATE, read when the definitions are imported:
-# fix it before any test module imports them, close to today so partition sets stay small.
-os.environ.setdefault("HEYMILO_START_DATE", (datetime.now(UTC).date() - timedelta(days=30)).isoformat())
 
 SIM_KEY = "sk_test_sim-7c1d2e3f4a5b"
 SIM_BASE_URL = "http://heymilo.sim"

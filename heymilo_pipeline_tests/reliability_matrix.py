@@ -22,7 +22,6 @@ test_reliability.py runs it and asserts every row.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -30,8 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
-from functools import cache
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,27 +38,24 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.api.windows import DayRange
+from heymilo_pipeline.defs.partitions import register_postings
 from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
 from heymilo_pipeline.lake import Lake
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.simulator.gateway import capture_response
 from heymilo_pipeline.warehouse import Warehouse
-
-# The candidate partitions start at HEYMILO_START_DATE, read when the definitions are imported (conftest sets
-# it under pytest). Run as a module, set it here; the definitions are imported lazily, after this line.
-os.environ.setdefault("HEYMILO_START_DATE", (datetime.now(UTC).date() - timedelta(days=30)).isoformat())
+from heymilo_pipeline_tests.support import LAST, START, Harness, settings_for
 
 KEY = "sk_test_RELIABILITY-4b3a2c1d"
 TABLES = (CANDIDATES.name, WORKFLOW_STEPS.name)
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
-LAST = datetime.now(UTC).date() - timedelta(days=1)
-# ~15 days, inside the partitions whatever HEYMILO_START_DATE is (it may be later than 14 days ago).
-FIRST = max(date.fromisoformat(os.environ["HEYMILO_START_DATE"]), LAST - timedelta(days=14))
+# ~15 days, inside the partitions.
+FIRST = max(START, LAST - timedelta(days=14))
 # 5 postings: a test posting (skipped), a draft (no candidates), an archived, an expired and an active one;
 # the four registered ones have 0 and 300-700 candidates, so 1-7 pages each.
 SPEC = TenantSpec(seed=31, postings=5, start=FIRST, end=LAST, candidates_per_posting=(300, 700))
-# What every scenario starts from, so variables of the calling shell cannot change the outcome.
-BASE_ENV = {"HEYMILO_MAX_ATTEMPTS": "8", "HEYMILO_TIMEOUT": "30", "HEYMILO_MAX_CONCURRENCY": "4"}
+# What every scenario starts from: the client's defaults, told it may go fast (the simulator decides).
+BASE_SETTINGS = {"max_attempts": 8, "timeout_seconds": 30.0, "max_concurrency": 4, "lock_timeout_seconds": 30}
 RETRIED_FAULTS = ("error", "drop", "truncate", "malformed", "stall")
 
 RECOVERS, FAILS = "recovers", "fails"
@@ -72,7 +67,7 @@ class Scenario:
     setting: str  # the simulator setting as a reader would type it
     faults: Faults = field(default_factory=Faults)
     shape: Mapping[str, Any] = field(default_factory=dict)  # TenantSpec data-shape fields
-    env: Mapping[str, str] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)  # changes to BASE_SETTINGS
     expect: str = RECOVERS
     causes: tuple[str, ...] = ()  # what a failure message must contain besides posting and days
     absent_objects: bool = False  # serve null optional objects as absent keys
@@ -96,7 +91,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "timeouts",
         "`stall_rate=0.15, stall_s=2`, `HEYMILO_TIMEOUT=0.5`",
         Faults(stall_rate=0.15, stall_s=2.0, seed=4),
-        env={"HEYMILO_TIMEOUT": "0.5"},
+        settings={"timeout_seconds": 0.5},
     ),
     Scenario("dropped connections", "`drop_rate=0.15`", Faults(drop_rate=0.15, seed=5)),
     Scenario("truncated JSON", "`truncate_rate=0.2`", Faults(truncate_rate=0.2, seed=2)),
@@ -116,7 +111,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             stall_s=2.0,
             seed=8,
         ),
-        env={"HEYMILO_TIMEOUT": "0.5"},
+        settings={"timeout_seconds": 0.5},
     ),
     Scenario(
         "null optional objects (workflow, agent_summary)",
@@ -164,7 +159,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "5xx on every attempt",
         "`error_rate=1.0`, `HEYMILO_MAX_ATTEMPTS=3`",
         Faults(error_rate=1.0, seed=9),
-        env={"HEYMILO_MAX_ATTEMPTS": "3"},
+        settings={"max_attempts": 3},
         expect=FAILS,
         causes=("gave up after 3 attempts", "HTTP 50"),
         raises=True,
@@ -227,75 +222,41 @@ class Outcome:
         return self.runs_failed > 0 and not self.message_gaps() and self.step_attempts == 1
 
 
-# --- Dagster, imported after HEYMILO_START_DATE is set ------------------------------------------
-
-
-@cache
-def _defs() -> dict[str, Any]:
-    from heymilo_pipeline.defs.assets import candidate_tables, postings
-    from heymilo_pipeline.defs.checks import warehouse_checks
-    from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
-    from heymilo_pipeline.defs.partitions import POSTINGS, range_tags, register_postings
-    from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
-
-    return {
-        "assets": [postings, candidate_tables, warehouse_checks],
-        "candidates": CANDIDATES_SELECTION,
-        "POSTINGS": POSTINGS,
-        "range_tags": range_tags,
-        "register_postings": register_postings,
-        "HeyMiloAPI": HeyMiloAPI,
-        "Storage": Storage,
-    }
+# --- the code location, run in process --------------------------------------------------------
 
 
 @dataclass
 class Lab:
-    """One data directory, one Dagster instance, one simulator URL."""
+    """One data directory, one Dagster instance, one simulator URL; every run's result."""
 
-    data_dir: Path
-    instance: dg.DagsterInstance
-    url: str
+    harness: Harness
     results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
 
-    def resources(self) -> dict[str, Any]:
-        d = _defs()
-        return {
-            "heymilo": d["HeyMiloAPI"](
-                api_key=KEY,
-                base_url=self.url,
-                requests_per_minute=1_000_000,  # the client believes it may go fast; the simulator decides
-                state_dir=str(self.data_dir / ".ratelimit"),
-            ),
-            "storage": d["Storage"](data_dir=str(self.data_dir), lock_timeout_seconds=30),
-        }
+    @classmethod
+    def of(cls, scenario: Scenario, data_dir: Path, instance: dg.DagsterInstance, url: str) -> Lab:
+        return cls(Harness(settings_for(url, KEY, data_dir, **{**BASE_SETTINGS, **scenario.settings}), instance))
 
     @property
     def registered(self) -> list[str]:
-        return list(self.instance.get_dynamic_partitions(_defs()["POSTINGS"]))
+        return self.harness.registered
 
     def run_postings(self) -> dg.ExecuteInProcessResult:
-        return self._materialize(["postings"], None)
+        return self._record(self.harness.materialize(["postings"], raise_on_error=False))
 
     def run_posting(self, posting_id: str) -> dg.ExecuteInProcessResult:
-        tags = _defs()["range_tags"](FIRST, LAST, posting_id, posting_id)
-        return self._materialize(_defs()["candidates"], tags)
+        return self._record(self.harness.candidates(FIRST, LAST, posting_id, posting_id))
 
-    def _materialize(self, selection: Any, tags: dict[str, str] | None) -> dg.ExecuteInProcessResult:
-        result = dg.materialize(
-            _defs()["assets"],
-            instance=self.instance,
-            resources=self.resources(),
-            selection=selection,
-            tags=tags,
-            raise_on_error=False,
-        )
+    def _record(self, result: dg.ExecuteInProcessResult) -> dg.ExecuteInProcessResult:
         self.results.append(result)
         return result
 
     @property
+    def data_dir(self) -> Path:
+        return self.harness.data_dir
+
+    @property
     def db(self) -> Path:
-        return self.data_dir / "heymilo.duckdb"
+        return self.harness.settings.duckdb_path
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str | None:
@@ -320,20 +281,6 @@ def _instance() -> Iterator[dg.DagsterInstance]:
         yield instance
     finally:
         instance.dispose()
-
-
-@contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class AbsentNullObjects:
@@ -454,11 +401,10 @@ def run_recovering(scenario: Scenario, work: Path, baseline: Reference | None) -
     tenant = Tenant(replace(SPEC, **scenario.shape))
     data_dir = work / _slug(scenario.name)
     with (
-        environment({**BASE_ENV, **scenario.env}),
         simulator(tenant, scenario.faults, scenario.absent_objects) as (url, stats),
         _instance() as instance,
     ):
-        lab = Lab(data_dir, instance, url)
+        lab = Lab.of(scenario, data_dir, instance, url)
         if lab.run_postings().success:
             for posting_id in lab.registered:
                 lab.run_posting(posting_id)
@@ -494,13 +440,9 @@ def run_failing(scenario: Scenario, work: Path, good_dir: Path, baseline: Refere
             "SELECT posting_id FROM candidates GROUP BY posting_id ORDER BY count(*) DESC, posting_id LIMIT 1"
         ).fetchone()[0]
         registered = [row[0] for row in conn.execute("SELECT DISTINCT posting_id FROM partition_loads").fetchall()]
-    with (
-        environment({**BASE_ENV, **scenario.env}),
-        simulator(tenant, scenario.faults) as (url, stats),
-        _instance() as instance,
-    ):
-        _defs()["register_postings"](instance, registered)
-        lab = Lab(data_dir, instance, url)
+    with simulator(tenant, scenario.faults) as (url, stats), _instance() as instance:
+        register_postings(instance, registered)
+        lab = Lab.of(scenario, data_dir, instance, url)
         result = lab.run_posting(busiest)
         _account(outcome, stats)
     outcome.runs, outcome.runs_failed = 1, int(not result.success)

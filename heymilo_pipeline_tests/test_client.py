@@ -20,6 +20,7 @@ from heymilo_pipeline.api import errors
 from heymilo_pipeline.api.client import HeyMiloClient
 from heymilo_pipeline.api.settings import ClientSettings
 from heymilo_pipeline.api.windows import DayRange, day_of
+from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, asgi_transport, create_app, serve_in_thread
 
 KEY = "sk_test_CLIENT-KEY-5f1e9a"
@@ -336,12 +337,14 @@ def test_fetch_many_returns_each_posting_complete(small_tenant: Tenant, tmp_path
 
 def test_settings_from_env_and_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigurationError, match="HEYMILO_API_KEY is not set"):
-        ClientSettings.from_env({})
-    with pytest.raises(errors.ConfigurationError, match="base_url"):
-        ClientSettings.from_env({"HEYMILO_API_KEY": KEY, "HEYMILO_BASE_URL": "api.heymilo.ai"})
-    with pytest.raises(errors.ConfigurationError, match="requests_per_minute"):
-        ClientSettings.from_env({"HEYMILO_API_KEY": KEY, "HEYMILO_RATE_LIMIT": "0"})
-    configured = ClientSettings.from_env({"HEYMILO_API_KEY": KEY, "HEYMILO_RATE_LIMIT": "120"})
+        Settings.from_env({}).client_settings()
+    with pytest.raises(errors.ConfigurationError, match=r"HEYMILO_BASE_URL: .*http"):
+        Settings.from_env({"HEYMILO_API_KEY": KEY, "HEYMILO_BASE_URL": "api.heymilo.ai"})
+    with pytest.raises(errors.ConfigurationError, match=r"HEYMILO_RATE_LIMIT: .*greater than or equal to 1"):
+        Settings.from_env({"HEYMILO_API_KEY": KEY, "HEYMILO_RATE_LIMIT": "0"})
+    with pytest.raises(errors.ConfigurationError, match="HEYMILO_PII=hash needs HEYMILO_PII_KEY"):
+        Settings.from_env({"HEYMILO_PII": "hash"})
+    configured = Settings.from_env({"HEYMILO_API_KEY": KEY, "HEYMILO_RATE_LIMIT": "120"}).client_settings()
     assert configured.requests_per_minute == 120
     assert configured.base_url == "https://api.heymilo.ai"
     assert KEY not in repr(configured) and KEY not in str(configured)

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -20,6 +20,7 @@ from heymilo_pipeline.demo import DAGSTER_YAML
 from heymilo_pipeline.refresh import plan
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
+from heymilo_pipeline_tests.support import LAST, START
 
 KEY = "sk_test_CONCURRENT-5a4b3c2d"
 # The simulator allows 20 requests in any 2 s; each process is told 540/min (9/s). Two processes
@@ -27,8 +28,6 @@ KEY = "sk_test_CONCURRENT-5a4b3c2d"
 # margin absorbs event-loop lateness on a busy 2-core machine (at 300/min over 60 s, the client's
 # own 2 % headroom is 6 requests, i.e. 1.2 s of lateness).
 WINDOW_S, WINDOW_LIMIT, CLIENT_PER_MINUTE = 2.0, 20, 540
-START = date.fromisoformat(os.environ["HEYMILO_START_DATE"])
-LAST = datetime.now(UTC).date() - timedelta(days=1)
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.Popen:

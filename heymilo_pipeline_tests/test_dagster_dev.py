@@ -31,6 +31,8 @@ import dagster as dg
 import httpx
 import pytest
 
+from heymilo_pipeline.cli import Location
+from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.dagster_ui import (
     CHECKS,
@@ -394,15 +396,10 @@ def test_backfill_through_dagster_dev(
         else:
             assert {r.status.value for r in records} <= {"PLANNED"}, (key, name, records)
     # The daily audit, after the backfill: every warehouse check evaluated, and passed.
-    from heymilo_pipeline import cli
-    from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
-
+    # The same settings the code location read from setup.env, read the same way.
+    location = Location.build(Settings.from_env(setup.env), secrets_from_env=False)
     with dg.DagsterInstance.from_config(str(setup.dagster_home)) as instance:
-        resources = {
-            "heymilo": HeyMiloAPI(api_key=API_KEY, base_url=simulator, state_dir=str(setup.data_dir / ".ratelimit")),
-            "storage": Storage(data_dir=str(setup.data_dir)),
-        }
-        assert cli.execute_job("warehouse_checks_job", instance, resources=resources)
+        assert location.execute("warehouse_checks_job", instance)
         latest = {
             (key, name): instance.event_log_storage.get_asset_check_execution_history(
                 dg.AssetCheckKey(dg.AssetKey(key), name), limit=1

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from heymilo_pipeline import docs
+from heymilo_pipeline.settings import ENVIRONMENT, Settings
 from heymilo_pipeline.warehouse import TABLES
 
 TABLES_MD = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_tables_md_is_current() -> None:
@@ -39,3 +42,26 @@ def test_command_writes_and_checks(tmp_path: Path) -> None:
     out.write_text(docs.render() + "edited by hand\n", encoding="utf-8")
     stale = runner.invoke(docs.main, ["--out", str(out), "--check"])
     assert stale.exit_code == 1 and docs.COMMAND in stale.output
+
+
+def test_readme_lists_every_setting_with_its_default() -> None:
+    section = README.read_text(encoding="utf-8").split("### Configuration", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, str | None] = {}
+    for row in section.splitlines():
+        if not row.startswith("| `HEYMILO_"):
+            continue
+        names, defaults = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        variables, values = re.findall(r"`(HEYMILO_\w+)`", names), re.findall(r"`([^`]*)`", defaults)
+        for i, variable in enumerate(variables):
+            documented[variable] = values[i] if i < len(values) else None  # "(required)", "(empty)", "(none)"
+    assert set(documented) == set(ENVIRONMENT), set(documented) ^ set(ENVIRONMENT)
+    for variable, shown in documented.items():
+        default = Settings.model_fields[ENVIRONMENT[variable]].default
+        if shown is None:
+            assert default in (None, ()), variable
+        elif isinstance(default, bool):
+            assert shown == str(default).lower(), variable
+        elif isinstance(default, int | float):
+            assert float(shown) == default, variable
+        else:
+            assert shown == str(default), variable

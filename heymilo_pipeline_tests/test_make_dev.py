@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from heymilo_pipeline.demo import DEMO_KEY
+from heymilo_pipeline.demo import DEMO_KEY, DEMO_RATE_LIMIT
 from heymilo_pipeline_tests.dagster_ui import (
     CHECKS,
     RUN_LOGS,
@@ -386,6 +386,42 @@ def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded
     assert (dev.data_dir / "heymilo.duckdb").exists()
     month = f"month={date.fromisoformat(day):%Y-%m}"
     assert (dev.data_dir / "lake" / "candidates" / f"posting_id={posting}" / month / "part.parquet").exists()
+
+
+RESOURCES = """
+query Resources($selector: RepositorySelector!) {
+  repositoryOrError(repositorySelector: $selector) {
+    __typename
+    ... on Repository {
+      allTopLevelResourceDetails { name configFields { name description } configuredValues { key value type } }
+    }
+  }
+}
+"""
+
+
+def test_the_ui_shows_the_effective_configuration(make_dev: Loaded) -> None:
+    """Deployment > Resources lists every setting with the value in effect; secrets only as the variable."""
+    dev, repo = make_dev.dev, make_dev.repo
+    selector = {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"]}
+    found = expect_type(graphql(dev.url, RESOURCES, {"selector": selector})["repositoryOrError"], "Repository")
+    resources = {r["name"]: r for r in found["allTopLevelResourceDetails"]}
+    assert set(resources) == {"heymilo", "storage", "pipeline"}
+    values = {
+        name: {v["key"]: (v["value"], v["type"]) for v in r["configuredValues"]} for name, r in resources.items()
+    }
+    today = datetime.now(UTC).date()
+    assert values["pipeline"]["start_date"] == (f'"{today - timedelta(days=DAYS)}"', "VALUE")
+    assert values["pipeline"]["freshness_deadline_hour"] == ("6", "VALUE")
+    assert values["pipeline"]["full_refresh_days"] == ("7", "VALUE")
+    assert values["heymilo"]["requests_per_minute"] == (str(DEMO_RATE_LIMIT), "VALUE")
+    assert values["heymilo"]["base_url"][0].strip('"') == dev.simulator_url()
+    assert values["heymilo"]["api_key"] == ("HEYMILO_API_KEY", "ENV_VAR")  # the variable, never the key
+    assert values["storage"]["data_dir"][0].strip('"') == str(dev.data_dir)
+    # Every field says which environment variable sets it.
+    described = {f["name"]: f["description"] for f in resources["pipeline"]["configFields"]}
+    assert described["lookback_days"].startswith("HEYMILO_LOOKBACK_DAYS: ")
+    assert DEMO_KEY not in str(found)
 
 
 def chromium_binary() -> str | None:

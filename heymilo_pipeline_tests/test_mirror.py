@@ -8,8 +8,7 @@ again after the changes, which is what the rolling refresh promises within N upd
 
 from __future__ import annotations
 
-import os
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -17,40 +16,29 @@ import httpx
 import pytest
 
 from heymilo_pipeline.api.windows import DayRange, day_of, midnight
+from heymilo_pipeline.cli import run_update
 from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
-from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
 from heymilo_pipeline.lake import Lake
-from heymilo_pipeline.settings import PipelineSettings
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
+from heymilo_pipeline_tests.support import LAST, START, TODAY, Harness, settings_for
 
 KEY = "sk_test_MIRROR-1b2c3d4e"
-TODAY = datetime.now(UTC).date()
-LAST = TODAY - timedelta(days=1)
-START = date.fromisoformat(os.environ["HEYMILO_START_DATE"])  # set by conftest before the definitions load
 N = 3  # HEYMILO_FULL_REFRESH_DAYS for this test: three updates must fetch every day again
 
 
 @pytest.fixture(scope="module")
 def mirrored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from heymilo_pipeline import cli
-
     spec = TenantSpec(seed=61, postings=5, start=START, end=LAST, candidates_per_posting=(200, 500), deleted_share=0.08)
     tenant = Tenant(spec)
     data_dir = tmp_path_factory.mktemp("data")
     backfilled_at = midnight(TODAY) - 20 * 86400  # the backfill sees the workspace as it was 20 days ago
     tenant.set_now(backfilled_at)
     with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test() as instance:
-        resources = {
-            "heymilo": HeyMiloAPI(
-                api_key=KEY, base_url=url, requests_per_minute=1_000_000, state_dir=str(data_dir / ".ratelimit")
-            ),
-            "storage": Storage(data_dir=str(data_dir), lock_timeout_seconds=30),
-        }
-        assert cli.execute_job("postings_job", instance, resources=resources)
+        location = Harness(settings_for(url, KEY, data_dir, full_refresh_days=N), instance).location()
+        assert location.execute("postings_job", instance)
         registered = list(instance.get_dynamic_partitions(POSTINGS))
-        tags = range_tags(START, LAST, registered[0], registered[-1])
-        assert cli.execute_job("candidates_job", instance, tags, resources)
+        assert location.execute("candidates_job", instance, range_tags(START, LAST, registered[0], registered[-1]))
         stale = query(data_dir / "heymilo.duckdb", "SELECT interview_id, status FROM candidates")
 
         # 20 days later: candidates advanced, some were erased (planned), two more are erased now, one posting is gone.
@@ -63,8 +51,7 @@ def mirrored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         gone_posting = with_candidates[-1]
         httpx.post(f"{url}/_sim/delete", json={"posting_id": gone_posting}, headers=sim).raise_for_status()
 
-        settings = PipelineSettings.from_env(full_refresh_days=N)
-        outcomes = [cli.run_update(instance, TODAY - timedelta(days=N - 1 - i), settings, resources) for i in range(N)]
+        outcomes = [run_update(location, instance, TODAY - timedelta(days=N - 1 - i)) for i in range(N)]
         checks = {
             e.asset_check_key.name: e
             for e in (

@@ -12,9 +12,8 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import nbformat
@@ -22,23 +21,16 @@ import pytest
 from nbclient import NotebookClient
 
 from heymilo_pipeline.api.models import CANDIDATE_STATUSES
-from heymilo_pipeline.defs.assets import candidate_tables, postings
 from heymilo_pipeline.defs.checks import warehouse_checks
-from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
-from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
-from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
 from heymilo_pipeline.notebook import DUCKDB_ENV, STATUS_ORDER, duckdb_path, order_statuses
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
+from heymilo_pipeline_tests.support import LAST, START, Harness, settings_for
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "candidates_overview.ipynb"
 KEY = "sk_test_NOTEBOOK-5a4b3c2d"
-LAST = datetime.now(UTC).date() - timedelta(days=1)
-# Within the partitions (HEYMILO_START_DATE is set by conftest before the definitions load), and short:
-# a week of 3 postings is enough for every chart and keeps the build to a few seconds.
-FIRST = max(date.fromisoformat(os.environ["HEYMILO_START_DATE"]), LAST - timedelta(days=6))
-ASSETS = [postings, candidate_tables, warehouse_checks]
-CANDIDATE_SELECTION = CANDIDATES_SELECTION
+# Short: a week of 3 postings is enough for every chart and keeps the build to a few seconds.
+FIRST = max(START, LAST - timedelta(days=6))
 
 
 @dataclass(frozen=True)
@@ -56,22 +48,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     # overrides instance_for_test passes in memory): keep telemetry off there too.
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test(temp_dir=str(home)) as instance:
-        resources: dict[str, Any] = {
-            "heymilo": HeyMiloAPI(
-                api_key=KEY, base_url=url, requests_per_minute=1_000_000, state_dir=str(data_dir / ".ratelimit")
-            ),
-            "storage": Storage(data_dir=str(data_dir), lock_timeout_seconds=20),
-        }
-        assert dg.materialize(ASSETS, instance=instance, resources=resources, selection=["postings"]).success
-        registered = list(instance.get_dynamic_partitions(POSTINGS))
+        harness = Harness(settings_for(url, KEY, data_dir), instance)
+        assert harness.list_postings().success
+        registered = harness.registered
         # One run over every posting (a rectangle of partitions, as the daily update asks): faster than one each.
-        tags = range_tags(FIRST, LAST, registered[0], registered[-1])
-        result = dg.materialize(
-            ASSETS, instance=instance, resources=resources, selection=CANDIDATE_SELECTION, tags=tags
-        )
-        assert result.success
-        checks = dg.AssetSelection.checks(warehouse_checks)
-        assert dg.materialize(ASSETS, instance=instance, resources=resources, selection=checks).success
+        assert harness.candidates(FIRST, LAST, registered[0], registered[-1]).success
+        assert harness.materialize(dg.AssetSelection.checks(warehouse_checks)).success
         yield Built(data_dir / "heymilo.duckdb", home)
 
 

@@ -9,7 +9,6 @@ simulator's ground truth, rerun, plant bad data and move the simulated clock.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -27,76 +26,37 @@ import pyarrow.parquet as pq
 import pytest
 
 from heymilo_pipeline.api.windows import DayRange, day_of, midnight
-from heymilo_pipeline.defs.assets import candidate_tables, postings
-from heymilo_pipeline.defs.checks import AS_OF_TAG, warehouse_checks
+from heymilo_pipeline.defs.checks import AS_OF_TAG
 from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
-from heymilo_pipeline.defs.partitions import POSTINGS, key, range_tags
-from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
+from heymilo_pipeline.defs.partitions import key
 from heymilo_pipeline.defs.schedules import daily_update, update_requests
-from heymilo_pipeline.defs.sensors import new_postings
+from heymilo_pipeline.defs.sensors import new_postings, update_after_postings
 from heymilo_pipeline.lake import Lake
-from heymilo_pipeline.settings import PipelineSettings
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
-from heymilo_pipeline.warehouse import Warehouse, query
+from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.dagster_ui import CHECKS
+from heymilo_pipeline_tests.support import LAST, START, TODAY, Harness, settings_for, with_changes
 
 KEY = "sk_test_PIPELINE-9f8e7d6c"
-TODAY = datetime.now(UTC).date()
-LAST = TODAY - timedelta(days=1)
-START = date.fromisoformat(os.environ["HEYMILO_START_DATE"])  # set by conftest before the definitions load
 FAULTS = Faults(error_rate=0.05, drop_rate=0.02, truncate_rate=0.02, malformed_rate=0.02, seed=5)
-ASSETS = [postings, candidate_tables, warehouse_checks]
 
 
 @dataclass
-class World:
+class World(Harness):
+    """The harness, with the simulated tenant behind it and the URL it is served on."""
+
     tenant: Tenant
     url: str
-    data_dir: Path
-    instance: dg.DagsterInstance
 
-    def resources(self, url: str | None = None) -> dict[str, Any]:
-        return {
-            "heymilo": HeyMiloAPI(
-                api_key=KEY,
-                base_url=url or self.url,
-                requests_per_minute=1_000_000,
-                state_dir=str(self.data_dir / ".ratelimit"),
-            ),
-            "storage": Storage(data_dir=str(self.data_dir), lock_timeout_seconds=20),
-        }
+    @classmethod
+    def of(cls, tenant: Tenant, url: str, data_dir: Path, instance: dg.DagsterInstance) -> World:
+        return cls(settings_for(url, KEY, data_dir), instance, tenant, url)
 
-    @property
-    def registered(self) -> list[str]:
-        return list(self.instance.get_dynamic_partitions(POSTINGS))
-
-    def run(self, first: date, last: date, first_posting: str, last_posting: str, url: str | None = None):
-        return dg.materialize(
-            ASSETS,
-            instance=self.instance,
-            resources=self.resources(url),
-            selection=CANDIDATES_SELECTION,
-            tags=range_tags(first, last, first_posting, last_posting),
-            raise_on_error=False,
-        )
-
-    def check(self, as_of: date, url: str | None = None) -> dict[str, dg.AssetCheckEvaluation]:
-        """The warehouse checks as the daily audit of ``as_of`` runs them; evaluations by check name."""
-        result = dg.materialize(
-            ASSETS,
-            instance=self.instance,
-            resources=self.resources(url),
-            selection=dg.AssetSelection.checks(warehouse_checks),
-            tags={AS_OF_TAG: as_of.isoformat()},
-        )
-        return {e.check_name: e for e in result.get_asset_check_evaluations()}
+    def run(self, first: date, last: date, first_posting: str, last_posting: str, **changes: Any):
+        return self.candidates(first, last, first_posting, last_posting, **changes)
 
     def sim_stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.url}/_sim/stats", headers={"X-API-KEY": KEY}).json()
-
-    @property
-    def warehouse(self) -> Warehouse:
-        return Warehouse(self.data_dir / "heymilo.duckdb")
 
 
 def truth_in(tenant: Tenant, posting_ids: list[str], first: date, last: date) -> dict[str, list[dict[str, Any]]]:
@@ -117,9 +77,8 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     with serve_in_thread(create_app(tenant, KEY, FAULTS)) as url:
         data_dir = tmp_path_factory.mktemp("data")
         with dg.instance_for_test() as instance:
-            w = World(tenant, url, data_dir, instance)
-            result = dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"])
-            assert result.success
+            w = World.of(tenant, url, data_dir, instance)
+            assert w.list_postings().success
             w.backfill_results = [w.run(START, LAST, p, p) for p in w.registered]
             yield w
 
@@ -210,7 +169,7 @@ def test_a_failing_blocking_check_publishes_nothing(world: World) -> None:
     lake_files = {p: p.stat().st_mtime_ns for p in (world.data_dir / "lake").rglob("*.parquet")}
     posting_id = world.registered[0]
     with serve_in_thread(create_app(world.tenant, KEY, Faults(total_count_offset=3))) as bad_url:
-        result = world.run(START, LAST, posting_id, posting_id, url=bad_url)
+        result = world.run(START, LAST, posting_id, posting_id, base_url=bad_url)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
@@ -225,22 +184,21 @@ def test_a_failing_blocking_check_publishes_nothing(world: World) -> None:
     assert {p: p.stat().st_mtime_ns for p in (world.data_dir / "lake").rglob("*.parquet")} == lake_files
 
 
-def test_score_bounds_are_configurable(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HEYMILO_SCORE_MAX", "10")  # planted: real scores go up to 100
+def test_score_bounds_are_configurable(world: World) -> None:
     busiest = max(world.registered, key=lambda p: len(truth_in(world.tenant, [p], START, LAST).get(p, [])))
     before = checksums(world)
-    result = world.run(START, LAST, busiest, busiest)
+    result = world.run(START, LAST, busiest, busiest, score_max=10)  # planted: real scores go up to 100
     assert not result.success
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "score_range")
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert checksums(world) == before
 
 
-def test_undocumented_score_ranges_only_warn(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_undocumented_score_ranges_only_warn(world: World) -> None:
     """web_interview.score has no documented range: out of the configured one, the check warns and rows load."""
-    monkeypatch.setenv("HEYMILO_WEB_INTERVIEW_SCORE_MAX", "10")  # planted: simulated interview scores reach 100
     busiest = max(world.registered, key=lambda p: len(truth_in(world.tenant, [p], START, LAST).get(p, [])))
-    result = world.run(START, LAST, busiest, busiest)
+    # planted: simulated interview scores reach 100
+    result = world.run(START, LAST, busiest, busiest, web_interview_score_max=10)
     assert result.success
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "agent_score_ranges")
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
@@ -261,8 +219,7 @@ def test_schedule_lists_postings_then_requests_the_refresh_plan(world: World) ->
     )
     request = daily_update(context)
     assert isinstance(request, dg.RunRequest) and request.tags == {"heymilo/kind": "update", AS_OF_TAG: str(TODAY)}
-    settings = PipelineSettings.from_env(start_date=START, full_refresh_days=3)
-    runs = update_requests(world.instance, TODAY, settings)
+    runs = update_requests(world.instance, TODAY, with_changes(world.settings, full_refresh_days=3))
     recent_first = LAST - timedelta(days=7)
     ranges = [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in runs
@@ -276,7 +233,8 @@ def test_schedule_lists_postings_then_requests_the_refresh_plan(world: World) ->
 
 def test_sensor_registers_new_postings_and_requests_their_backfill(world: World) -> None:
     with dg.instance_for_test() as empty:
-        context = dg.build_sensor_context(instance=empty, resources={"heymilo": world.resources()["heymilo"]})
+        resources = {name: world.resource(name) for name in ("heymilo", "pipeline")}
+        context = dg.build_sensor_context(instance=empty, resources=resources)
         result = new_postings(context)
     assert isinstance(result, dg.SensorResult)
     added = result.dynamic_partitions_requests[0].partition_keys
@@ -290,17 +248,14 @@ def test_update_captures_late_changes(tmp_path: Path) -> None:
     tenant = Tenant(TenantSpec(seed=8, postings=4, start=LAST - timedelta(days=9), end=LAST))
     tenant.set_now(midnight(LAST) + 86400 - 6 * 3600)  # the backfill sees the world as of yesterday 18:00
     with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test() as instance:
-        w = World(tenant, url, tmp_path, instance)
-        assert dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"]).success
+        w = World.of(tenant, url, tmp_path, instance)
+        assert w.list_postings().success
         first = LAST - timedelta(days=7)
         assert w.run(first, LAST, w.registered[0], w.registered[-1]).success
         stale = query(tmp_path / "heymilo.duckdb", "SELECT interview_id, status, score FROM candidates")
         tenant.set_now(midnight(TODAY) + 12 * 3600)  # a day and a half later
-        for request in update_requests(instance, TODAY, PipelineSettings.from_env()):
-            result = dg.materialize(
-                ASSETS, instance=instance, resources=w.resources(), selection=CANDIDATES_SELECTION, tags=request.tags
-            )
-            assert result.success
+        for request in update_requests(instance, TODAY, w.settings):
+            assert w.materialize(CANDIDATES_SELECTION, dict(request.tags)).success
         fresh = query(tmp_path / "heymilo.duckdb", "SELECT interview_id, status, score FROM candidates")
         registered = w.registered
     truth = {r["interview_id"]: r for rs in truth_in(tenant, registered, first, LAST).values() for r in rs}
@@ -349,17 +304,8 @@ def test_a_notebook_holding_the_file_makes_the_load_wait(world: World) -> None:
 def test_a_notebook_holding_the_file_too_long_fails_clearly(world: World) -> None:
     posting_id = world.registered[0]
     before = checksums(world)
-    resources = world.resources()
-    resources["storage"] = Storage(data_dir=str(world.data_dir), lock_timeout_seconds=1)
     with notebook_holding(world.data_dir / "heymilo.duckdb", 60):
-        result = dg.materialize(
-            ASSETS,
-            instance=world.instance,
-            resources=resources,
-            selection=CANDIDATES_SELECTION,
-            tags=range_tags(START, LAST, posting_id, posting_id),
-            raise_on_error=False,
-        )
+        result = world.run(START, LAST, posting_id, posting_id, lock_timeout_seconds=1)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
@@ -368,14 +314,13 @@ def test_a_notebook_holding_the_file_too_long_fails_clearly(world: World) -> Non
     assert checksums(world) == before
 
 
-def test_postings_excluded_later_leave_the_partitions(world: World, tmp_path: Path, monkeypatch) -> None:
+def test_postings_excluded_later_leave_the_partitions(world: World, tmp_path: Path) -> None:
     """The daily update covers every registered posting, so excluding one must unregister it."""
     with dg.instance_for_test() as instance:
-        w = World(world.tenant, world.url, tmp_path, instance)
-        assert dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"]).success
+        w = World.of(world.tenant, world.url, tmp_path, instance)
+        assert w.list_postings().success
         everyone = w.registered
-        monkeypatch.setenv("HEYMILO_EXCLUDE_POSTINGS", everyone[0])
-        result = dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"])
+        result = w.list_postings(exclude_postings=everyone[:1])
         assert w.registered == everyone[1:]
     metadata = result.asset_materializations_for_node("postings")[0].metadata
     assert metadata["unregistered"].value == [everyone[0]]
@@ -462,8 +407,8 @@ def test_a_posting_that_fails_stops_no_other(world: World, tmp_path: Path) -> No
     materialized, its partitions are not, and the run fails naming it."""
     tenant = Tenant(TenantSpec(seed=21, postings=4, start=START, end=LAST, candidates_per_posting=(150, 900)))
     with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test() as instance:
-        w = World(tenant, url, tmp_path, instance)
-        assert dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"]).success
+        w = World.of(tenant, url, tmp_path, instance)
+        assert w.list_postings().success
         first = LAST - timedelta(days=6)
         victim = w.registered[1]
         httpx.post(f"{url}/_sim/delete", json={"posting_id": victim}, headers={"X-API-KEY": KEY}).raise_for_status()
@@ -477,30 +422,26 @@ def test_a_posting_that_fails_stops_no_other(world: World, tmp_path: Path) -> No
         loads = query(tmp_path / "heymilo.duckdb", "SELECT DISTINCT posting_id FROM partition_loads")
         assert set(loads["posting_id"]) == set(others)
         # The next listing unregisters it; a run that still names it (requested before) skips it quietly.
-        assert dg.materialize(ASSETS, instance=instance, resources=w.resources(), selection=["postings"]).success
+        assert w.list_postings().success
         assert victim not in w.registered
         assert w.run(first, LAST, w.registered[0], w.registered[-1]).success
 
 
 def test_the_daily_listing_starts_the_days_candidate_runs(world: World) -> None:
     """daily_update lists postings; update_after_postings turns that run's success into the day's plan."""
-    from heymilo_pipeline.defs.sensors import update_after_postings
-
     schedule = daily_update(
         dg.build_schedule_context(
             instance=world.instance, scheduled_execution_time=datetime.combine(TODAY, datetime.min.time(), UTC)
         )
     )
-    result = dg.materialize(
-        ASSETS, instance=world.instance, resources=world.resources(), selection=["postings"], tags=schedule.tags
-    )
+    result = world.list_postings(dict(schedule.tags))
     runs = update_after_postings(_after_success(world, result.run_id))
     assert isinstance(runs, list) and runs and all(r.tags[AS_OF_TAG] == str(TODAY) for r in runs)
     # the backfilled warehouse holds unfinished candidates from the first day on: the active days reach back
     # HEYMILO_ACTIVE_DAYS (30) days, i.e. to the first partition, so the whole history is one range
     starts = sorted(r.tags["dagster/asset_partition_range_start"].split("|")[0] for r in runs)
     assert starts[0] == str(START), [r.tags for r in runs]
-    other = dg.materialize(ASSETS, instance=world.instance, resources=world.resources(), selection=["postings"])
+    other = world.list_postings()
     assert isinstance(
         update_after_postings(_after_success(world, other.run_id)), dg.SkipReason
     )  # a listing of the sensor, not the update
@@ -514,18 +455,16 @@ def _after_success(world: World, run_id: str) -> dg.RunStatusSensorContext:
         dagster_event=record.dagster_event,
         dagster_instance=world.instance,
         dagster_run=world.instance.get_run_by_id(run_id),
-        resources={"storage": world.resources()["storage"]},
+        resources={name: world.resource(name) for name in ("storage", "pipeline")},
     )
 
 
 def test_rebuild_job_restores_duckdb_from_the_lake(world: World) -> None:
-    from heymilo_pipeline import cli
-
     before = checksums(world)
     backup = world.data_dir / "backup.duckdb"
     (world.data_dir / "heymilo.duckdb").rename(backup)
     try:
-        assert cli.execute_job("rebuild_job", world.instance, resources=world.resources())
+        assert world.location().execute("rebuild_job", world.instance)
         assert checksums(world) == before
         assert all(e.passed for e in world.check(TODAY).values())
     finally:

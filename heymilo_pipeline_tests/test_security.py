@@ -6,30 +6,23 @@ import gzip
 import json
 import os
 import socket
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import httpx
 import pytest
 
 from heymilo_pipeline.api.errors import ConfigurationError
-from heymilo_pipeline.defs.assets import candidate_tables, postings
-from heymilo_pipeline.defs.checks import warehouse_checks
-from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
-from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
-from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage, build_resources
+from heymilo_pipeline.defs.partitions import POSTINGS
 from heymilo_pipeline.lake import RAW, Lake
-from heymilo_pipeline.settings import PipelineSettings
+from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
+from heymilo_pipeline_tests.support import LAST, Harness, settings_for
 
 KEY = "sk_live_RECOGNISABLE-0c9b8a7f6e5d4c3b"
-LAST = datetime.now(UTC).date() - timedelta(days=1)
 FIRST = LAST - timedelta(days=4)
-ASSETS = [postings, candidate_tables, warehouse_checks]
-CANDIDATES = CANDIDATES_SELECTION
 
 
 @pytest.fixture(scope="module")
@@ -39,30 +32,11 @@ def sim():
         yield url
 
 
-def env_for(monkeypatch: pytest.MonkeyPatch, url: str, data_dir: Path, **extra: str) -> None:
-    monkeypatch.setenv("HEYMILO_API_KEY", KEY)
-    monkeypatch.setenv("HEYMILO_BASE_URL", url)
-    monkeypatch.setenv("HEYMILO_DATA_DIR", str(data_dir))
-    for name, value in extra.items():
-        monkeypatch.setenv(name, value)
-
-
-def run_all(instance: dg.DagsterInstance, resources: dict[str, Any]) -> list[dg.ExecuteInProcessResult]:
+def run_all(harness: Harness) -> list[dg.ExecuteInProcessResult]:
     """Postings, then every registered posting over FIRST..LAST: what a first backfill does."""
-    results = [
-        dg.materialize(ASSETS, instance=instance, resources=resources, selection=["postings"], raise_on_error=False)
-    ]
-    for posting_id in instance.get_dynamic_partitions(POSTINGS):
-        results.append(
-            dg.materialize(
-                ASSETS,
-                instance=instance,
-                resources=resources,
-                selection=CANDIDATES,
-                tags=range_tags(FIRST, LAST, posting_id, posting_id),
-                raise_on_error=False,
-            )
-        )
+    results = [harness.materialize(["postings"], raise_on_error=False)]
+    for posting_id in harness.registered:
+        results.append(harness.candidates(FIRST, LAST, posting_id, posting_id))
     return results
 
 
@@ -92,14 +66,16 @@ def files_containing(root: Path, needle: bytes) -> list[Path]:
 def test_the_api_key_is_nowhere_in_logs_metadata_or_files(sim: str, tmp_path: Path, monkeypatch) -> None:
     data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
     home.mkdir()
-    env_for(monkeypatch, sim, data_dir)
-    resources = build_resources(PipelineSettings.from_env())  # the key is bound with EnvVar, as in production
+    # The key comes from the environment and is bound with EnvVar, as in the code location.
+    monkeypatch.setenv("HEYMILO_API_KEY", KEY)
+    settings = Settings.from_env(base_url=sim, data_dir=data_dir, start_date=FIRST)
     with dg.instance_for_test(temp_dir=str(home)) as instance:
-        results = run_all(instance, resources)
+        harness = Harness(settings, instance, secrets_from_env=True)
+        results = run_all(harness)
         assert all(r.success for r in results)
         # and a run whose key the API rejects: the error must not echo what was sent
         monkeypatch.setenv("HEYMILO_API_KEY", KEY + "-revoked")
-        rejected = run_all(instance, resources)[0]
+        rejected = run_all(harness)[0]
         assert not rejected.success and "HEYMILO_API_KEY" in failure_message(rejected)
         for result in [*results, rejected]:
             for record in instance.all_logs(result.run_id):
@@ -110,19 +86,18 @@ def test_the_api_key_is_nowhere_in_logs_metadata_or_files(sim: str, tmp_path: Pa
     assert files_containing(home, KEY.encode()) == []
 
 
-def test_files_are_readable_by_their_owner_only(sim: str, tmp_path: Path, monkeypatch) -> None:
-    env_for(monkeypatch, sim, tmp_path)
+def test_files_are_readable_by_their_owner_only(sim: str, tmp_path: Path) -> None:
     with dg.instance_for_test() as instance:
-        assert all(r.success for r in run_all(instance, build_resources(PipelineSettings.from_env())))
+        assert all(r.success for r in run_all(Harness(settings_for(sim, KEY, tmp_path), instance)))
     data_files = [*tmp_path.rglob("*.parquet"), tmp_path / "heymilo.duckdb"]
     assert {oct(p.stat().st_mode & 0o777) for p in data_files} == {"0o600"}
 
 
 @pytest.mark.parametrize("mode", ["hash", "drop"])
-def test_pii_is_hashed_or_dropped_alike_in_lake_and_warehouse(sim: str, tmp_path: Path, monkeypatch, mode: str) -> None:
-    env_for(monkeypatch, sim, tmp_path, HEYMILO_PII=mode, HEYMILO_PII_KEY="pepper-for-tests")
+def test_pii_is_hashed_or_dropped_alike_in_lake_and_warehouse(sim: str, tmp_path: Path, mode: str) -> None:
+    settings = settings_for(sim, KEY, tmp_path, pii=mode, pii_key="pepper-for-tests")
     with dg.instance_for_test() as instance:
-        assert all(r.success for r in run_all(instance, build_resources(PipelineSettings.from_env())))
+        assert all(r.success for r in run_all(Harness(settings, instance)))
         posting_id = instance.get_dynamic_partitions(POSTINGS)[0]
     lake = Lake(tmp_path / "lake")
     raw = [json.loads(text) for text in lake.read(RAW, posting_id)["record"].to_pylist()]
@@ -148,30 +123,21 @@ def test_pii_is_hashed_or_dropped_alike_in_lake_and_warehouse(sim: str, tmp_path
 
 
 def test_missing_key(sim: str, tmp_path: Path, monkeypatch) -> None:
-    env_for(monkeypatch, sim, tmp_path)
-    resources = build_resources(PipelineSettings.from_env())
-    monkeypatch.delenv("HEYMILO_API_KEY")
+    monkeypatch.delenv("HEYMILO_API_KEY", raising=False)
+    settings = Settings.from_env(base_url=sim, data_dir=tmp_path, start_date=FIRST)
     with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError, match="HEYMILO_API_KEY"):
-        run_all(instance, resources)
+        run_all(Harness(settings, instance, secrets_from_env=True))
     assert not (tmp_path / "lake").exists() and not (tmp_path / "heymilo.duckdb").exists()
 
 
-def test_unreachable_base_url(sim: str, tmp_path: Path, monkeypatch) -> None:
+def test_unreachable_base_url(tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
-    env_for(monkeypatch, closed, tmp_path, HEYMILO_MAX_ATTEMPTS="2")
-    resources = build_resources(PipelineSettings.from_env())
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(POSTINGS, ["13D77095"])
-        result = dg.materialize(
-            ASSETS,
-            instance=instance,
-            resources=resources,
-            selection=CANDIDATES,
-            tags=range_tags(FIRST, LAST, "13D77095", "13D77095"),
-            raise_on_error=False,
-        )
+        harness = Harness(settings_for(closed, KEY, tmp_path, max_attempts=2), instance)
+        result = harness.candidates(FIRST, LAST, "13D77095", "13D77095")
     message = failure_message(result)
     assert not result.success
     assert "could not connect to" in message and "HEYMILO_BASE_URL" in message and "13D77095" in message
@@ -181,13 +147,12 @@ def test_unreachable_base_url(sim: str, tmp_path: Path, monkeypatch) -> None:
 def test_start_date_in_the_future() -> None:
     future = (date.today() + timedelta(days=3)).isoformat()
     with pytest.raises(ConfigurationError, match=f"HEYMILO_START_DATE: .*{future} is in the future"):
-        PipelineSettings.from_env({"HEYMILO_START_DATE": future})
+        Settings.from_env({"HEYMILO_START_DATE": future})
 
 
-def test_unknown_posting_in_the_filters(sim: str, tmp_path: Path, monkeypatch) -> None:
-    env_for(monkeypatch, sim, tmp_path, HEYMILO_POSTINGS="NOPE0000")
+def test_unknown_posting_in_the_filters(sim: str, tmp_path: Path) -> None:
     with dg.instance_for_test() as instance:
-        result = run_all(instance, build_resources(PipelineSettings.from_env()))[0]
+        result = run_all(Harness(settings_for(sim, KEY, tmp_path, include_postings=["NOPE0000"]), instance))[0]
         assert instance.get_dynamic_partitions(POSTINGS) == []
     assert (
         not result.success and "NOPE0000" in failure_message(result) and "HEYMILO_POSTINGS" in failure_message(result)
@@ -195,25 +160,14 @@ def test_unknown_posting_in_the_filters(sim: str, tmp_path: Path, monkeypatch) -
     assert not (tmp_path / "heymilo.duckdb").exists()
 
 
-def test_unwritable_data_directory(sim: str, tmp_path: Path, monkeypatch) -> None:
+def test_unwritable_data_directory(sim: str, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the data directory should be")
     data_dir = blocker / "data"
-    env_for(monkeypatch, sim, data_dir)
     before = httpx.get(f"{sim}/_sim/stats", headers={"X-API-KEY": KEY}).json()["requests_total"]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(POSTINGS, ["13D77095"])
-        result = dg.materialize(
-            ASSETS,
-            instance=instance,
-            resources={
-                "heymilo": HeyMiloAPI(api_key=KEY, base_url=sim, state_dir=str(tmp_path / "rl")),
-                "storage": Storage(data_dir=str(data_dir)),
-            },
-            selection=CANDIDATES,
-            tags=range_tags(FIRST, LAST, "13D77095", "13D77095"),
-            raise_on_error=False,
-        )
+        result = Harness(settings_for(sim, KEY, data_dir), instance).candidates(FIRST, LAST, "13D77095", "13D77095")
     assert not result.success and "is not a writable directory" in failure_message(result)
     after = httpx.get(f"{sim}/_sim/stats", headers={"X-API-KEY": KEY}).json()["requests_total"]
     assert after == before  # failed before spending any of the key's budget

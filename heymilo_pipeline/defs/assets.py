@@ -9,7 +9,7 @@ a blocking check) fails only its own partitions; the run ends failed naming thos
 import asyncio
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
@@ -18,15 +18,14 @@ from heymilo_pipeline.api.errors import AuthenticationError, ConfigurationError,
 from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.defs.checks import CANDIDATES, RAW_CANDIDATES, SLICE_CHECK_SPECS, WORKFLOW_STEPS, slice_results
-from heymilo_pipeline.defs.partitions import POSTINGS, candidate_partitions, key, keys_of, register_postings
-from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage, core_logs_to
+from heymilo_pipeline.defs.partitions import POSTINGS, key, keys_of, register_postings
+from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage, core_logs_to
 from heymilo_pipeline.discovery import discover_postings
 from heymilo_pipeline.flatten import CANDIDATES as CANDIDATES_TABLE
 from heymilo_pipeline.flatten import POSTINGS as POSTINGS_TABLE
 from heymilo_pipeline.flatten import WORKFLOW_STEPS as WORKFLOW_STEPS_TABLE
 from heymilo_pipeline.flatten import TableSpec
 from heymilo_pipeline.ingest import PostingResult, slices_from_keys, sync_postings
-from heymilo_pipeline.settings import PipelineSettings
 from heymilo_pipeline.warehouse import WarehouseLockedError
 
 GROUP = "heymilo"
@@ -38,13 +37,6 @@ def column_schema(table: TableSpec) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[dg.TableColumn(name, type_, description=text) for name, type_, text in table.dagster_columns()]
     )
-
-
-def _settings() -> PipelineSettings:
-    try:
-        return PipelineSettings.from_env()
-    except ConfigurationError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
 
 
 def _fail(exc: HeyMiloError) -> dg.Failure:
@@ -60,8 +52,10 @@ def _fail(exc: HeyMiloError) -> dg.Failure:
     "lists (vanished_at) and, under HEYMILO_VANISHED_POSTINGS=delete, removes their candidates.",
     metadata={"dagster/column_schema": column_schema(POSTINGS_TABLE), "dagster/table_name": "postings"},
 )
-def postings(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage) -> dg.MaterializeResult:
-    settings = _settings()
+def postings(
+    context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage, pipeline: Pipeline
+) -> dg.MaterializeResult:
+    settings = pipeline.settings()
     storage.ensure_writable()
     try:
         found = asyncio.run(discover_postings(heymilo.client(), settings))
@@ -114,48 +108,70 @@ async def _confirmed_gone(heymilo: HeyMiloAPI, posting_id: str) -> bool:
     return False
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            RAW_CANDIDATES,
-            deps=[postings],
-            group_name=GROUP,
-            kinds={"api", "parquet"},
-            skippable=True,
-            description="Candidates fetched from the API per posting x UTC day (one range query per posting and "
-            "run), checked, then written to the lake: the raw records and flattened Parquet.",
+CANDIDATE_SPECS = [
+    dg.AssetSpec(
+        RAW_CANDIDATES,
+        deps=[postings],
+        group_name=GROUP,
+        kinds={"api", "parquet"},
+        skippable=True,
+        description="Candidates fetched from the API per posting x UTC day (one range query per posting and "
+        "run), checked, then written to the lake: the raw records and flattened Parquet.",
+    ),
+    dg.AssetSpec(
+        CANDIDATES,
+        deps=[RAW_CANDIDATES],
+        group_name=GROUP,
+        kinds={"duckdb"},
+        skippable=True,
+        description="One row per candidate (interview_id, the table's key), flattened; DuckDB table `candidates`.",
+        metadata={"dagster/column_schema": column_schema(CANDIDATES_TABLE), "dagster/table_name": "candidates"},
+    ),
+    dg.AssetSpec(
+        WORKFLOW_STEPS,
+        deps=[RAW_CANDIDATES],
+        group_name=GROUP,
+        kinds={"duckdb"},
+        skippable=True,
+        description="One row per candidate and workflow step; DuckDB table `candidate_workflow_steps`.",
+        metadata={
+            "dagster/column_schema": column_schema(WORKFLOW_STEPS_TABLE),
+            "dagster/table_name": "candidate_workflow_steps",
+        },
+    ),
+]
+
+
+def candidate_tables(partitions: dg.MultiPartitionsDefinition) -> dg.AssetsDefinition:
+    """The step that fetches and publishes candidates; its partitions start at HEYMILO_START_DATE."""
+
+    @dg.multi_asset(
+        specs=CANDIDATE_SPECS,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=SLICE_CHECK_SPECS,
+        retry_policy=dg.RetryPolicy(
+            max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
         ),
-        dg.AssetSpec(
-            CANDIDATES,
-            deps=[RAW_CANDIDATES],
-            group_name=GROUP,
-            kinds={"duckdb"},
-            skippable=True,
-            description="One row per candidate (interview_id, the table's key), flattened; DuckDB table `candidates`.",
-            metadata={"dagster/column_schema": column_schema(CANDIDATES_TABLE), "dagster/table_name": "candidates"},
-        ),
-        dg.AssetSpec(
-            WORKFLOW_STEPS,
-            deps=[RAW_CANDIDATES],
-            group_name=GROUP,
-            kinds={"duckdb"},
-            skippable=True,
-            description="One row per candidate and workflow step; DuckDB table `candidate_workflow_steps`.",
-            metadata={
-                "dagster/column_schema": column_schema(WORKFLOW_STEPS_TABLE),
-                "dagster/table_name": "candidate_workflow_steps",
-            },
-        ),
-    ],
-    partitions_def=candidate_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    check_specs=SLICE_CHECK_SPECS,
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
-)
-def candidate_tables(context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage) -> Iterator:
-    slices = slices_from_keys(keys_of(context.partition_keys))
+    )
+    def candidate_tables(
+        context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage, pipeline: Pipeline
+    ) -> Iterator:
+        yield from publish_candidates(context, heymilo, storage, pipeline, keys_of(partitions, context.partition_keys))
+
+    return candidate_tables
+
+
+def publish_candidates(
+    context: dg.AssetExecutionContext,
+    heymilo: HeyMiloAPI,
+    storage: Storage,
+    pipeline: Pipeline,
+    partition_keys: list[tuple[str, date]],
+) -> Iterator:
+    slices = slices_from_keys(partition_keys)
     # Configuration problems surface before the first request and before anything is written.
-    settings = _settings()
+    settings = pipeline.settings()
     scrubber = settings.scrubber()
     storage.ensure_writable()
     # Hidden temp files of writes that a kill interrupted hold personal data; older than an hour, no

@@ -22,9 +22,8 @@ from heymilo_pipeline.api.errors import HeyMiloError
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.audit import completeness
 from heymilo_pipeline.defs.partitions import POSTINGS
-from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
+from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage
 from heymilo_pipeline.ingest import PostingResult
-from heymilo_pipeline.settings import PipelineSettings
 
 RAW_CANDIDATES = dg.AssetKey("raw_candidates")
 CANDIDATES = dg.AssetKey("candidates")
@@ -122,7 +121,7 @@ def _as_of(context: dg.AssetCheckExecutionContext) -> datetime:
     can_subset=True,
 )
 def warehouse_checks(
-    context: dg.AssetCheckExecutionContext, heymilo: HeyMiloAPI, storage: Storage
+    context: dg.AssetCheckExecutionContext, heymilo: HeyMiloAPI, storage: Storage, pipeline: Pipeline
 ) -> Iterator[dg.AssetCheckResult]:
     tags = context.run.tags
     if any(t in tags for t in PARTITION_RUN_TAGS):
@@ -131,7 +130,7 @@ def warehouse_checks(
         # this run, never "passed". The daily audit (warehouse_checks_job) evaluates it.
         context.log.info("warehouse checks skipped inside a partition run; warehouse_checks_job evaluates them")
         return
-    settings = PipelineSettings.from_env()
+    settings = pipeline.settings()
     selected = {k.name for k in context.selected_asset_check_keys}
     as_of = _as_of(context)
     due = due_day(as_of, settings.freshness_deadline_hour)

@@ -1,14 +1,15 @@
-"""Candidates are partitioned posting x UTC day; postings are a dynamic dimension kept by a sensor."""
+"""Candidates are partitioned posting x UTC day; postings are a dynamic dimension kept by the listing."""
 
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
-from heymilo_pipeline.settings import PipelineSettings
 
 POSTINGS = "postings"
+# The run tags of a partition range, as Dagster's UI sets them for a single-run backfill (documented tag
+# names; Dagster exports no public constant for them).
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 postings_partitions = dg.DynamicPartitionsDefinition(name=POSTINGS)
 
@@ -18,20 +19,20 @@ def daily_partitions(start: date) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC", end_offset=0)
 
 
-candidate_partitions = dg.MultiPartitionsDefinition(
-    {"date": daily_partitions(PipelineSettings.from_env().start_date), "posting": postings_partitions}
-)
+def candidate_partitions(start: date) -> dg.MultiPartitionsDefinition:
+    """Posting x UTC day from ``start`` (HEYMILO_START_DATE), built when the definitions are."""
+    return dg.MultiPartitionsDefinition({"date": daily_partitions(start), "posting": postings_partitions})
 
 
 def key(posting_id: str, day: date) -> str:
     return str(dg.MultiPartitionKey({"date": day.isoformat(), "posting": posting_id}))
 
 
-def keys_of(partition_keys: Sequence[str]) -> list[tuple[str, date]]:
+def keys_of(partitions: dg.MultiPartitionsDefinition, partition_keys: Sequence[str]) -> list[tuple[str, date]]:
     """(posting_id, day) of every partition key of a run."""
     out = []
     for text in partition_keys:
-        dims = candidate_partitions.get_partition_key_from_str(text).keys_by_dimension
+        dims = partitions.get_partition_key_from_str(text).keys_by_dimension
         out.append((dims["posting"], date.fromisoformat(dims["date"])))
     return out
 
@@ -46,10 +47,6 @@ def range_tags(first_day: date, last_day: date, first_posting: str, last_posting
         ASSET_PARTITION_RANGE_START_TAG: key(first_posting, first_day),
         ASSET_PARTITION_RANGE_END_TAG: key(last_posting, last_day),
     }
-
-
-def yesterday(today: date) -> date:
-    return today - timedelta(days=1)
 
 
 def register_postings(instance: dg.DagsterInstance, wanted: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -1,50 +1,63 @@
-"""Resources: how to reach the HeyMilo API, and where the lake and the DuckDB file live.
+"""Resources: the API, the storage, and what the pipeline does, each field one setting of ``Settings``.
 
-Chosen in one place (``build_resources``) from the environment, so the same code location runs
-against the simulator (``make demo``) or the real API (``HEYMILO_API_KEY`` in ``.env``).
+``build_resources`` makes them from the settings the code location read once, so the Dagster UI (Deployment
+> resources) shows the effective configuration; secrets stay ``EnvVar`` references, never values.
 """
 
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date as date_type
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from heymilo_pipeline.api.client import HeyMiloClient
 from heymilo_pipeline.api.errors import ConfigurationError
-from heymilo_pipeline.api.settings import ENVIRONMENT, ClientSettings
+from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings
 from heymilo_pipeline.lake import Lake
-from heymilo_pipeline.settings import PipelineSettings
+from heymilo_pipeline.settings import VARIABLE, PipelineSettings, Settings, problems
 from heymilo_pipeline.warehouse import Warehouse
 
 
-class HeyMiloAPI(dg.ConfigurableResource):
-    """The HeyMilo Public API. The key comes from ``HEYMILO_API_KEY`` and is never stored in run config."""
+def setting(name: str) -> Any:
+    """A resource field with the setting's default and description, prefixed by its environment variable."""
+    field = Settings.model_fields[name]
+    default = field.default
+    if isinstance(default, Path):
+        default = str(default)
+    elif isinstance(default, tuple):
+        default = list(default)
+    elif default is not None and not isinstance(default, int | float | str | bool):
+        default = str(default)
+    var = VARIABLE.get(name)
+    return Field(default, description=f"{var}: {field.description}" if var else field.description)
 
-    api_key: str = Field(description="HeyMilo API key (bind with EnvVar so it is never stored).")
-    base_url: str | None = Field(None, description="API base URL; default HEYMILO_BASE_URL or the real API.")
-    requests_per_minute: int | None = Field(
-        None, description="The key's rate limit; default HEYMILO_RATE_LIMIT or 300."
+
+class HeyMiloAPI(dg.ConfigurableResource):
+    """The HeyMilo Public API: where it is, the key (an EnvVar), and how hard to push it."""
+
+    api_key: str = Field(description="HEYMILO_API_KEY, bound with EnvVar: the value is never stored or shown.")
+    base_url: str = setting("base_url")
+    requests_per_minute: int = setting("requests_per_minute")
+    rate_window_seconds: float = setting("rate_window_seconds")
+    page_size: int = setting("page_size")
+    max_attempts: int = setting("max_attempts")
+    backoff_initial: float = setting("backoff_initial")
+    backoff_max: float = setting("backoff_max")
+    timeout_seconds: float = setting("timeout_seconds")
+    max_concurrency: int = setting("max_concurrency")
+    state_dir: str = Field(
+        "data/.ratelimit", description="Where the rate budget shared by every run of this key lives."
     )
-    max_concurrency: int | None = Field(None, description="Postings fetched at once in one run.")
-    state_dir: str = Field(description="Where the rate budget shared by all runs on this machine lives.")
 
     def client_settings(self) -> ClientSettings:
-        env = {var: value for var, value in os.environ.items() if var in ENVIRONMENT}
-        env["HEYMILO_API_KEY"] = self.api_key
+        connection = {name: getattr(self, name) for name in ConnectionSettings.model_fields}
         try:
-            return ClientSettings.from_env(
-                env,
-                base_url=self.base_url,
-                requests_per_minute=self.requests_per_minute,
-                max_concurrency=self.max_concurrency,
-                state_dir=Path(self.state_dir),
-            )
+            return ClientSettings.build(**connection, api_key=self.api_key, state_dir=Path(self.state_dir))
         except ConfigurationError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
 
@@ -55,10 +68,8 @@ class HeyMiloAPI(dg.ConfigurableResource):
 class Storage(dg.ConfigurableResource):
     """The Parquet lake and the DuckDB warehouse under one data directory."""
 
-    data_dir: str = Field(description="HEYMILO_DATA_DIR: lake/, heymilo.duckdb and the rate-limit state.")
-    lock_timeout_seconds: float = Field(
-        300.0, description="How long a load waits for a DuckDB file held by another process (a notebook?)."
-    )
+    data_dir: str = setting("data_dir")
+    lock_timeout_seconds: float = setting("lock_timeout_seconds")
 
     def ensure_writable(self) -> None:
         """Fail before fetching anything when the data directory cannot take our files."""
@@ -84,11 +95,69 @@ class Storage(dg.ConfigurableResource):
         )
 
 
-def build_resources(settings: PipelineSettings | None = None) -> dict[str, Any]:
-    settings = settings or PipelineSettings.from_env()
+class Pipeline(dg.ConfigurableResource):
+    """What the pipeline does: from when, which postings, the daily update's plan, what the checks allow.
+
+    ``start_date`` is shown here as read; the partitions are built from the same value when the code
+    location loads, so change it in the environment (and reload), not in a launchpad.
+    """
+
+    start_date: str = setting("start_date")
+    lookback_days: int = setting("lookback_days")
+    full_refresh_days: int = setting("full_refresh_days")
+    active_days: int = setting("active_days")
+    include_postings: list[str] = setting("include_postings")
+    exclude_postings: list[str] = setting("exclude_postings")
+    include_test_postings: bool = setting("include_test_postings")
+    pii: str = setting("pii")
+    pii_key: str | None = Field(None, description="HEYMILO_PII_KEY, bound with EnvVar when set: keys the hash.")
+    vanished_postings: str = setting("vanished_postings")
+    freshness_deadline_hour: int = setting("freshness_deadline_hour")
+    score_max: float = setting("score_max")
+    resume_score_max: float = setting("resume_score_max")
+    web_interview_score_max: float = setting("web_interview_score_max")
+
+    def settings(self) -> PipelineSettings:
+        try:
+            return PipelineSettings(**{name: getattr(self, name) for name in PipelineSettings.model_fields})
+        except ValidationError as exc:
+            raise dg.Failure(f"invalid settings: {problems(exc)}", allow_retries=False) from None
+
+
+def build_resources(settings: Settings, *, secrets_from_env: bool = True) -> dict[str, Any]:
+    """The resources of ``settings``. Secrets are EnvVar references in the code location; a test that built its
+    settings in code passes ``secrets_from_env=False`` to hand the values over."""
+
+    def secret(var: str, value: Any) -> Any:
+        if value is None:
+            return None
+        return dg.EnvVar(var) if secrets_from_env else value.get_secret_value()
+
+    def values(model: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        out = {}
+        for name in model.model_fields:
+            if name in exclude:
+                continue
+            value = getattr(settings, name)
+            out[name] = (
+                str(value)
+                if isinstance(value, Path | date_type)
+                else list(value)
+                if isinstance(value, tuple)
+                else value
+            )
+        return out
+
     return {
-        "heymilo": HeyMiloAPI(api_key=dg.EnvVar("HEYMILO_API_KEY"), state_dir=str(settings.rate_limit_dir)),
-        "storage": Storage(data_dir=str(settings.data_dir)),
+        "heymilo": HeyMiloAPI(
+            **values(ConnectionSettings),
+            api_key=secret("HEYMILO_API_KEY", settings.api_key) or dg.EnvVar("HEYMILO_API_KEY"),
+            state_dir=str(settings.rate_limit_dir),
+        ),
+        "storage": Storage(data_dir=str(settings.data_dir), lock_timeout_seconds=settings.lock_timeout_seconds),
+        "pipeline": Pipeline(
+            **values(PipelineSettings, exclude=("pii_key",)), pii_key=secret("HEYMILO_PII_KEY", settings.pii_key)
+        ),
     }
 
 

@@ -62,16 +62,19 @@ def daily_update(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"postings-{as_of.isoformat()}", tags={KIND_TAG: "update", AS_OF_TAG: str(as_of)})
 
 
-def _deadline_cron() -> str:
-    return f"0 {PipelineSettings.from_env().freshness_deadline_hour} * * *"
+def daily_checks(deadline_hour: int) -> dg.ScheduleDefinition:
+    """The warehouse checks every day at the freshness deadline (built from HEYMILO_FRESHNESS_DEADLINE_HOUR)."""
 
+    @dg.schedule(
+        name="daily_checks",
+        job=warehouse_checks_job,
+        cron_schedule=f"0 {deadline_hour} * * *",
+        execution_timezone="UTC",
+        description=f"Every day at the freshness deadline, {deadline_hour:02d}:00 UTC "
+        "(HEYMILO_FRESHNESS_DEADLINE_HOUR): the warehouse checks.",
+    )
+    def _daily_checks(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        as_of = (context.scheduled_execution_time or datetime.now(UTC)).date()
+        return dg.RunRequest(run_key=f"checks-{as_of.isoformat()}", tags={AS_OF_TAG: str(as_of)})
 
-@dg.schedule(
-    job=warehouse_checks_job,
-    cron_schedule=_deadline_cron(),
-    execution_timezone="UTC",
-    description="Every day at the freshness deadline (HEYMILO_FRESHNESS_DEADLINE_HOUR, UTC): the warehouse checks.",
-)
-def daily_checks(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    as_of = (context.scheduled_execution_time or datetime.now(UTC)).date()
-    return dg.RunRequest(run_key=f"checks-{as_of.isoformat()}", tags={AS_OF_TAG: str(as_of)})
+    return _daily_checks

@@ -9,10 +9,9 @@ from heymilo_pipeline.api.errors import HeyMiloError
 from heymilo_pipeline.defs.checks import AS_OF_TAG
 from heymilo_pipeline.defs.jobs import candidates_job, postings_job
 from heymilo_pipeline.defs.partitions import POSTINGS, postings_partitions, range_tags
-from heymilo_pipeline.defs.resources import HeyMiloAPI, Storage
+from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage
 from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
 from heymilo_pipeline.discovery import discover_postings
-from heymilo_pipeline.settings import PipelineSettings
 
 
 @dg.sensor(
@@ -21,8 +20,10 @@ from heymilo_pipeline.settings import PipelineSettings
     description="Every 10 minutes: list postings (one request per 100), register new ones and backfill each "
     "from HEYMILO_START_DATE to yesterday in its own run.",
 )
-def new_postings(context: dg.SensorEvaluationContext, heymilo: HeyMiloAPI) -> dg.SensorResult | dg.SkipReason:
-    settings = PipelineSettings.from_env()
+def new_postings(
+    context: dg.SensorEvaluationContext, heymilo: HeyMiloAPI, pipeline: Pipeline
+) -> dg.SensorResult | dg.SkipReason:
+    settings = pipeline.settings()
     try:
         found = asyncio.run(discover_postings(heymilo.client(), settings))
     except HeyMiloError as exc:
@@ -55,9 +56,11 @@ def new_postings(context: dg.SensorEvaluationContext, heymilo: HeyMiloAPI) -> dg
     description="When the daily update's listing of postings succeeds: the candidate runs of that day's refresh "
     "plan (it does nothing for other postings runs, so it is on by default).",
 )
-def update_after_postings(context: dg.RunStatusSensorContext, storage: Storage) -> list[dg.RunRequest] | dg.SkipReason:
+def update_after_postings(
+    context: dg.RunStatusSensorContext, storage: Storage, pipeline: Pipeline
+) -> list[dg.RunRequest] | dg.SkipReason:
     tags = context.dagster_run.tags
     if tags.get(KIND_TAG) != "update" or AS_OF_TAG not in tags:
         return dg.SkipReason("not a daily update's listing")
     as_of = date.fromisoformat(tags[AS_OF_TAG])
-    return update_requests(context.instance, as_of, PipelineSettings.from_env(), storage.warehouse())
+    return update_requests(context.instance, as_of, pipeline.settings(), storage.warehouse())

@@ -1,0 +1,109 @@
+"""What many tests share: the test days, settings built in code, and a harness that runs the code location.
+
+Tests configure the pipeline the way the code location does, through one ``Settings`` object (never the
+environment): ``settings_for`` builds it, ``Harness`` turns it into definitions and runs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from heymilo_pipeline.cli import Location
+from heymilo_pipeline.defs.checks import AS_OF_TAG, warehouse_checks
+from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
+from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+from heymilo_pipeline.lake import Lake
+from heymilo_pipeline.settings import Settings
+from heymilo_pipeline.warehouse import Warehouse
+
+TODAY = datetime.now(UTC).date()
+LAST = TODAY - timedelta(days=1)
+# Close to today, so partition sets stay small.
+START = TODAY - timedelta(days=30)
+
+
+def settings_for(url: str, key: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a run against the simulator at ``url``: no client-side pacing unless asked."""
+    values: dict[str, Any] = {
+        "api_key": key,
+        "base_url": url,
+        "data_dir": data_dir,
+        "start_date": START,
+        "requests_per_minute": 1_000_000,
+        "lock_timeout_seconds": 20,
+    }
+    return Settings(**{**values, **overrides})
+
+
+def with_changes(settings: Settings, **changes: Any) -> Settings:
+    return Settings.model_validate({**dict(settings), **changes})
+
+
+@dataclass
+class Harness:
+    """The code location of ``settings`` run in process against ``instance``; keyword changes give a variant
+    (another server, other bounds) for one call."""
+
+    settings: Settings
+    instance: dg.DagsterInstance
+    # True: secrets are EnvVar references resolved when a run starts, as in the code location.
+    secrets_from_env: bool = field(default=False, kw_only=True)
+
+    def defs(self, **changes: Any) -> dg.Definitions:
+        return self.location(**changes).defs
+
+    def location(self, **changes: Any) -> Location:
+        return Location.build(with_changes(self.settings, **changes), secrets_from_env=self.secrets_from_env)
+
+    def materialize(
+        self, selection: Any, tags: dict[str, str] | None = None, raise_on_error: bool = True, **changes: Any
+    ) -> dg.ExecuteInProcessResult:
+        defs = self.defs(**changes)
+        return dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            instance=self.instance,
+            resources=defs.resources,
+            selection=selection,
+            tags=tags,
+            raise_on_error=raise_on_error,
+        )
+
+    def list_postings(self, tags: dict[str, str] | None = None, **changes: Any) -> dg.ExecuteInProcessResult:
+        return self.materialize(["postings"], tags, **changes)
+
+    def candidates(
+        self, first: date, last: date, first_posting: str, last_posting: str, **changes: Any
+    ) -> dg.ExecuteInProcessResult:
+        """Candidates for the rectangle of days x postings, as one run of candidates_job."""
+        tags = range_tags(first, last, first_posting, last_posting)
+        return self.materialize(CANDIDATES_SELECTION, tags, raise_on_error=False, **changes)
+
+    def check(self, as_of: date, **changes: Any) -> dict[str, dg.AssetCheckEvaluation]:
+        """The warehouse checks as the daily audit of ``as_of`` runs them; evaluations by check name."""
+        selection = dg.AssetSelection.checks(warehouse_checks)
+        result = self.materialize(selection, {AS_OF_TAG: as_of.isoformat()}, **changes)
+        return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+    def resource(self, name: str, **changes: Any) -> Any:
+        return self.defs(**changes).resources[name]
+
+    @property
+    def registered(self) -> list[str]:
+        return list(self.instance.get_dynamic_partitions(POSTINGS))
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.settings.duckdb_path)
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.settings.lake_dir)
