@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import os
 import platform
 import re
@@ -277,8 +276,10 @@ def counts_in(tenant, posting_ids: list[str], first: date, last: date) -> dict[s
 
 
 def minimum_requests(counts: dict[str, int]) -> int:
-    """Sum over postings of ceil(n / 100), at least one request per posting and run."""
-    return sum(max(1, math.ceil(n / 100)) for n in counts.values())
+    """One query per posting: the pipeline's own figure (``api.stats.minimum_requests``)."""
+    from heymilo_pipeline.api.stats import minimum_requests
+
+    return minimum_requests(counts.values())
 
 
 # --- cached JSON pages (local benchmark) ----------------------------------------------------

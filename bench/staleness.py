@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -200,7 +199,9 @@ def _plan_minimum(records: Any, postings: set[str], ranges: list[Any], day_of: A
         for k, span in enumerate(ranges):
             if span.first <= day <= span.last:
                 counts[r["posting_id"], k] += 1
-    return sum(max(1, math.ceil(counts[p, k] / 100)) for p in postings for k in range(len(ranges)))
+    from heymilo_pipeline.api.stats import minimum_requests
+
+    return minimum_requests(counts[p, k] for p in postings for k in range(len(ranges)))
 
 
 def _completeness_requests(instance: Any) -> int:

@@ -55,6 +55,7 @@ def pipeline() -> None:
     import dagster as dg
     import httpx
 
+    from heymilo_pipeline.api.stats import minimum_requests
     from heymilo_pipeline.api.windows import day_of, midnight
     from heymilo_pipeline.cli import Location
     from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
@@ -80,7 +81,7 @@ def pipeline() -> None:
             stats = httpx.get(stats_url, headers={"X-API-KEY": KEY}).json()
             truth = [r for r in tenant.truth() if r["posting_id"] in registered]
             per_posting = {p: sum(1 for r in truth if r["posting_id"] == p) for p in registered}
-            minimum = sum(max(1, math.ceil(n / 100)) for n in per_posting.values())
+            minimum = minimum_requests(per_posting.values())
             requests = sum(v for k, v in stats["requests_by_route"].items() if k.endswith("/candidates"))
             retried = sum(stats["faults"].values()) + stats["rate_limited"]
             table = query(data / "heymilo.duckdb", "SELECT interview_id, status, score FROM candidates")

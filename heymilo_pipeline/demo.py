@@ -7,7 +7,6 @@ the simulator and prints a short report. Running it again is safe: every step is
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ import click
 import httpx
 
 from heymilo_pipeline import cli
+from heymilo_pipeline.api.stats import minimum_requests
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec
 from heymilo_pipeline.status import latest_check_results
@@ -93,7 +93,7 @@ def main(data_dir: Path, days: int, seed: int) -> None:
     wanted = set(registered)
     truth = {(r["interview_id"], r["status"], r["score"]) for r in tenant.truth() if r["posting_id"] in wanted}
     truth_counts = Counter(r["posting_id"] for r in tenant.truth() if r["posting_id"] in wanted)
-    minimum = sum(max(1, math.ceil(truth_counts.get(p, 0) / 100)) for p in registered)
+    minimum = minimum_requests(truth_counts.get(p, 0) for p in registered)
     candidate_requests = sum(n for route, n in stats["requests_by_route"].items() if route.endswith("/candidates"))
     _report(location, instance, registered, failed, candidate_requests, minimum, stats, time.monotonic() - started)
     _compare_with_truth(data_dir / "heymilo.duckdb", truth)

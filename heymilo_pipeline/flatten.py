@@ -510,19 +510,6 @@ def _workflows(
     return table, summary
 
 
-def split_by_day(table: pa.Table) -> dict[date, pa.Table]:
-    """Rows grouped by created_date: zero-copy slices of one stable sort, so row order is kept within a day."""
-    if table["created_date"].null_count:
-        raise ValueError(f"{table['created_date'].null_count} row(s) without created_date cannot be split by day")
-    ordered = table.take(pc.sort_indices(table["created_date"]))
-    out: dict[date, pa.Table] = {}
-    offset = 0
-    for entry in pc.value_counts(ordered["created_date"]).to_pylist():
-        out[entry["values"]] = ordered.slice(offset, entry["counts"])
-        offset += entry["counts"]
-    return out
-
-
 def _model_extras(model: m.APIModel, prefix: str = "") -> dict[str, Any]:
     """Unknown fields of a model and of every model nested in it (lists too), keyed by dotted path."""
     found = {prefix + k: v for k, v in model.unknown_fields().items()}

@@ -27,7 +27,6 @@ glob ever sees them. Candidate data is personal data: files are 0o600, directori
 from __future__ import annotations
 
 import fcntl
-import gzip
 import json
 import os
 import shutil
@@ -35,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -154,17 +153,6 @@ class Lake:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def write_partition(
-        self,
-        posting_id: str,
-        day: date,
-        raw_records: Sequence[dict[str, Any]],
-        candidates: pa.Table,
-        steps: pa.Table,
-    ) -> MonthFiles:
-        """Replace one posting-day (see write_partitions); returns the files of its month."""
-        return self.write_partitions(posting_id, DayRange.single(day), raw_records, candidates, steps)[month_of(day)]
-
     def write_partitions(
         self,
         posting_id: str,
@@ -240,50 +228,6 @@ class Lake:
         finally:
             os.close(fd)
 
-    def migrate_day_layout(self) -> list[tuple[str, DayRange]]:
-        """Move what the earlier layout stored (one file per table, posting and day, in ``date=``
-        directories, raw records as ``part.jsonl.gz``) into month files, then remove the old files.
-
-        Runs call it before they read or write (cheap when there is nothing to move). Days whose three
-        files are not all there (a write the earlier code never finished) are left alone. Returns the
-        (posting, days) moved.
-        """
-        base = self.root / CANDIDATES.name
-        if not base.is_dir() or not any(base.glob("posting_id=*/date=*")):
-            return []
-        moved: list[tuple[str, DayRange]] = []
-        with self._directory_lock(self.root):  # two runs must not move the same days
-            for posting_dir in sorted(base.glob("posting_id=*")):
-                posting_id = unquote(posting_dir.name.removeprefix("posting_id="))
-                days = sorted(d for d in map(self._legacy_day, posting_dir.glob("date=*/" + FILE_NAME)) if d)
-                for run in _consecutive(days):
-                    files = [[self._legacy_path(t, posting_id, day) for t in _LEGACY] for day in run.days]
-                    candidates = pa.concat_tables([_read(f[0], CANDIDATES) for f in files])
-                    steps = pa.concat_tables([_read(f[1], WORKFLOW_STEPS) for f in files])
-                    raw = [json.loads(line) for f in files for line in gzip.decompress(f[2].read_bytes()).splitlines()]
-                    self.write_partitions(posting_id, run, raw, candidates, steps)
-                    for day_files in files:
-                        for path in day_files:
-                            path.unlink()
-                            with suppress(OSError):  # not empty: something else lives there; leave it
-                                path.parent.rmdir()
-                    moved.append((posting_id, run))
-        return moved
-
-    def _legacy_path(self, table: str, posting_id: str, day: date) -> Path:
-        name = "part.jsonl.gz" if table == RAW else FILE_NAME
-        return self.root / table / f"posting_id={_dir_value(posting_id)}" / f"date={day.isoformat()}" / name
-
-    def _legacy_day(self, candidates_file: Path) -> date | None:
-        """The day of an earlier-layout candidates file, if its steps and raw files are there too."""
-        try:
-            day = date.fromisoformat(candidates_file.parent.name.removeprefix("date="))
-        except ValueError:
-            return None
-        posting_id = unquote(candidates_file.parent.parent.name.removeprefix("posting_id="))
-        complete = all(self._legacy_path(t, posting_id, day).is_file() for t in _LEGACY)
-        return day if complete else None
-
     def _atomic_write(self, path: Path, write: Callable[[IO[bytes]], None]) -> None:
         self._make_dirs(path.parent)
         temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
@@ -345,20 +289,6 @@ class Lake:
         """The records the API returned for one posting x day, as it returned them."""
         table = self.read(RAW, posting_id, DayRange.single(day))
         return [json.loads(text) for text in table["record"].to_pylist()]
-
-
-_LEGACY = (CANDIDATES.name, WORKFLOW_STEPS.name, RAW)
-
-
-def _consecutive(days: list[date]) -> list[DayRange]:
-    """Sorted days as runs of consecutive days."""
-    runs: list[DayRange] = []
-    for day in days:
-        if runs and runs[-1].last + timedelta(days=1) == day:
-            runs[-1] = DayRange(runs[-1].first, day)
-        else:
-            runs.append(DayRange.single(day))
-    return runs
 
 
 def _spec(table: str) -> TableSpec:

@@ -78,14 +78,6 @@ class SliceFiles:
 
 
 @dataclass
-class LoadReport:
-    inserted: dict[str, int]
-    table_counts: dict[str, int]
-    differing_from_lake: list[dict[str, Any]]
-    preview: str
-
-
-@dataclass
 class PostingsChange:
     listed: int
     newly_vanished: list[str]
@@ -157,17 +149,6 @@ class Warehouse:
 
     # --- loads ------------------------------------------------------------------------------
 
-    def replace_slice(
-        self,
-        posting_id: str,
-        days: DayRange,
-        candidate_files: Sequence[Path],
-        step_files: Sequence[Path],
-        run_id: str,
-    ) -> dict[str, int]:
-        """Replace one posting's rows created within ``days`` by the given Parquet files (see replace_slices)."""
-        return self.replace_slices([SliceFiles(posting_id, days, candidate_files, step_files)], run_id)
-
     def replace_slices(self, slices: Sequence[SliceFiles], run_id: str) -> dict[str, int]:
         """Replace every slice's rows by its Parquet files, all in ONE transaction.
 
@@ -177,29 +158,6 @@ class Warehouse:
         """
         with self.connect() as conn:
             return _replace_slices(conn, slices, run_id)
-
-    def publish(self, slices: Sequence[SliceFiles], run_id: str, preview_columns: Sequence[str]) -> LoadReport:
-        """What a run's load step does, on ONE connection: schema, replacement (one transaction), then
-        a comparison with the lake, table counts and a preview of the loaded rows."""
-        with self.connect() as conn:
-            _ensure_schema(conn)
-            inserted = _replace_slices(conn, slices, run_id)
-            return LoadReport(
-                inserted=inserted,
-                table_counts=_table_counts(conn),
-                differing_from_lake=_compare_with_lake(conn, slices),
-                preview=_preview(conn, slices, preview_columns),
-            )
-
-    def compare_with_lake(self, slices: Sequence[SliceFiles]) -> list[dict[str, Any]]:
-        """Slices whose DuckDB rows differ from their Parquet files (as multisets); empty when all agree."""
-        with self.connect(read_only=True) as conn:
-            return _compare_with_lake(conn, slices)
-
-    def preview(self, slices: Sequence[SliceFiles], columns: Sequence[str], limit: int = 10) -> str:
-        """A markdown table of a few loaded rows of the first slice, restricted to ``columns``."""
-        with self.connect(read_only=True) as conn:
-            return _preview(conn, slices, columns, limit)
 
     def replace_postings(self, table: pa.Table) -> PostingsChange:
         """Merge a listing of every posting (see flatten.postings_table) into ``postings``.
@@ -466,48 +424,6 @@ def _replace_slices(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles
             # one statement per slice (executemany cost ~2 ms a row, i.e. most of a year-long load)
             conn.execute(_RECORD_LOADS, [item.posting_id, run_id, item.days.first, item.days.last, *bounds])
     return inserted
-
-
-def _compare_with_lake(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles]) -> list[dict[str, Any]]:
-    differing = []
-    for item in slices:
-        bounds = [item.posting_id, item.days.first, item.days.last]
-        for table, files in ((CANDIDATES, item.candidate_files), (WORKFLOW_STEPS, item.step_files)):
-            names = _names(table)
-            in_db = f'SELECT {names} FROM "{table.name}" WHERE posting_id = ? AND created_date BETWEEN ? AND ?'
-            in_lake = (
-                f"SELECT {names} FROM {_READ} WHERE {_WITHIN_DAYS}"
-                if files
-                else f'SELECT {names} FROM "{table.name}" LIMIT 0'
-            )
-            lake_params = [[str(f) for f in files], *bounds[1:]] if files else []
-            db_rows = conn.execute(f"SELECT count(*) FROM ({in_db})", bounds).fetchone()[0]
-            lake_rows = conn.execute(f"SELECT count(*) FROM ({in_lake})", lake_params).fetchone()[0]
-            only_db = conn.execute(
-                f"SELECT count(*) FROM (({in_db}) EXCEPT ALL ({in_lake}))", [*bounds, *lake_params]
-            ).fetchone()[0]
-            if db_rows != lake_rows or only_db:
-                differing.append(
-                    {"slice": f"{item.posting_id} {item.days}", "table": table.name,
-                     "duckdb_rows": db_rows, "lake_rows": lake_rows, "rows_only_in_duckdb": only_db}
-                )  # fmt: skip
-    return differing
-
-
-def _preview(
-    conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles], columns: Sequence[str], limit: int = 10
-) -> str:
-    if not slices:
-        return "(nothing loaded)"
-    item = slices[0]
-    cols = ", ".join(_quote(c) for c in columns)
-    rows = conn.execute(
-        f"SELECT {cols} FROM candidates WHERE posting_id = ? AND created_date BETWEEN ? AND ? "
-        f"ORDER BY created_at, interview_id LIMIT {int(limit)}",
-        [item.posting_id, item.days.first, item.days.last],
-    ).fetchall()
-    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
-    return "\n".join([header, *("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows)])
 
 
 def _count_by(values: Iterator[Any]) -> dict[str, int]:

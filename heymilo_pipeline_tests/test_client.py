@@ -18,12 +18,13 @@ import pytest
 
 from heymilo_pipeline.api import errors
 from heymilo_pipeline.api.client import HeyMiloClient
-from heymilo_pipeline.api.settings import ClientSettings
 from heymilo_pipeline.api.windows import DayRange, day_of
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, asgi_transport, create_app, serve_in_thread
+from heymilo_pipeline_tests.factories import CLIENT_KEY
+from heymilo_pipeline_tests.factories import client_settings as settings
 
-KEY = "sk_test_CLIENT-KEY-5f1e9a"
+KEY = CLIENT_KEY
 
 SMALL = TenantSpec(
     seed=11, postings=4, start=date(2026, 1, 1), end=date(2026, 2, 28), candidates_per_posting=(150, 700)
@@ -43,19 +44,6 @@ def year_tenant() -> Tenant:
             seed=5, postings=1, start=date(2025, 1, 1), end=date(2025, 12, 31), candidates_per_posting=(5200, 5200)
         )
     )
-
-
-def settings(tmp_path: Path, **overrides: Any) -> ClientSettings:
-    values: dict[str, Any] = dict(
-        api_key=KEY,
-        base_url="http://heymilo.sim",
-        requests_per_minute=1_000_000,  # in-process tests do not need pacing; test_limits covers it
-        backoff_initial=0.001,
-        backoff_max=0.01,
-        state_dir=tmp_path / "ratelimit",
-    )
-    values.update(overrides)
-    return ClientSettings.build(**values)
 
 
 def run(coro: Any) -> Any:

@@ -20,7 +20,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app
-from heymilo_pipeline_tests.conftest import SIM_KEY, SimGet, make_get, sim_requests
+from heymilo_pipeline_tests.factories import SIM_KEY, SimGet, make_get, sim_requests
 
 SPEC_PATH = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "heymilo-openapi.json"
 SPEC_URI = "urn:heymilo:openapi"

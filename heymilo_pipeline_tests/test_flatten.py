@@ -18,66 +18,7 @@ import pytest
 from heymilo_pipeline import flatten as fl
 from heymilo_pipeline.api.models import CandidateResponse, PostingResponse
 from heymilo_pipeline.api.windows import day_of, midnight
-
-DAY = date(2026, 3, 13)
-T0 = midnight(DAY) + 3600.25  # 01:00:00.25 UTC
-BIG = 2**64 + 12345
-
-
-def step(step_id: str, order: int, status: str, updated: float | None = None) -> dict[str, Any]:
-    return {
-        "step_id": step_id,
-        "order": order,
-        "status": status,
-        "started": status != "not_started",
-        "completed": status == "completed",
-        "knocked_out": status == "knocked_out",
-        "last_updated_at": updated,
-    }
-
-
-def record(n: int = 1, created_at: float | None = T0, **overrides: Any) -> dict[str, Any]:
-    """One candidate as the API sends it, every section filled (tests override what they need)."""
-    interview_id = f"{n:016X}"
-    doc: dict[str, Any] = {
-        "object": "candidate",
-        "interview_id": interview_id,
-        "candidate_id": f"cand_{n}",
-        "posting_id": "P1",
-        "name": "Jane Smith",
-        "email": "jane.smith@example.com",
-        "score": 78.5,
-        "status": "in_progress",
-        "interview_url": f"https://candidates.heymilo.io/acme/i/{interview_id}",
-        "workflow": {
-            "steps": [
-                step("resume_1", 1, "completed", T0 + 60),
-                step("vi_2", 2, "in_progress", T0 + 120.5),
-                step("form_3", 3, "not_started"),
-            ],
-            "all_complete": False,
-            "last_activity_at": T0 + 120.5,
-        },
-        "agent_summary": {
-            "resume": {"resume_score": 3.8, "is_eligible": True, "resume_link": "https://cdn.heymilo.io/r.pdf"},
-            "web_interview": {
-                "score": 82.0,
-                "highlights": ["clear", "kind"],
-                "audio_recording_link": "https://a",
-                "video_recording_link": None,
-            },
-            "sms": {"is_eligible": None, "criteria_passed": ["age"], "criteria_failed": [], "messages_sent": 8},
-            "form": {"is_complete": False, "is_eligible": None, "questions_answered": 5, "total_questions": 7},
-        },
-        "shortlisted": False,
-        "dismissed": False,
-        "metadata": {"source": "linkedin", "external_id": "x1"},
-        "data": {"phone": "+15125550100", "ats": {"application_id": BIG}, "tags": ["a", 1, True, None, 2.5]},
-        "interviewed_at": T0 + 100,
-        "created_at": created_at,
-    }
-    doc.update(overrides)
-    return doc
+from heymilo_pipeline_tests.factories import BIG, DAY, T0, record, step
 
 
 def flat(*docs: dict[str, Any], partition_day: date | None = None) -> tuple[pa.Table, pa.Table]:
@@ -275,18 +216,6 @@ def test_json_columns_keep_big_integers_and_the_key_order_as_sent() -> None:
     text = candidates["data"].to_pylist()[0]
     assert json.loads(text) == data and list(json.loads(text)) == list(data)
     assert json.loads(text)["z"]["b"][3]["x"] == BIG and json.loads(text)["z"]["a"] == -(2**70)
-
-
-def test_split_by_day_groups_rows_and_keeps_their_order() -> None:
-    days = [DAY + timedelta(days=d) for d in (2, 0, 2, 1, 0)]
-    candidates, steps = flat(*(record(i, created_at=midnight(d) + i) for i, d in enumerate(days)))
-    by_day = fl.split_by_day(pa.concat_tables([candidates.slice(0, 2), candidates.slice(2)]))
-    assert sorted(by_day) == [DAY, DAY + timedelta(days=1), DAY + timedelta(days=2)]
-    assert by_day[DAY]["interview_id"].to_pylist() == [f"{1:016X}", f"{4:016X}"]
-    assert by_day[DAY + timedelta(days=2)]["interview_id"].to_pylist() == [f"{0:016X}", f"{2:016X}"]
-    assert all(t.schema.equals(fl.CANDIDATES.schema, check_metadata=True) for t in by_day.values())
-    assert sum(t.num_rows for t in fl.split_by_day(steps).values()) == steps.num_rows
-    assert fl.split_by_day(fl.CANDIDATES.empty()) == {}
 
 
 def test_postings_table() -> None:

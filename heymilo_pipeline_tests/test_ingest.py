@@ -14,8 +14,8 @@ from heymilo_pipeline import ingest
 from heymilo_pipeline.api.client import HeyMiloClient
 from heymilo_pipeline.api.errors import SchemaError
 from heymilo_pipeline.api.windows import DayRange, midnight
-from heymilo_pipeline_tests.test_client import settings
-from heymilo_pipeline_tests.test_flatten import DAY, record
+from heymilo_pipeline_tests.factories import DAY, record
+from heymilo_pipeline_tests.factories import client_settings as settings
 
 DAYS = DayRange.single(DAY)
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +15,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from heymilo_pipeline import flatten as fl
 from heymilo_pipeline.api.models import CandidateResponse
-from heymilo_pipeline.api.windows import DayRange, midnight
+from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
 from heymilo_pipeline.lake import RAW, Lake, month_of
-from heymilo_pipeline_tests.test_flatten import BIG, DAY, record
+from heymilo_pipeline_tests.factories import BIG, DAY, DAYS, fetched, fetched_on
 
-DAYS = DayRange(DAY, DAY + timedelta(days=2))
 MONTH = month_of(DAY)
-
-
-def fetched(posting_id: str = "P1", per_day: tuple[int, ...] = (3, 0, 2), first: int = 0) -> list[dict[str, Any]]:
-    """Raw records of one posting: ``per_day[i]`` candidates created on DAY + i."""
-    docs, n = [], first
-    for offset, count in enumerate(per_day):
-        for k in range(count):
-            n += 1
-            docs.append(
-                record(n, created_at=midnight(DAY + timedelta(days=offset)) + 3600 * k + 0.5, posting_id=posting_id)
-            )
-    return docs
 
 
 def write(lake: Lake, raw: list[dict[str, Any]], posting_id: str = "P1", days: DayRange = DAYS) -> dict:
@@ -78,7 +62,7 @@ def test_raw_records_survive_what_json_allows(tmp_path: Path) -> None:
     raw[1]["data"] = {"note": "\ud800 lone surrogate", "x": 1e16, "y": 0.1, "z": -(2**80)}
     raw[2]["data"] = {"nan": float("nan")}
     candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
-    lake.write_partition("P1", DAY, raw, candidates, steps)
+    lake.write_partitions("P1", DayRange.single(DAY), raw, candidates, steps)
     back = lake.read_raw("P1", DAY)
     assert back[:2] == raw[:2] and back[2]["data"]["nan"] != back[2]["data"]["nan"]
 
@@ -138,16 +122,6 @@ def test_writers_of_different_days_of_one_month_do_not_lose_each_others_rows(tmp
     assert lake.covered_days("candidates", "P1") == {DAY + timedelta(days=i) for i in range(12)}
 
 
-def fetched_on(first_day: date, per_day: tuple[int, ...], first: int = 0) -> list[dict[str, Any]]:
-    """Like fetched, from ``first_day`` on."""
-    docs, n = [], first
-    for offset, count in enumerate(per_day):
-        for k in range(count):
-            n += 1
-            docs.append(record(n, created_at=midnight(first_day + timedelta(days=offset)) + 60 * k, posting_id="P1"))
-    return docs
-
-
 def test_a_failed_write_keeps_the_previous_files(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
     write(lake, fetched(per_day=(2,)), days=DayRange.single(DAY))
@@ -156,7 +130,7 @@ def test_a_failed_write_keeps_the_previous_files(tmp_path: Path) -> None:
     candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
     raw[1]["data"] = {"not json": object()}  # fails half way through writing the raw file
     with pytest.raises(TypeError, match="not JSON serializable"):
-        lake.write_partition("P1", DAY, raw, candidates, steps)
+        lake.write_partitions("P1", DayRange.single(DAY), raw, candidates, steps)
     assert (lake.read("candidates").to_pylist(), lake.read_raw("P1", DAY)) == before
     assert all(not Path(p).name.startswith(".") for p in visible(tmp_path))
 
@@ -166,16 +140,16 @@ def test_rows_of_another_partition_are_refused(tmp_path: Path) -> None:
     raw = fetched(per_day=(1, 1))
     candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
     with pytest.raises(ValueError, match=r"created outside the range written \(2026-03-13\)"):
-        lake.write_partition("P1", DAY, raw, candidates, steps)
+        lake.write_partitions("P1", DayRange.single(DAY), raw, candidates, steps)
     with pytest.raises(ValueError, match="posting_id other than P2"):
         lake.write_partitions("P2", DAYS, raw, candidates, steps)
     with pytest.raises(ValueError, match="outside the range"):
         lake.write_partitions("P1", DayRange.single(DAY), raw, candidates, steps)
     with pytest.raises(ValueError, match="raw records"):
-        lake.write_partition("P1", DAY, raw[:0], candidates.slice(0, 1), steps.slice(0, 3))
+        lake.write_partitions("P1", DayRange.single(DAY), raw[:0], candidates.slice(0, 1), steps.slice(0, 3))
     keyless = candidates.slice(0, 1).set_column(0, "interview_id", pa.array([None], pa.string()))
     with pytest.raises(ValueError, match="null values to non-nullable"):
-        lake.write_partition("P1", DAY, raw[:1], keyless, steps.slice(0, 3))
+        lake.write_partitions("P1", DayRange.single(DAY), raw[:1], keyless, steps.slice(0, 3))
     assert visible(tmp_path) == []
 
 
@@ -236,32 +210,3 @@ def test_hive_readers_see_the_same_posting_ids_as_the_files(tmp_path: Path) -> N
     plain = conn.execute(f"SELECT posting_id, created_date FROM read_parquet('{glob}', hive_partitioning=false)")
     assert with_directory_values == sorted((p, d, f"{d:%Y-%m}") for p, d in plain.fetchall())
     assert pc.count_distinct(lake.read("candidates")["posting_id"]).as_py() == 2
-
-
-def test_days_of_the_earlier_day_layout_move_into_month_files(tmp_path: Path) -> None:
-    # The layout before month files: one file per table, posting and day, raw records as gzip JSON lines.
-    lake = Lake(tmp_path)
-    raw = fetched(per_day=(2, 0, 1)) + fetched_on(DAY.replace(day=20), (1,), first=50)
-    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
-    by_day = fl.split_by_day(candidates)
-    steps_by_day = fl.split_by_day(steps)
-    days = [*DAYS.days, DAY.replace(day=20)]
-    for day in days:
-        root = f"posting_id=P1/date={day}"
-        for table, rows in (("candidates", by_day), ("candidate_workflow_steps", steps_by_day)):
-            (tmp_path / table / root).mkdir(parents=True)
-            pq.write_table(rows.get(day, CANDIDATES.empty() if table == "candidates" else WORKFLOW_STEPS.empty()),
-                           tmp_path / table / root / "part.parquet")  # fmt: skip
-        (tmp_path / RAW / root).mkdir(parents=True)
-        lines = [json.dumps(r) for r in raw if midnight(day) <= r["created_at"] < midnight(day + timedelta(days=1))]
-        (tmp_path / RAW / root / "part.jsonl.gz").write_bytes(gzip.compress("\n".join(lines).encode()))
-    (tmp_path / "candidates/posting_id=P1/date=2026-03-21").mkdir()  # half-written: no file, not moved
-
-    moved = lake.migrate_day_layout()
-    assert moved == [("P1", DAYS), ("P1", DayRange.single(DAY.replace(day=20)))]
-    assert lake.covered_days("candidates", "P1") == set(days)
-    assert lake.read("candidates").to_pylist() == candidates.to_pylist()
-    assert lake.read("candidate_workflow_steps").num_rows == steps.num_rows
-    assert [r for d in days for r in lake.read_raw("P1", d)] == raw
-    assert not [p for p in visible(tmp_path) if "date=" in p]  # the old files are gone
-    assert lake.migrate_day_layout() == []  # nothing left to move

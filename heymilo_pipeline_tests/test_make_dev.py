@@ -407,9 +407,7 @@ def test_the_ui_shows_the_effective_configuration(make_dev: Loaded) -> None:
     found = expect_type(graphql(dev.url, RESOURCES, {"selector": selector})["repositoryOrError"], "Repository")
     resources = {r["name"]: r for r in found["allTopLevelResourceDetails"]}
     assert set(resources) == {"heymilo", "storage", "pipeline"}
-    values = {
-        name: {v["key"]: (v["value"], v["type"]) for v in r["configuredValues"]} for name, r in resources.items()
-    }
+    values = {name: {v["key"]: (v["value"], v["type"]) for v in r["configuredValues"]} for name, r in resources.items()}
     today = datetime.now(UTC).date()
     assert values["pipeline"]["start_date"] == (f'"{today - timedelta(days=DAYS)}"', "VALUE")
     assert values["pipeline"]["freshness_deadline_hour"] == ("6", "VALUE")

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from heymilo_pipeline.api.stats import minimum_requests
 from heymilo_pipeline.api.windows import DayRange, day_of, midnight
 from heymilo_pipeline.defs.checks import AS_OF_TAG
 from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
@@ -118,7 +119,7 @@ def test_partitions_marked_materialized_equal_the_loads(world: World) -> None:
 def test_requests_stay_within_five_percent_of_the_minimum(world: World) -> None:
     stats = world.sim_stats()
     truth = truth_in(world.tenant, world.registered, START, LAST)
-    minimum = sum(max(1, math.ceil(len(truth.get(p, [])) / 100)) for p in world.registered)
+    minimum = minimum_requests(len(truth.get(p, [])) for p in world.registered)
     candidate_requests = sum(n for route, n in stats["requests_by_route"].items() if route.endswith("/candidates"))
     retried = sum(stats["faults"].values()) + stats["rate_limited"]
     assert retried > 0, "faults were switched on; the run should have needed retries"

@@ -10,7 +10,7 @@ import pytest
 from heymilo_pipeline import quality
 from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.flatten import flatten
-from heymilo_pipeline_tests.test_flatten import record
+from heymilo_pipeline_tests.factories import record
 
 BOUNDS = quality.ScoreBounds()
 

@@ -29,7 +29,7 @@ from heymilo_pipeline.api.models import CANDIDATE_STATUSES, CandidateResponse, P
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, asgi_transport, create_app, serve_in_thread
 from heymilo_pipeline.simulator.cli import main as cli_main
 from heymilo_pipeline.simulator.ratelimit import SlidingWindowLog
-from heymilo_pipeline_tests.conftest import SIM_BASE_URL, SIM_KEY, SimGet, make_get, sim_requests
+from heymilo_pipeline_tests.factories import SIM_BASE_URL, SIM_KEY, SimGet, make_get, sim_requests
 
 TINY = TenantSpec(seed=3, postings=4, candidates_per_posting=(60, 120))
 DAY = 86400

@@ -20,9 +20,16 @@ from heymilo_pipeline.api.models import CandidateResponse, PostingResponse
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten, postings_table
 from heymilo_pipeline.lake import Lake, MonthFiles
-from heymilo_pipeline.warehouse import PARTITION_LOADS, TABLES, Warehouse, WarehouseLockedError, query, query_arrow
-from heymilo_pipeline_tests.test_flatten import BIG, DAY
-from heymilo_pipeline_tests.test_lake import DAYS, fetched, fetched_on
+from heymilo_pipeline.warehouse import (
+    PARTITION_LOADS,
+    TABLES,
+    SliceFiles,
+    Warehouse,
+    WarehouseLockedError,
+    query,
+    query_arrow,
+)
+from heymilo_pipeline_tests.factories import BIG, DAY, DAYS, fetched, fetched_on
 
 
 @pytest.fixture
@@ -50,7 +57,8 @@ def publish(
 
 def load(warehouse: Warehouse, posting_id: str, days: DayRange, files: dict[date, MonthFiles], run_id: str) -> dict:
     candidate_files = [f.candidates for f in files.values()]
-    return warehouse.replace_slice(posting_id, days, candidate_files, [f.steps for f in files.values()], run_id)
+    steps = [f.steps for f in files.values()]
+    return warehouse.replace_slices([SliceFiles(posting_id, days, candidate_files, steps)], run_id)
 
 
 def fetch(warehouse: Warehouse, sql: str, params: list | None = None) -> list[tuple]:
@@ -164,11 +172,11 @@ def test_a_failing_load_rolls_back_completely(lake: Lake, warehouse: Warehouse, 
     before = checksums(warehouse)
     files = lake.paths("candidates", "P1")
     with pytest.raises(duckdb.IOException):
-        warehouse.replace_slice("P1", DAYS, [*files, tmp_path / "missing.parquet"], [], "run-bad")
+        warehouse.replace_slices([SliceFiles("P1", DAYS, [*files, tmp_path / "missing.parquet"], [])], "run-bad")
     assert checksums(warehouse) == before
     # Files of another posting would put rows outside the slice: refused, and nothing changes either.
     with pytest.raises(ValueError, match="belong to another posting than P1"):
-        warehouse.replace_slice("P1", DAYS, lake.paths("candidates"), [], "run-bad")
+        warehouse.replace_slices([SliceFiles("P1", DAYS, lake.paths("candidates"), [])], "run-bad")
     assert checksums(warehouse) == before
     assert query(warehouse.path, "SELECT count(*) AS n FROM partition_loads WHERE run_id = 'run-bad'")["n"][0] == 0
 

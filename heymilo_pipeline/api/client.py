@@ -141,24 +141,42 @@ class HeyMiloClient:
         stats = QueryStats()
         context = errors.RequestContext(f"listing postings ({path})")
         items: list[Any] = []
-        params: dict[str, Any] = {"limit": self.settings.page_size}
-        if search:
-            params["search"] = search
+        params = {"search": search} if search else {}
+        async for _, page, _ in self._pages(path, params, envelope, stats, context, _posting_keys):
+            items.extend(page.data)
+        return items, stats
+
+    async def _pages(
+        self,
+        path: str,
+        params: dict[str, Any],
+        envelope: type[M],
+        stats: QueryStats,
+        context: errors.RequestContext,
+        keys_of: Callable[[Any, M, errors.RequestContext], list[tuple[str, Any]]],
+        posting_id: str | None = None,
+    ) -> AsyncIterator[tuple[Any, M, list[tuple[str, Any]]]]:
+        """The paging loop of every list endpoint: request, validate, count, then follow ``starting_after`` (the
+        id of the page's last item, from ``keys_of``) while ``has_more``; stops rather than go round in circles.
+        Yields (body as sent, validated page, keys)."""
+        params = {"limit": self.settings.page_size, **params}
         cursors: set[str] = set()
         started = time.perf_counter()
-        while True:
-            body = await self._get_json(path, params, stats, context)
-            page = _validate(envelope, body, context)
-            stats.pages += 1
-            stats.rows += len(page.data)
-            if stats.total_count is None:
-                stats.total_count = page.pagination.total_count
-            items.extend(page.data)
-            if not page.pagination.has_more:
-                break
-            params["starting_after"] = _next_cursor([p.id for p in page.data], cursors, context)
-        stats.seconds = time.perf_counter() - started
-        return items, stats
+        try:
+            while True:
+                body = await self._get_json(path, params, stats, context, posting_id=posting_id)
+                page = _validate(envelope, body, context)
+                keys = keys_of(body, page, context)
+                stats.pages += 1
+                stats.rows += len(keys)
+                if stats.total_count is None:
+                    stats.total_count = page.pagination.total_count
+                yield body, page, keys
+                if not page.pagination.has_more:
+                    return
+                params["starting_after"] = _next_cursor([key for key, _ in keys], cursors, context)
+        finally:
+            stats.seconds += time.perf_counter() - started
 
     # --- candidates -------------------------------------------------------------------------
 
@@ -175,31 +193,14 @@ class HeyMiloClient:
         stats = stats if stats is not None else QueryStats()
         context = errors.RequestContext("fetching candidates", posting_id, str(days) if days else None)
         path = f"/api/v2/postings/{posting_id}/candidates"
-        params: dict[str, Any] = {"limit": self.settings.page_size}
-        if days is not None:
-            params.update(days.query_params())
-        cursors: set[str] = set()
+        params = days.query_params() if days is not None else {}
         seen: set[str] = set()
-        started = time.perf_counter()
         number = 0
-        try:
-            while True:
-                body = await self._get_json(path, params, stats, context, posting_id=posting_id)
-                page = _validate(_CandidateEnvelope, body, context)
-                records = body["data"]
-                number += 1
-                stats.pages += 1
-                stats.rows += len(records)
-                if stats.total_count is None:
-                    stats.total_count = page.pagination.total_count
-                keys = _keys(records, body, context)
-                kept = _select(keys, records, days, seen, stats, posting_id)
-                yield CandidatePage(posting_id, days, number, kept, page.pagination, context)
-                if not page.pagination.has_more:
-                    return
-                params["starting_after"] = _next_cursor([interview_id for interview_id, _ in keys], cursors, context)
-        finally:
-            stats.seconds += time.perf_counter() - started
+        pages = self._pages(path, params, _CandidateEnvelope, stats, context, _candidate_keys, posting_id)
+        async for body, page, keys in pages:
+            number += 1
+            kept = _select(keys, body["data"], days, seen, stats, posting_id)
+            yield CandidatePage(posting_id, days, number, kept, page.pagination, context)
 
     async def count_candidates(self, posting_id: str, days: DayRange, stats: QueryStats | None = None) -> int | None:
         """``pagination.total_count`` of one ``limit=1`` query: how many candidates the API holds for those days
@@ -424,6 +425,14 @@ def _next_cursor(ids: list[str], used: set[str], context: errors.RequestContext)
         )
     used.add(cursor)
     return cursor
+
+
+def _posting_keys(body: Any, page: Any, context: errors.RequestContext) -> list[tuple[str, Any]]:
+    return [(posting.id, None) for posting in page.data]
+
+
+def _candidate_keys(body: Any, page: Any, context: errors.RequestContext) -> list[tuple[str, float | None]]:
+    return _keys(body["data"], body, context)
 
 
 def _keys(records: list[Any], body: Any, context: errors.RequestContext) -> list[tuple[str, float | None]]:

@@ -102,12 +102,6 @@ class SharedRateLimiter:
             await asyncio.sleep(delay)
         return delay
 
-    def acquire_blocking(self) -> float:
-        delay = self.reserve()
-        if delay > 0:
-            time.sleep(delay)
-        return delay
-
     def pause_until(self, epoch_seconds: float) -> None:
         """After a 429: nobody sharing this key starts a request before ``epoch_seconds``."""
         self._update(reserve=False, not_before=epoch_seconds)

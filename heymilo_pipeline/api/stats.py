@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
+
+PAGE_SIZE = 100  # the most candidates the API returns per request
 
 
 @dataclass
@@ -38,3 +42,9 @@ class QueryStats:
         out["seconds"] = round(self.seconds, 3)
         out["waited_seconds"] = round(self.waited_seconds, 3)
         return out
+
+
+def minimum_requests(counts: Iterable[int], page_size: int = PAGE_SIZE) -> int:
+    """The fewest requests that page through queries of these sizes: one per ``page_size`` candidates, and at
+    least one per query (an empty range still takes a request to learn that it is empty)."""
+    return sum(max(1, math.ceil(n / page_size)) for n in counts)
