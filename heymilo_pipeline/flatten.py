@@ -1,8 +1,4 @@
-"""Validated API records -> Arrow tables, and the one declaration of every table's columns.
-
-Each column is declared once (name, Arrow type, description); the Arrow schema (description in the field
-metadata), the DuckDB DDL and comments, Dagster's column list and docs/tables.md all derive from it.
-Descriptions follow the field descriptions of HeyMilo's OpenAPI document.
+"""Validated API records -> Arrow tables with the columns ``tables`` declares.
 
 Flattening is columnar: a page of records becomes one typed Arrow struct array in one C++ call (which is
 also the type check; the pydantic models judge only a page that fails it), then every column, workflow
@@ -13,10 +9,8 @@ step, count, day and timestamp is Arrow compute. Python touches each record only
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from functools import cached_property
 from operator import attrgetter
 from typing import Any
 
@@ -26,192 +20,9 @@ import pydantic
 import pydantic_core
 
 from heymilo_pipeline.api import models as m
+from heymilo_pipeline.tables import CANDIDATES, POSTINGS, TIMESTAMP, WORKFLOW_STEPS
 
 SECONDS_PER_DAY = 86_400
-DESCRIPTION = b"description"
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-_S, _F, _B, _I32, _I64, _D = pa.string(), pa.float64(), pa.bool_(), pa.int32(), pa.int64(), pa.date32()
-# "element" is the Parquet name of a list item: with it, a schema survives a trip through Parquet unchanged.
-_TS, _L = TIMESTAMP, pa.list_(pa.field("element", pa.string()))
-_SQL = {_S: "VARCHAR", _F: "DOUBLE", _B: "BOOLEAN", _I32: "INTEGER", _I64: "BIGINT", _TS: "TIMESTAMPTZ", _D: "DATE"}
-_SQL[_L] = "VARCHAR[]"
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: pa.DataType
-    description: str
-    nullable: bool = True
-    json: bool = False  # JSON text: a string in Arrow/Parquet, DuckDB's JSON type in the warehouse
-
-    @property
-    def sql_type(self) -> str:
-        return "JSON" if self.json else _SQL[self.type]
-
-    @property
-    def field(self) -> pa.Field:
-        return pa.field(self.name, self.type, self.nullable, {DESCRIPTION: self.description.encode()})
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """A table's ordered columns: as Arrow schema, DuckDB DDL and comments, Dagster columns, Markdown."""
-
-    name: str
-    description: str
-    columns: tuple[Column, ...]
-    primary_key: tuple[str, ...] = ()
-
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-    @cached_property
-    def schema(self) -> pa.Schema:
-        return pa.schema([c.field for c in self.columns], metadata={DESCRIPTION: self.description.encode()})
-
-    def empty(self) -> pa.Table:
-        return self.schema.empty_table()
-
-    def create_sql(self) -> str:
-        lines = [f'"{c.name}" {c.sql_type}{"" if c.nullable else " NOT NULL"}' for c in self.columns]
-        if self.primary_key:
-            lines.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in self.primary_key) + ")")
-        return f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n    ' + ",\n    ".join(lines) + "\n)"
-
-    def comment_sql(self) -> list[str]:
-        table = [f'COMMENT ON TABLE "{self.name}" IS {_text(self.description)}']
-        return table + [f'COMMENT ON COLUMN "{self.name}"."{c.name}" IS {_text(c.description)}' for c in self.columns]
-
-    def dagster_columns(self) -> list[tuple[str, str, str]]:
-        """(name, type, description) per column, for a Dagster ``TableSchema``."""
-        return [(c.name, c.sql_type, c.description) for c in self.columns]
-
-    def markdown(self) -> str:
-        key = [f"Key: {', '.join(f'`{k}`' for k in self.primary_key)} (unique across the table).", ""]
-        head = [f"## `{self.name}`", "", self.description, "", *(key if self.primary_key else [])]
-        head += ["| column | type | | description |", "|---|---|---|---|"]
-        rows = [
-            f"| `{c.name}` | {c.sql_type} | {'' if c.nullable else 'not null'} | {c.description} |"
-            for c in self.columns
-        ]
-        return "\n".join([*head, *(row.replace("\n", " ") for row in rows), ""])
-
-
-def _text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-NOT_NULL, JSON = "not null", "json"
-
-
-def spec(name: str, description: str, *columns: tuple[Any, ...], primary_key: tuple[str, ...] = ()) -> TableSpec:
-    """A TableSpec from compact rows: (name, type, description[, NOT_NULL | JSON])."""
-    cols = [Column(n, t, d, nullable=NOT_NULL not in flag, json=JSON in flag) for n, t, d, *flag in columns]
-    return TableSpec(name, description, tuple(cols), primary_key)
-
-
-_UNKNOWN = "Fields the API sent that the models do not know (yet), as JSON keyed by dotted path, e.g. "
-_UNKNOWN += "agent_summary.web_interview.sentiment_score; null when there are none."
-
-# fmt: off
-CANDIDATES = spec("candidates", "One row per candidate (interview) of a posting, as the API last returned it.",
-    ("interview_id", _S, "Unique interview identifier: one per candidate-posting pair.", NOT_NULL),
-    ("posting_id", _S, "ID of the posting this candidate belongs to.", NOT_NULL),
-    ("candidate_id", _S, "Candidate identifier, shared across postings within the workspace."),
-    ("name", _S, "Candidate's full name (personal data; null or a keyed hash under HEYMILO_PII=drop|hash)."),
-    ("email", _S, "Candidate's email address (personal data; null or a keyed hash under HEYMILO_PII=drop|hash)."),
-    ("status", _S, "pending, in_progress, evaluating (all steps done, final score still being computed), "
-                   "completed, shortlisted, dismissed or knocked_out.", NOT_NULL),
-    ("score", _F, "Overall match score (0-100), aggregated across all completed workflow steps."),
-    ("interview_url", _S, "URL the candidate uses to access the interview."),
-    ("shortlisted", _B, "Whether a recruiter has shortlisted this candidate.", NOT_NULL),
-    ("dismissed", _B, "Whether a recruiter has dismissed this candidate.", NOT_NULL),
-    ("created_at", _TS, "When the candidate was ingested (UTC, microseconds)."),
-    ("created_date", _D, "UTC day of created_at: the partition day (the day fetched for if created_at is null).",
-     NOT_NULL),
-    ("interviewed_at", _TS, "When the candidate completed the interview (UTC)."),
-    ("workflow_all_complete", _B, "True when every workflow step has been completed; null without a workflow."),
-    ("workflow_last_activity_at", _TS, "The candidate's most recent interaction with any workflow step (UTC)."),
-    ("workflow_steps_total", _I32, "Number of workflow steps; null when the API sent no workflow."),
-    ("workflow_steps_started", _I32, "Number of workflow steps the candidate has started."),
-    ("workflow_steps_completed", _I32, "Number of workflow steps the candidate has completed."),
-    ("workflow_steps_knocked_out", _I32, "Number of workflow steps at which the candidate was disqualified."),
-    ("workflow_current_step_id", _S, "First step (by order) not yet completed; null when all are or without workflow."),
-    ("workflow_current_step_order", _I64, "Position (1-based) of workflow_current_step_id in the workflow."),
-    ("resume_score", _F, "Resume screening: resume match score."),
-    ("resume_is_eligible", _B, "Resume screening: whether the candidate meets the eligibility criteria."),
-    ("resume_link", _S, "Resume screening: URL of the uploaded resume (signed; expires)."),
-    ("web_interview_score", _F, "Web interview: overall interview score."),
-    ("web_interview_highlights", _L, "Web interview: candidate strengths identified by the AI."),
-    ("web_interview_audio_recording_link", _S, "Web interview: signed URL of the audio recording (expires)."),
-    ("web_interview_video_recording_link", _S, "Web interview: signed URL of the video recording (expires)."),
-    ("sms_is_eligible", _B, "SMS screening: whether the candidate passed."),
-    ("sms_criteria_passed", _L, "SMS screening: criteria the candidate passed."),
-    ("sms_criteria_failed", _L, "SMS screening: criteria the candidate failed."),
-    ("sms_messages_sent", _I64, "SMS screening: total messages sent by the agent."),
-    ("form_is_complete", _B, "Form screening: whether the candidate completed the form."),
-    ("form_is_eligible", _B, "Form screening: whether the candidate passed all knockout questions."),
-    ("form_questions_answered", _I64, "Form screening: number of questions answered."),
-    ("form_total_questions", _I64, "Form screening: total number of questions on the form."),
-    ("metadata", _S, "Key-value pairs (strings) stored with the candidate, as JSON.", JSON),
-    ("data", _S, "Additional candidate data supplied at ingestion time, as JSON (as sent: key order, big numbers).",
-     JSON),
-    ("extra", _S, _UNKNOWN + " Unknown step fields are in candidate_workflow_steps.extra.", JSON),
-    primary_key=("interview_id",),
-)
-WORKFLOW_STEPS = spec("candidate_workflow_steps", "One row per candidate and workflow step.",
-    ("interview_id", _S, "The candidate's interview_id.", NOT_NULL),
-    ("posting_id", _S, "ID of the posting the candidate belongs to.", NOT_NULL),
-    ("created_date", _D, "The candidate's created_date (partition day).", NOT_NULL),
-    ("step_id", _S, "Workflow step identifier.", NOT_NULL),
-    ("step_order", _I64, "Position of the step in the workflow (1-based).", NOT_NULL),
-    ("status", _S, "Step status: not_started, in_progress, completed or knocked_out.", NOT_NULL),
-    ("started", _B, "Whether the candidate has started this step.", NOT_NULL),
-    ("completed", _B, "Whether the candidate has completed this step.", NOT_NULL),
-    ("knocked_out", _B, "Whether the candidate was disqualified at this step.", NOT_NULL),
-    ("last_updated_at", _TS, "Last status change of the step (UTC)."),
-    ("extra", _S, "Step fields the pipeline's models do not know (yet), as JSON; null when none.", JSON),
-)
-POSTINGS = spec("postings", "One row per posting of the workspace, as of the latest listing.",
-    ("posting_id", _S, "Unique posting identifier.", NOT_NULL),
-    ("company_id", _S, "ID of the company that owns this posting.", NOT_NULL),
-    ("title", _S, "Job title displayed to candidates.", NOT_NULL),
-    ("name", _S, "URL-friendly slug of the posting."),
-    ("status", _S, "Posting status: draft, active, expired or archived.", NOT_NULL),
-    ("finalized", _B, "Whether the posting has been finalized (activated).", NOT_NULL),
-    ("archived", _B, "Whether the posting is archived.", NOT_NULL),
-    ("test_posting", _B, "Whether this is a test posting.", NOT_NULL),
-    ("language", _S, "BCP-47 language code."),
-    ("interviewer_name", _S, "Display name of the AI interviewer."),
-    ("workflow_step_types", _L, "Types of the posting's workflow steps, in workflow order.", NOT_NULL),
-    ("deadline", _TS, "Deadline of the posting (UTC)."),
-    ("created_at", _TS, "When the posting was created (UTC)."),
-    ("updated_at", _TS, "When the posting was last updated (UTC)."),
-    ("metadata", _S, "Key-value pairs (strings) stored with the posting, as JSON.", JSON),
-    ("extra", _S, _UNKNOWN, JSON),
-    ("listed_at", _TS, "When the posting was last seen in the API's listing (UTC).", NOT_NULL),
-    ("vanished_at", _TS, "When the pipeline first found the posting missing from the API's listing (deleted in "
-                         "HeyMilo); null while it is listed. The row keeps its last listed state."),
-)
-RAW_RECORDS = spec("raw_candidates", "The lake's copy of every candidate record exactly as the API sent it "
-                                     "(lake/raw/candidates; not loaded into DuckDB): enough to rebuild the tables.",
-    ("interview_id", _S, "The candidate's interview_id.", NOT_NULL),
-    ("posting_id", _S, "ID of the posting the candidate belongs to.", NOT_NULL),
-    ("created_date", _D, "The candidate's created_date (partition day).", NOT_NULL),
-    ("record", _S, "The candidate object as the API returned it (JSON: its keys, order and numbers as sent).",
-     NOT_NULL, JSON),
-)
-# fmt: on
-LAKE_TABLES = (CANDIDATES, WORKFLOW_STEPS, RAW_RECORDS, POSTINGS)
-
-
-def tables_markdown(tables: Iterable[TableSpec] = LAKE_TABLES) -> str:
-    """docs/tables.md: every table with its columns, types and descriptions (add warehouse.TABLES for all)."""
-    return "# Tables\n\n" + "\n".join(t.markdown() for t in tables)
-
-
 # For what the pipeline composes (unknown fields, posting metadata): sorted keys make the text independent
 # of the order things were found in; Python ints have no width, so ids beyond 64 bits stay exact.
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False).encode
@@ -232,7 +43,7 @@ def json_text(value: Any) -> str:
 def timestamps(seconds: pa.Array) -> pa.Array:
     """Epoch seconds (float64) -> timestamp[us, UTC], exactly ``round(ts * 1_000_000)`` (half to even)."""
     micros = pc.round(pc.multiply(seconds, 1_000_000.0), round_mode="half_to_even")
-    return micros.cast(_I64).cast(TIMESTAMP)
+    return micros.cast(pa.int64()).cast(TIMESTAMP)
 
 
 def utc_days(seconds: pa.Array) -> pa.Array:
@@ -240,7 +51,7 @@ def utc_days(seconds: pa.Array) -> pa.Array:
     days = pc.floor(pc.divide(seconds, float(SECONDS_PER_DAY)))
     # The division rounds, so a hair before midnight it can reach the next day: step back then.
     days = pc.if_else(pc.greater(pc.multiply(days, float(SECONDS_PER_DAY)), seconds), pc.subtract(days, 1.0), days)
-    return days.cast(pa.int32()).cast(_D)
+    return days.cast(pa.int32()).cast(pa.date32())
 
 
 # The record's fields that are columns as they are, then those that need work.
@@ -270,10 +81,14 @@ def _record_type() -> pa.StructType:
     """The Arrow type of a candidate record: every field the models declare, except free-form JSON."""
     column = CANDIDATES.schema.field
     step_type = {f: WORKFLOW_STEPS.schema.field("step_order" if f == "order" else f).type for f in _STEP}
-    step = pa.struct(step_type | {"last_updated_at": _F})  # epoch seconds, as sent
-    workflow = pa.struct([("steps", pa.list_(step)), ("all_complete", _B), ("last_activity_at", _F)])
+    step = pa.struct(step_type | {"last_updated_at": pa.float64()})  # epoch seconds, as sent
+    workflow = pa.struct([("steps", pa.list_(step)), ("all_complete", pa.bool_()), ("last_activity_at", pa.float64())])
     sections = [(s, pa.struct([(f, column(_section_column(s, f)).type) for f in fs])) for s, fs in _SECTIONS.items()]
-    top = [(name, column(name).type) for name in _AS_IS] + [("object", _S), ("created_at", _F), ("interviewed_at", _F)]
+    top = [(name, column(name).type) for name in _AS_IS] + [
+        ("object", pa.string()),
+        ("created_at", pa.float64()),
+        ("interviewed_at", pa.float64()),
+    ]
     return pa.struct([*top, ("workflow", workflow), ("agent_summary", pa.struct(sections))])
 
 
@@ -441,7 +256,7 @@ def flatten(
         if partition_day is None:
             undated = pc.filter(_field(array, "interview_id"), pc.is_null(created)).to_pylist()
             raise ValueError(f"candidates without created_at and no partition_day to file them under: {undated[:5]}")
-        created_date = pc.fill_null(created_date, pa.scalar(partition_day, _D))
+        created_date = pc.fill_null(created_date, pa.scalar(partition_day, pa.date32()))
     keys = {"interview_id": _field(array, "interview_id"), "posting_id": _field(array, "posting_id")}
     keys["created_date"] = created_date
     columns: dict[str, Any] = {name: _field(array, name) for name in _AS_IS} | keys
@@ -472,24 +287,26 @@ def _workflows(
     """The steps table and the candidates' workflow columns."""
     step_lists = _field(workflow, "steps")
     has_workflow = pc.is_valid(workflow)
-    lengths = pc.fill_null(pc.list_value_length(step_lists), 0).cast(_I64)
+    lengths = pc.fill_null(pc.list_value_length(step_lists), 0).cast(pa.int64())
     flat = pc.list_flatten(step_lists)
     owner = pc.list_parent_indices(step_lists)
     columns = {name: array.take(owner) for name, array in keys.items()} | {"step_order": _field(flat, "order")}
     columns |= {name: _field(flat, name) for name in ("step_id", "status", "started", "completed")}
     columns["knocked_out"] = pc.fill_null(_field(flat, "knocked_out"), False)
     columns["last_updated_at"] = timestamps(_field(flat, "last_updated_at"))
-    columns["extra"] = pa.array(step_extra, _S)
+    columns["extra"] = pa.array(step_extra, pa.string())
     table = pa.Table.from_pydict(columns, schema=WORKFLOW_STEPS.schema)
 
     # Candidate i owns steps offsets[i]:offsets[i + 1] (the steps are in candidate order).
-    offsets = pa.concat_arrays([pa.array([0], _I64), pc.cumulative_sum(lengths)])
+    offsets = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(lengths)])
     starts, ends = offsets.slice(0, len(lengths)), offsets.slice(1)
 
     def count(flags: pa.ChunkedArray) -> pa.Array:
         # A candidate's steps are contiguous, so its count is the difference of a running sum at its bounds.
-        running = pa.concat_arrays([pa.array([0], _I64), pc.cumulative_sum(flags.cast(_I64)).combine_chunks()])
-        return pc.if_else(has_workflow, pc.subtract(running.take(ends), running.take(starts)), None).cast(_I32)
+        running = pa.concat_arrays(
+            [pa.array([0], pa.int64()), pc.cumulative_sum(flags.cast(pa.int64())).combine_chunks()]
+        )
+        return pc.if_else(has_workflow, pc.subtract(running.take(ends), running.take(starts)), None).cast(pa.int32())
 
     # Sorted by (candidate, completed, order), a candidate's steps stay at its offsets with the pending step of
     # lowest order first; if even that first step is completed, all are.
@@ -500,7 +317,7 @@ def _workflows(
     summary = {
         "workflow_all_complete": _field(workflow, "all_complete"),
         "workflow_last_activity_at": timestamps(_field(workflow, "last_activity_at")),
-        "workflow_steps_total": pc.if_else(has_workflow, lengths, None).cast(_I32),
+        "workflow_steps_total": pc.if_else(has_workflow, lengths, None).cast(pa.int32()),
         "workflow_steps_started": count(table["started"]),
         "workflow_steps_completed": count(table["completed"]),
         "workflow_steps_knocked_out": count(table["knocked_out"]),
@@ -531,7 +348,7 @@ def postings_table(postings: Sequence[m.PostingResponse], listed_at: datetime) -
     columns["posting_id"] = [p.id for p in postings]
     columns["workflow_step_types"] = [[s.type for s in sorted(p.workflow, key=attrgetter("order"))] for p in postings]
     for name in ("deadline", "created_at", "updated_at"):
-        columns[name] = timestamps(pa.array([getattr(p, name) for p in postings], _F))
+        columns[name] = timestamps(pa.array([getattr(p, name) for p in postings], pa.float64()))
     columns["metadata"] = [None if p.metadata is None else _dumps(p.metadata) for p in postings]
     columns["extra"] = [_dumps(e) if (e := _model_extras(p)) else None for p in postings]
     columns["listed_at"] = pa.array([listed_at.astimezone(UTC)] * len(postings), TIMESTAMP)

@@ -31,9 +31,10 @@ from heymilo_pipeline.api.errors import (
 )
 from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
+from heymilo_pipeline.flatten import flatten
 from heymilo_pipeline.lake import RAW_TEXTS, Lake, MonthFiles, raw_json
 from heymilo_pipeline.privacy import Scrubber
+from heymilo_pipeline.tables import CANDIDATES, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import SliceFiles, Warehouse, WarehouseLockedError
 
 log = logging.getLogger("heymilo_pipeline.ingest")

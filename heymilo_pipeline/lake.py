@@ -46,7 +46,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.flatten import CANDIDATES, RAW_RECORDS, WORKFLOW_STEPS, TableSpec, json_text
+from heymilo_pipeline.flatten import json_text
+from heymilo_pipeline.tables import CANDIDATES, RAW_RECORDS, WORKFLOW_STEPS, TableSpec
 
 RAW = "raw/candidates"
 _TABLES = {CANDIDATES.name: CANDIDATES, WORKFLOW_STEPS.name: WORKFLOW_STEPS, RAW: RAW_RECORDS}

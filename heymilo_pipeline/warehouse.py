@@ -28,25 +28,14 @@ import duckdb
 import pyarrow as pa
 
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.flatten import CANDIDATES, NOT_NULL, POSTINGS, TIMESTAMP, WORKFLOW_STEPS, TableSpec, spec
 from heymilo_pipeline.lake import Lake
+from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, WAREHOUSE_TABLES, WORKFLOW_STEPS, TableSpec
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger("heymilo_pipeline.warehouse")
 
-PARTITION_LOADS = spec(
-    "partition_loads",
-    "One row per posting x UTC day loaded into the warehouse: what was loaded, when and by which run.",
-    ("posting_id", pa.string(), "The posting.", NOT_NULL),
-    ("partition_date", pa.date32(), "The UTC day (candidates.created_date).", NOT_NULL),
-    ("rows", pa.int64(), "Candidates loaded for the day (0: fetched, and there were none).", NOT_NULL),
-    ("loaded_at", TIMESTAMP, "When the day was last loaded (UTC).", NOT_NULL),
-    ("run_id", pa.string(), "The run (e.g. Dagster run id) that loaded it."),
-    primary_key=("posting_id", "partition_date"),
-)
-TABLES = (CANDIDATES, WORKFLOW_STEPS, POSTINGS, PARTITION_LOADS)
 # Statuses after which a candidate's record rarely changes: a recruiter (or a knockout) has decided.
 FINAL_STATUSES = ("shortlisted", "dismissed", "knocked_out")
 _LOCK_ERROR = "Could not set lock on file"
@@ -330,7 +319,7 @@ class Warehouse:
         Each row is rendered as text (timestamps in UTC) and md5-hashed, and the hashes are summed (not
         XORed, so a duplicated row changes the result). For comparing tables across runs, e.g. in tests.
         """
-        if table not in {t.name for t in TABLES}:
+        if table not in {t.name for t in WAREHOUSE_TABLES}:
             raise ValueError(f"unknown table {table!r}")
         columns = f"* EXCLUDE ({', '.join(_quote(c) for c in exclude)})" if exclude else "*"
         rows = f'SELECT {columns} FROM "{table}"'
@@ -349,7 +338,7 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def _create(conn: duckdb.DuckDBPyConnection) -> None:
-    for table in TABLES:
+    for table in WAREHOUSE_TABLES:
         conn.execute(table.create_sql())
         listed = conn.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table.name])
         existing = {name for (name,) in listed.fetchall()}
@@ -434,7 +423,7 @@ def _count_by(values: Iterator[Any]) -> dict[str, int]:
 
 
 def _table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    return {t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0] for t in TABLES}
+    return {t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0] for t in WAREHOUSE_TABLES}
 
 
 def _insert_files(conn: duckdb.DuckDBPyConnection, table: TableSpec, files: list[str], bounds: list[Any]) -> int:

@@ -39,10 +39,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.defs.partitions import register_postings
-from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
+from heymilo_pipeline.flatten import flatten
 from heymilo_pipeline.lake import Lake
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.simulator.gateway import capture_response
+from heymilo_pipeline.tables import CANDIDATES, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import Warehouse
 from heymilo_pipeline_tests.support import LAST, START, Harness, settings_for
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from heymilo_pipeline import docs
 from heymilo_pipeline.settings import ENVIRONMENT, Settings
-from heymilo_pipeline.warehouse import TABLES
+from heymilo_pipeline.tables import WAREHOUSE_TABLES
 
 TABLES_MD = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -25,7 +25,7 @@ def test_tables_md_is_current() -> None:
 def test_every_table_and_column_is_documented() -> None:
     text = docs.render()
     assert docs.COMMAND in text.splitlines()[2]  # the note sits right under the title
-    for table in TABLES:
+    for table in WAREHOUSE_TABLES:
         assert f"## `{table.name}`" in text
         for column in table.columns:
             assert f"| `{column.name}` | {column.sql_type} |" in text, (table.name, column.name)

@@ -16,6 +16,7 @@ import pydantic
 import pytest
 
 from heymilo_pipeline import flatten as fl
+from heymilo_pipeline import tables
 from heymilo_pipeline.api.models import CandidateResponse, PostingResponse
 from heymilo_pipeline.api.windows import day_of, midnight
 from heymilo_pipeline_tests.factories import BIG, DAY, T0, record, step
@@ -31,19 +32,19 @@ def row(table: pa.Table, i: int = 0) -> dict[str, Any]:
 
 def test_tables_have_exactly_the_declared_schemas_with_descriptions() -> None:
     candidates, steps = flat(record(1), record(2, workflow=None, agent_summary=None))
-    assert candidates.schema.equals(fl.CANDIDATES.schema, check_metadata=True)
-    assert steps.schema.equals(fl.WORKFLOW_STEPS.schema, check_metadata=True)
-    for spec in (fl.CANDIDATES, fl.WORKFLOW_STEPS, fl.POSTINGS):
+    assert candidates.schema.equals(tables.CANDIDATES.schema, check_metadata=True)
+    assert steps.schema.equals(tables.WORKFLOW_STEPS.schema, check_metadata=True)
+    for spec in (tables.CANDIDATES, tables.WORKFLOW_STEPS, tables.POSTINGS):
         for field, column in zip(spec.schema, spec.columns, strict=True):
-            assert field.metadata[fl.DESCRIPTION].decode() == column.description != ""
+            assert field.metadata[tables.DESCRIPTION].decode() == column.description != ""
     assert candidates.num_rows == 2 and steps.num_rows == 3
 
 
 def test_empty_input_gives_empty_tables_with_the_full_schema() -> None:
     candidates, steps = fl.flatten([])
     assert candidates.num_rows == steps.num_rows == 0
-    assert candidates.schema.equals(fl.CANDIDATES.schema, check_metadata=True)
-    assert steps.schema.equals(fl.WORKFLOW_STEPS.schema, check_metadata=True)
+    assert candidates.schema.equals(tables.CANDIDATES.schema, check_metadata=True)
+    assert steps.schema.equals(tables.WORKFLOW_STEPS.schema, check_metadata=True)
 
 
 def test_a_full_record() -> None:
@@ -88,8 +89,10 @@ def test_nulls_where_the_spec_allows_them() -> None:
     empty_lists = record(3, agent_summary={"web_interview": {"highlights": []}, "sms": {"criteria_passed": []}})
     no_workflow = record(1, workflow=None, agent_summary=None)
     candidates, steps = flat(minimal, no_workflow, sections_null, empty_lists, partition_day=DAY)
-    section_columns = [c for c in fl.CANDIDATES.names if c.startswith(("resume_", "web_interview_", "sms_", "form_"))]
-    workflow_columns = [c for c in fl.CANDIDATES.names if c.startswith("workflow_")]
+    section_columns = [
+        c for c in tables.CANDIDATES.names if c.startswith(("resume_", "web_interview_", "sms_", "form_"))
+    ]
+    workflow_columns = [c for c in tables.CANDIDATES.names if c.startswith("workflow_")]
     rows = candidates.to_pylist()
     for r in rows[:3]:
         assert all(r[c] is None for c in section_columns), r
@@ -236,7 +239,7 @@ def test_postings_table() -> None:
     }
     listed_at = datetime(2026, 3, 13, 12, tzinfo=UTC)
     table = fl.postings_table([PostingResponse.model_validate(posting)], listed_at)
-    assert table.schema.equals(fl.POSTINGS.schema, check_metadata=True)
+    assert table.schema.equals(tables.POSTINGS.schema, check_metadata=True)
     r = row(table)
     assert r["posting_id"] == "13D77095" and r["workflow_step_types"] == ["resume", "web_interview"]
     assert r["language"] == "en" and r["name"] is None and r["listed_at"] == listed_at
@@ -249,19 +252,16 @@ def test_postings_table() -> None:
 
 
 def test_declarations_render_as_ddl_comments_dagster_columns_and_markdown() -> None:
-    ddl = fl.CANDIDATES.create_sql()
+    ddl = tables.CANDIDATES.create_sql()
     assert '"created_at" TIMESTAMPTZ' in ddl and '"data" JSON' in ddl and '"interview_id" VARCHAR NOT NULL' in ddl
     assert '"web_interview_highlights" VARCHAR[]' in ddl and '"created_date" DATE NOT NULL' in ddl
-    comments = fl.WORKFLOW_STEPS.comment_sql()
-    assert len(comments) == 1 + len(fl.WORKFLOW_STEPS.columns) and comments[0].startswith("COMMENT ON TABLE")
+    comments = tables.WORKFLOW_STEPS.comment_sql()
+    assert len(comments) == 1 + len(tables.WORKFLOW_STEPS.columns) and comments[0].startswith("COMMENT ON TABLE")
     assert (
         "step_order",
         "BIGINT",
         "Position of the step in the workflow (1-based).",
-    ) in fl.WORKFLOW_STEPS.dagster_columns()
-    markdown = fl.tables_markdown()
-    for spec in fl.LAKE_TABLES:
-        assert f"## `{spec.name}`" in markdown and all(f"| `{c}` |" in markdown for c in spec.names)
+    ) in tables.WORKFLOW_STEPS.dagster_columns()
 
 
 def test_input_records_are_not_modified() -> None:

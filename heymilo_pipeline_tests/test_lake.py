@@ -17,8 +17,9 @@ import pytest
 
 from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten
+from heymilo_pipeline.flatten import flatten
 from heymilo_pipeline.lake import RAW, Lake, month_of
+from heymilo_pipeline.tables import CANDIDATES, WORKFLOW_STEPS
 from heymilo_pipeline_tests.factories import BIG, DAY, DAYS, fetched, fetched_on
 
 MONTH = month_of(DAY)

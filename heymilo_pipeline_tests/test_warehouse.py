@@ -18,11 +18,10 @@ import pytest
 
 from heymilo_pipeline.api.models import CandidateResponse, PostingResponse
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.flatten import CANDIDATES, WORKFLOW_STEPS, flatten, postings_table
+from heymilo_pipeline.flatten import flatten, postings_table
 from heymilo_pipeline.lake import Lake, MonthFiles
+from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, WAREHOUSE_TABLES, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import (
-    PARTITION_LOADS,
-    TABLES,
     SliceFiles,
     Warehouse,
     WarehouseLockedError,
@@ -67,7 +66,10 @@ def fetch(warehouse: Warehouse, sql: str, params: list | None = None) -> list[tu
 
 
 def checksums(warehouse: Warehouse) -> dict[str, str]:
-    return {t.name: warehouse.checksum(t.name, exclude=["loaded_at"] if t is PARTITION_LOADS else ()) for t in TABLES}
+    return {
+        t.name: warehouse.checksum(t.name, exclude=["loaded_at"] if t is PARTITION_LOADS else ())
+        for t in WAREHOUSE_TABLES
+    }
 
 
 def test_schema_with_comments_is_idempotent(warehouse: Warehouse) -> None:
@@ -77,7 +79,7 @@ def test_schema_with_comments_is_idempotent(warehouse: Warehouse) -> None:
             "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() ORDER BY table_name, column_index"
         ).fetchall()
         tables = dict(conn.execute("SELECT table_name, comment FROM duckdb_tables()").fetchall())
-    for spec in TABLES:
+    for spec in WAREHOUSE_TABLES:
         assert tables[spec.name] == spec.description
         declared = [(c.name, c.description) for c in spec.columns]
         assert [(name, comment) for table, name, _, comment in columns if table == spec.name] == declared
@@ -286,11 +288,11 @@ def test_rebuild_from_the_lake_equals_the_original(lake: Lake, warehouse: Wareho
         "run-2",
     )
     exclude = {"partition_loads": ["loaded_at", "run_id"]}
-    before = {t.name: warehouse.checksum(t.name, exclude.get(t.name, ())) for t in TABLES}
+    before = {t.name: warehouse.checksum(t.name, exclude.get(t.name, ())) for t in WAREHOUSE_TABLES}
     warehouse.path.unlink()  # the DuckDB file is lost
     rebuilt = Warehouse(warehouse.path).rebuild(lake, "rebuild-1")
     assert rebuilt == {"candidates": 10, "candidate_workflow_steps": 30, "partition_loads": 6}
-    after = {t.name: warehouse.checksum(t.name, exclude.get(t.name, ())) for t in TABLES}
+    after = {t.name: warehouse.checksum(t.name, exclude.get(t.name, ())) for t in WAREHOUSE_TABLES}
     assert after == {**before, "postings": "0:0"}  # postings are not in the lake; the next listing fills them
 
 

@@ -13,18 +13,16 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
+from heymilo_pipeline import tables
 from heymilo_pipeline.api.client import CandidatePage
 from heymilo_pipeline.api.errors import AuthenticationError, ConfigurationError, HeyMiloError, NotFoundError
 from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.defs.checks import CANDIDATES, RAW_CANDIDATES, SLICE_CHECK_SPECS, WORKFLOW_STEPS, slice_results
+from heymilo_pipeline.defs.checks import SLICE_CHECK_SPECS, slice_results
+from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
 from heymilo_pipeline.defs.partitions import POSTINGS, key, keys_of, register_postings
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage, core_logs_to
 from heymilo_pipeline.discovery import discover_postings
-from heymilo_pipeline.flatten import CANDIDATES as CANDIDATES_TABLE
-from heymilo_pipeline.flatten import POSTINGS as POSTINGS_TABLE
-from heymilo_pipeline.flatten import WORKFLOW_STEPS as WORKFLOW_STEPS_TABLE
-from heymilo_pipeline.flatten import TableSpec
 from heymilo_pipeline.ingest import PostingResult, slices_from_keys, sync_postings
 from heymilo_pipeline.warehouse import WarehouseLockedError
 
@@ -33,7 +31,7 @@ GROUP = "heymilo"
 PROGRESS_EVERY_S = 5.0
 
 
-def column_schema(table: TableSpec) -> dg.TableSchema:
+def column_schema(table: tables.TableSpec) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[dg.TableColumn(name, type_, description=text) for name, type_, text in table.dagster_columns()]
     )
@@ -50,7 +48,7 @@ def _fail(exc: HeyMiloError) -> dg.Failure:
     description="Every posting of the workspace (GET /api/v2/postings) as the DuckDB table `postings`; "
     "registers the wanted ones as partitions of the `postings` dimension, marks the ones the API no longer "
     "lists (vanished_at) and, under HEYMILO_VANISHED_POSTINGS=delete, removes their candidates.",
-    metadata={"dagster/column_schema": column_schema(POSTINGS_TABLE), "dagster/table_name": "postings"},
+    metadata={"dagster/column_schema": column_schema(tables.POSTINGS), "dagster/table_name": "postings"},
 )
 def postings(
     context: dg.AssetExecutionContext, heymilo: HeyMiloAPI, storage: Storage, pipeline: Pipeline
@@ -110,7 +108,7 @@ async def _confirmed_gone(heymilo: HeyMiloAPI, posting_id: str) -> bool:
 
 CANDIDATE_SPECS = [
     dg.AssetSpec(
-        RAW_CANDIDATES,
+        RAW_CANDIDATES_KEY,
         deps=[postings],
         group_name=GROUP,
         kinds={"api", "parquet"},
@@ -119,23 +117,23 @@ CANDIDATE_SPECS = [
         "run), checked, then written to the lake: the raw records and flattened Parquet.",
     ),
     dg.AssetSpec(
-        CANDIDATES,
-        deps=[RAW_CANDIDATES],
+        CANDIDATES_KEY,
+        deps=[RAW_CANDIDATES_KEY],
         group_name=GROUP,
         kinds={"duckdb"},
         skippable=True,
         description="One row per candidate (interview_id, the table's key), flattened; DuckDB table `candidates`.",
-        metadata={"dagster/column_schema": column_schema(CANDIDATES_TABLE), "dagster/table_name": "candidates"},
+        metadata={"dagster/column_schema": column_schema(tables.CANDIDATES), "dagster/table_name": "candidates"},
     ),
     dg.AssetSpec(
-        WORKFLOW_STEPS,
-        deps=[RAW_CANDIDATES],
+        WORKFLOW_STEPS_KEY,
+        deps=[RAW_CANDIDATES_KEY],
         group_name=GROUP,
         kinds={"duckdb"},
         skippable=True,
         description="One row per candidate and workflow step; DuckDB table `candidate_workflow_steps`.",
         metadata={
-            "dagster/column_schema": column_schema(WORKFLOW_STEPS_TABLE),
+            "dagster/column_schema": column_schema(tables.WORKFLOW_STEPS),
             "dagster/table_name": "candidate_workflow_steps",
         },
     ),
@@ -278,9 +276,9 @@ class _Progress:
             partition = key(result.posting_id, day)
             n, steps = result.rows_by_day.get(day, 0), result.steps_by_day.get(day, 0)
             for asset, metadata in (
-                (RAW_CANDIDATES, {"rows": n, **shared}),
-                (CANDIDATES, {"dagster/row_count": n, **shared}),
-                (WORKFLOW_STEPS, {"dagster/row_count": steps, **shared}),
+                (RAW_CANDIDATES_KEY, {"rows": n, **shared}),
+                (CANDIDATES_KEY, {"dagster/row_count": n, **shared}),
+                (WORKFLOW_STEPS_KEY, {"dagster/row_count": steps, **shared}),
             ):
                 log_event = self.context.log_event
                 log_event(dg.AssetMaterialization(asset_key=asset, partition=partition, metadata=metadata))

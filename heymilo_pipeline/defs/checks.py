@@ -21,20 +21,18 @@ from heymilo_pipeline import quality
 from heymilo_pipeline.api.errors import HeyMiloError
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.audit import completeness
+from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
 from heymilo_pipeline.defs.partitions import POSTINGS
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage
 from heymilo_pipeline.ingest import PostingResult
 
-RAW_CANDIDATES = dg.AssetKey("raw_candidates")
-CANDIDATES = dg.AssetKey("candidates")
-WORKFLOW_STEPS = dg.AssetKey("candidate_workflow_steps")
 AS_OF_TAG = "heymilo/as_of"
 PARTITION_RUN_TAGS = ("dagster/partition", "dagster/asset_partition_range_start", "dagster/backfill")
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 SLICE_CHECK_SPECS = [
-    dg.AssetCheckSpec(rule.name, asset=RAW_CANDIDATES, description=rule.description, blocking=rule.blocking)
+    dg.AssetCheckSpec(rule.name, asset=RAW_CANDIDATES_KEY, description=rule.description, blocking=rule.blocking)
     for rule in quality.RULES
 ]
 
@@ -50,7 +48,7 @@ def slice_results(results: Iterable[PostingResult]) -> Iterator[dg.AssetCheckRes
         failed = {posting_id: items for posting_id, items in failed.items() if items}
         yield dg.AssetCheckResult(
             check_name=rule.name,
-            asset_key=RAW_CANDIDATES,
+            asset_key=RAW_CANDIDATES_KEY,
             passed=not failed,
             severity=ERROR if rule.blocking else WARN,
             description=(
@@ -75,25 +73,25 @@ def slice_results(results: Iterable[PostingResult]) -> Iterator[dg.AssetCheckRes
 
 WAREHOUSE_CHECKS = {
     "freshness": (
-        CANDIDATES,
+        CANDIDATES_KEY,
         "Every registered posting is loaded through the last due day: yesterday once the deadline "
         "(HEYMILO_FRESHNESS_DEADLINE_HOUR, UTC) has passed. Fails when the update did not run or failed for a posting.",
     ),
     "completeness": (
-        CANDIDATES,
+        CANDIDATES_KEY,
         "Per posting, the rows stored from HEYMILO_START_DATE through the last due day equal the API's "
         "total_count for that range (one request per posting); where not, the differing days are found by bisection.",
     ),
     "unique_interview_id": (
-        CANDIDATES,
+        CANDIDATES_KEY,
         "No interview_id is stored twice: not in DuckDB (where it is the key) and not across the lake's files.",
     ),
     "steps_reference_candidates": (
-        WORKFLOW_STEPS,
+        WORKFLOW_STEPS_KEY,
         "Every workflow step row belongs to a candidate stored under the same posting and day.",
     ),
     "matches_lake": (
-        CANDIDATES,
+        CANDIDATES_KEY,
         "DuckDB's candidates and steps equal the lake's Parquet files, row for row, over every posting and day.",
     ),
 }
@@ -148,7 +146,7 @@ def warehouse_checks(
         doubled = {where: f["count"] for where, f in found.items() if f["count"]}
         yield dg.AssetCheckResult(
             check_name="unique_interview_id",
-            asset_key=CANDIDATES,
+            asset_key=CANDIDATES_KEY,
             passed=not doubled,
             description=f"interview_id(s) stored more than once: {doubled}" if doubled else "every interview_id once",
             metadata={where: dg.MetadataValue.json(f) for where, f in found.items()},
@@ -157,7 +155,7 @@ def warehouse_checks(
         orphans = warehouse.orphan_steps()
         yield dg.AssetCheckResult(
             check_name="steps_reference_candidates",
-            asset_key=WORKFLOW_STEPS,
+            asset_key=WORKFLOW_STEPS_KEY,
             passed=orphans["rows"] == 0,
             description=(
                 f"{orphans['rows']} step row(s) of {orphans['candidates']} interview_id(s) without their candidate, "
@@ -172,7 +170,7 @@ def warehouse_checks(
         postings = sorted({d["posting_id"] for d in differences})
         yield dg.AssetCheckResult(
             check_name="matches_lake",
-            asset_key=CANDIDATES,
+            asset_key=CANDIDATES_KEY,
             passed=not differences,
             description=(
                 f"DuckDB differs from the lake for posting(s) {postings}; `heymilo-pipeline rebuild` reloads DuckDB "
@@ -188,7 +186,7 @@ def _freshness(registered: list[str], loaded: dict[str, date], due: date) -> dg.
     stale = {p: str(loaded[p]) if p in loaded else None for p in registered if loaded.get(p, date.min) < due}
     return dg.AssetCheckResult(
         check_name="freshness",
-        asset_key=CANDIDATES,
+        asset_key=CANDIDATES_KEY,
         passed=not stale,
         severity=ERROR,
         description=(
@@ -211,14 +209,14 @@ def _completeness(
 ) -> dg.AssetCheckResult:
     if span is None or not registered:
         return dg.AssetCheckResult(
-            check_name="completeness", asset_key=CANDIDATES, passed=True, description="nothing due yet"
+            check_name="completeness", asset_key=CANDIDATES_KEY, passed=True, description="nothing due yet"
         )
     try:
         found = asyncio.run(completeness(heymilo.client(), warehouse, registered, span))
     except HeyMiloError as exc:
         return dg.AssetCheckResult(
             check_name="completeness",
-            asset_key=CANDIDATES,
+            asset_key=CANDIDATES_KEY,
             passed=False,
             severity=WARN,
             description=f"could not ask the API for its counts: {exc}",
@@ -227,7 +225,7 @@ def _completeness(
     gaps = [c.posting_id for c in differing if c.gaps]
     return dg.AssetCheckResult(
         check_name="completeness",
-        asset_key=CANDIDATES,
+        asset_key=CANDIDATES_KEY,
         passed=not differing,
         # Days that hold nothing while the API has candidates are a hole in the mirror; other differences are
         # changes since the day was last fetched, which the rolling refresh fetches again.

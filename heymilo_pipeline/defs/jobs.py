@@ -3,13 +3,14 @@
 import dagster as dg
 
 from heymilo_pipeline.defs.assets import postings
-from heymilo_pipeline.defs.checks import CANDIDATES, RAW_CANDIDATES, WORKFLOW_STEPS, warehouse_checks
+from heymilo_pipeline.defs.checks import warehouse_checks
+from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
 from heymilo_pipeline.defs.resources import Storage
 
 # The slice rules (checks of raw_candidates) run inside the step; the warehouse checks run on their own.
 CANDIDATES_SELECTION = dg.AssetSelection.assets(
-    RAW_CANDIDATES, CANDIDATES, WORKFLOW_STEPS
-).without_checks() | dg.AssetSelection.checks_for_assets(RAW_CANDIDATES)
+    RAW_CANDIDATES_KEY, CANDIDATES_KEY, WORKFLOW_STEPS_KEY
+).without_checks() | dg.AssetSelection.checks_for_assets(RAW_CANDIDATES_KEY)
 
 candidates_job = dg.define_asset_job(
     "candidates_job",

@@ -1,0 +1,10 @@
+"""The asset keys: each asset is named after the table it is (``tables`` declares the tables themselves)."""
+
+import dagster as dg
+
+from heymilo_pipeline import tables
+
+POSTINGS_KEY = dg.AssetKey(tables.POSTINGS.name)
+RAW_CANDIDATES_KEY = dg.AssetKey(tables.RAW_RECORDS.name)
+CANDIDATES_KEY = dg.AssetKey(tables.CANDIDATES.name)
+WORKFLOW_STEPS_KEY = dg.AssetKey(tables.WORKFLOW_STEPS.name)
