@@ -214,6 +214,7 @@ def test_a_cursor_that_does_not_advance_is_detected(small_tenant: Tenant, tmp_pa
     assert posting_id in str(caught.value)
 
 
+@pytest.mark.integration
 def test_loopback_with_real_dropped_connections(small_tenant: Tenant, tmp_path: Path) -> None:
     posting_id, expected = busiest(small_tenant)
     app = create_app(small_tenant, KEY, Faults(drop_rate=0.15, truncate_rate=0.1, latency_ms=1, seed=4))

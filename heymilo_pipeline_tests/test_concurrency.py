@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from heymilo_pipeline.api.windows import day_of
 from heymilo_pipeline.demo import DAGSTER_YAML
@@ -21,6 +22,9 @@ from heymilo_pipeline.refresh import plan
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.support import LAST, START
+
+# Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.integration
 
 KEY = "sk_test_CONCURRENT-5a4b3c2d"
 # The simulator allows 20 requests in any 2 s; each process is told 540/min (9/s). Two processes

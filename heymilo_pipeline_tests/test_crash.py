@@ -40,6 +40,9 @@ from heymilo_pipeline.lake import Lake
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import Warehouse
 
+# Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.integration
+
 KEY = "sk_test_CRASH-0a9b8c7d"
 LAST = datetime.now(UTC).date() - timedelta(days=1)
 FIRST = LAST - timedelta(days=2)

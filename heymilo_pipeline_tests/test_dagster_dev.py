@@ -48,7 +48,7 @@ from heymilo_pipeline_tests.dagster_ui import (
     wait_for,
 )
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 BIN = Path(sys.executable).parent
 API_KEY = "sk_test_dagster-dev-3f9a"

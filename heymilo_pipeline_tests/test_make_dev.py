@@ -45,7 +45,7 @@ from heymilo_pipeline_tests.dagster_ui import (
     wait_for,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 DAYS = 10
 ASSETS = {"postings", "raw_candidates", "candidates", "candidate_workflow_steps"}

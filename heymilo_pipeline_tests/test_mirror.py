@@ -23,6 +23,9 @@ from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.support import LAST, START, TODAY, Harness, settings_for
 
+# Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.integration
+
 KEY = "sk_test_MIRROR-1b2c3d4e"
 N = 3  # HEYMILO_FULL_REFRESH_DAYS for this test: three updates must fetch every day again
 

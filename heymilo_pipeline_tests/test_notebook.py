@@ -27,6 +27,9 @@ from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.support import LAST, START, Harness, settings_for
 
+# Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.integration
+
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "candidates_overview.ipynb"
 KEY = "sk_test_NOTEBOOK-5a4b3c2d"
 # Short: a week of 3 postings is enough for every chart and keeps the build to a few seconds.

@@ -38,6 +38,9 @@ from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.dagster_ui import CHECKS
 from heymilo_pipeline_tests.support import LAST, START, TODAY, Harness, settings_for, with_changes
 
+# Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.integration
+
 KEY = "sk_test_PIPELINE-9f8e7d6c"
 FAULTS = Faults(error_rate=0.05, drop_rate=0.02, truncate_rate=0.02, malformed_rate=0.02, seed=5)
 
@@ -272,6 +275,7 @@ def test_update_captures_late_changes(tmp_path: Path) -> None:
 
 HOLD_FILE = """
 import sys, time, duckdb
+
 conn = duckdb.connect(sys.argv[1], read_only=True)  # what a notebook does with a plain duckdb.connect
 print("holding", flush=True)
 time.sleep(float(sys.argv[2]))

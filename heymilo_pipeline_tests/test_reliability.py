@@ -31,6 +31,9 @@ from heymilo_pipeline_tests.reliability_matrix import (
     run_matrix,
 )
 
+# Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.integration
+
 BASELINE = SCENARIOS[0]
 EXCEPTION_GROUP_BUG = (
     "api/client.py gather_bounded (asyncio.TaskGroup) wraps the client's errors in an ExceptionGroup again, so "

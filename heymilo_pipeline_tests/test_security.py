@@ -21,6 +21,9 @@ from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.support import LAST, Harness, settings_for
 
+# Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.integration
+
 KEY = "sk_live_RECOGNISABLE-0c9b8a7f6e5d4c3b"
 FIRST = LAST - timedelta(days=4)
 

@@ -628,6 +628,7 @@ def test_admin_stats_clock_and_truth() -> None:
 # --- real sockets ---------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_loopback_server_answers_and_really_drops_connections(sim_tenant: Tenant) -> None:
     posting_id, records = busiest(sim_tenant)
     headers = {"X-API-KEY": SIM_KEY}
@@ -656,6 +657,7 @@ def test_loopback_server_answers_and_really_drops_connections(sim_tenant: Tenant
     assert outcomes["dropped"] and outcomes["truncated"]
 
 
+@pytest.mark.integration
 def test_cli_serve_prints_its_url_and_serves(tmp_path: Path) -> None:
     key = "sk_test_cli-SECRET-0042"
     command = [sys.executable, "-c", "from heymilo_pipeline.simulator.cli import main; main()", "serve"]

@@ -364,6 +364,7 @@ def hold(warehouse: Warehouse) -> Iterator[object]:
         process.communicate()
 
 
+@pytest.mark.integration
 def test_connect_waits_for_another_process_then_succeeds(warehouse: Warehouse, hold) -> None:
     messages: list[str] = []
     patient = Warehouse(warehouse.path, lock_timeout_s=20, on_wait=messages.append)
@@ -376,6 +377,7 @@ def test_connect_waits_for_another_process_then_succeeds(warehouse: Warehouse, h
     assert "PID" in messages[0]
 
 
+@pytest.mark.integration
 def test_connect_gives_up_after_the_timeout_naming_the_file(warehouse: Warehouse, hold) -> None:
     messages: list[str] = []
     impatient = Warehouse(warehouse.path, lock_timeout_s=0.3, on_wait=messages.append)
