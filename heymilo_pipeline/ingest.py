@@ -119,7 +119,8 @@ async def fetch_slice(
             # Valid for the models, yet not storable: an integer beyond 64 bits, a lone surrogate in a name.
             pages = f"pages {pending[0].number}..{pending[-1].number}"
             raise SchemaError(
-                f"a candidate record on {pages} cannot be stored ({type(exc).__name__}: {exc}). The pipeline "
+                # The exception's text may quote the value (a name, a number): only its kind is shown.
+                f"a candidate record on {pages} cannot be stored ({type(exc).__name__}). The pipeline "
                 "stops rather than store it wrongly; report it to HeyMilo, or exclude the posting until it is fixed.",
                 context=pending[0].context,
             ) from None

@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from heymilo_pipeline.api import errors
@@ -21,7 +22,7 @@ from heymilo_pipeline.api.client import HeyMiloClient
 from heymilo_pipeline.api.windows import DayRange, day_of
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, asgi_transport, create_app, serve_in_thread
-from heymilo_pipeline_tests.factories import CLIENT_KEY
+from heymilo_pipeline_tests.factories import CLIENT_KEY, DAY, record
 from heymilo_pipeline_tests.factories import client_settings as settings
 
 KEY = CLIENT_KEY
@@ -65,8 +66,8 @@ async def fetch(
 
 def truth_by_posting(tenant: Tenant) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
-    for record in tenant.truth():
-        out.setdefault(record["posting_id"], []).append(record)
+    for item in tenant.truth():
+        out.setdefault(item["posting_id"], []).append(item)
     return out
 
 
@@ -349,3 +350,35 @@ async def _sim_stats(app) -> dict[str, Any]:
 
 def stats_total_requests(stats: dict[str, Any]) -> int:
     return int(stats["requests_total"])
+
+
+@pytest.mark.parametrize("broken", ["status", "email"])
+def test_a_record_off_the_spec_is_named_by_posting_page_and_field_never_by_its_values(
+    tmp_path: Path, broken: str
+) -> None:
+    """An independent API sends a record the spec does not allow: the error says where, not what it held."""
+    good = [record(n, posting_id="P1") for n in (1, 2)]
+    bad = record(3, posting_id="P1", name="Zelda Quartermain", email="zelda@example.org")
+    if broken == "status":
+        bad["status"] = {"note": "Zelda Quartermain"}  # the wrong type, holding personal data
+    else:
+        del bad["email"]  # a missing field: pydantic's input is then the whole record
+    pages = [[*good], [bad]]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        number = 1 if "starting_after" not in request.url.params else 2
+        data = pages[number - 1]
+        pagination = {"has_more": number == 1, "total_count": 3, "url": "/api/v2/postings/P1/candidates"}
+        return httpx.Response(200, json={"data": data, "pagination": pagination})
+
+    async def main() -> None:
+        async with HeyMiloClient(settings(tmp_path), transport=httpx.MockTransport(answer)) as client:
+            for page in [p async for p in client.candidate_pages("P1", DayRange.single(DAY))]:
+                page.candidates  # noqa: B018 - the models judge the page
+
+    with pytest.raises(errors.SchemaError) as raised:
+        run(main())
+    message = str(raised.value)
+    assert "posting P1" in message and "page 2" in message and f"data.0.{broken}" in message, message
+    assert "(record 0000000000000003)" in message
+    assert "Zelda" not in message and "zelda@" not in message and "Quartermain" not in message, message

@@ -72,7 +72,8 @@ class CandidatePage:
 
     @cached_property
     def candidates(self) -> list[CandidateResponse]:
-        return _validate(CandidateList, {"data": self.raw, "pagination": self.pagination}, self.context).data
+        body = {"data": self.raw, "pagination": self.pagination}
+        return _validate(CandidateList, body, self.context, self.number).data
 
 
 class _CandidateEnvelope(APIModel):
@@ -153,7 +154,7 @@ class HeyMiloClient:
         envelope: type[M],
         stats: QueryStats,
         context: errors.RequestContext,
-        keys_of: Callable[[Any, M, errors.RequestContext], list[tuple[str, Any]]],
+        keys_of: Callable[[Any, M, errors.RequestContext, int], list[tuple[str, Any]]],
         posting_id: str | None = None,
     ) -> AsyncIterator[tuple[Any, M, list[tuple[str, Any]]]]:
         """The paging loop of every list endpoint: request, validate, count, then follow ``starting_after`` (the
@@ -165,8 +166,8 @@ class HeyMiloClient:
         try:
             while True:
                 body = await self._get_json(path, params, stats, context, posting_id=posting_id)
-                page = _validate(envelope, body, context)
-                keys = keys_of(body, page, context)
+                page = _validate(envelope, body, context, stats.pages + 1)
+                keys = keys_of(body, page, context, stats.pages + 1)
                 stats.pages += 1
                 stats.rows += len(keys)
                 if stats.total_count is None:
@@ -381,20 +382,32 @@ def _parse_json(response: httpx.Response, context: errors.RequestContext) -> Any
         ) from None
 
 
-def _validate(envelope: type[M], body: Any, context: errors.RequestContext) -> M:
+def _validate(envelope: type[M], body: Any, context: errors.RequestContext, page: int | None = None) -> M:
     try:
         return envelope.model_validate(body)
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
+        first = exc.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         record = _record_id(body, first["loc"])
+        # The input's type, never its value: a missing field's input is the whole record (names, emails).
+        got = _input_type(body, first["loc"])
+        on_page = f" on page {page}" if page else ""
         raise errors.SchemaError(
-            f"the API's answer does not match its documented schema at {where}{record}: {first['msg']} "
-            f"(got {first.get('input')!r:.80}). The pipeline stops rather than store it wrongly; "
-            f"{exc.error_count()} problem(s) in this page. Report it to HeyMilo, or exclude the posting "
-            "until it is fixed.",
+            f"the API's answer{on_page} does not match its documented schema at field {where}{record}: "
+            f"{first['msg']}{got}. The pipeline stops rather than store it wrongly; {exc.error_count()} problem(s) "
+            "in this page. Report it to HeyMilo, or exclude the posting until it is fixed.",
             context=context,
         ) from None
+
+
+def _input_type(body: Any, loc: tuple[Any, ...]) -> str:
+    value = body
+    try:
+        for part in loc:
+            value = value[part]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    return f" (got {'null' if value is None else type(value).__name__})"
 
 
 def _record_id(body: Any, loc: tuple[Any, ...]) -> str:
@@ -427,15 +440,17 @@ def _next_cursor(ids: list[str], used: set[str], context: errors.RequestContext)
     return cursor
 
 
-def _posting_keys(body: Any, page: Any, context: errors.RequestContext) -> list[tuple[str, Any]]:
+def _posting_keys(body: Any, page: Any, context: errors.RequestContext, number: int) -> list[tuple[str, Any]]:
     return [(posting.id, None) for posting in page.data]
 
 
-def _candidate_keys(body: Any, page: Any, context: errors.RequestContext) -> list[tuple[str, float | None]]:
-    return _keys(body["data"], body, context)
+def _candidate_keys(
+    body: Any, page: Any, context: errors.RequestContext, number: int
+) -> list[tuple[str, float | None]]:
+    return _keys(body["data"], body, context, number)
 
 
-def _keys(records: list[Any], body: Any, context: errors.RequestContext) -> list[tuple[str, float | None]]:
+def _keys(records: list[Any], body: Any, context: errors.RequestContext, number: int) -> list[tuple[str, float | None]]:
     """(interview_id, created_at) of every record: what paging and day selection rest on.
 
     Checked here, record by record (cheap). A record that fails the check goes to the models with the
@@ -453,7 +468,7 @@ def _keys(records: list[Any], body: Any, context: errors.RequestContext) -> list
         keys.append((interview_id, created))
     else:
         return keys
-    return [(c.interview_id, c.created_at) for c in _validate(CandidateList, body, context).data]
+    return [(c.interview_id, c.created_at) for c in _validate(CandidateList, body, context, number).data]
 
 
 def _select(
