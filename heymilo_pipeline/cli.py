@@ -9,19 +9,27 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import click
 import dagster as dg
-from dotenv import load_dotenv  # python-dotenv comes with dagster, which reads .env the same way
+from dotenv import load_dotenv  # what dagster uses to read .env, so both read it alike
 
+from heymilo_pipeline import terminal
 from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.definitions import build_defs
 from heymilo_pipeline.defs.checks import AS_OF_TAG, WAREHOUSE_CHECKS
-from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+from heymilo_pipeline.defs.partitions import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    POSTINGS,
+    range_tags,
+)
 from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
+from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.refresh import RefreshPlan, todays_plan
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.status import latest_check_results, report
@@ -44,17 +52,22 @@ class Location:
 
     settings: Settings
     defs: dg.Definitions
+    verbose: bool = False  # Dagster's event stream in the terminal too (it is always in the run log)
 
     @classmethod
-    def build(cls, settings: Settings, *, secrets_from_env: bool = True) -> Location:
-        return cls(settings, build_defs(settings, secrets_from_env=secrets_from_env))
+    def build(cls, settings: Settings, *, secrets_from_env: bool = True, verbose: bool = False) -> Location:
+        return cls(settings, build_defs(settings, secrets_from_env=secrets_from_env), verbose)
 
     @classmethod
-    def from_env(cls) -> Location:
+    def from_env(cls, verbose: bool = False) -> Location:
         try:
-            return cls.build(Settings.from_env())
+            return cls.build(Settings.from_env(), verbose=verbose)
         except ConfigurationError as exc:
             raise click.ClickException(str(exc)) from None
+
+    def live(self) -> AbstractContextManager[None]:
+        """The progress line while runs execute, its time estimate at the key's rate."""
+        return terminal.live(self.settings.requests_per_minute)
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.settings.duckdb_path, lock_timeout_s=self.settings.lock_timeout_seconds)
@@ -63,11 +76,13 @@ class Location:
         """Run one job in this process, tagged with the process that runs it; print its failures."""
         tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
         job = self.defs.resolve_job_def(job_name)
-        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        # The events always go to the run log (the UI shows them); the terminal gets them only if asked.
+        quiet = None if self.verbose else {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+        result = job.execute_in_process(run_config=quiet, instance=instance, tags=tags, raise_on_error=False)
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-                click.echo(f"  {event.step_key} failed: {event.step_failure_data.error.message.strip()}", err=True)
-        click.echo(f"  run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+                terminal.say(f"  {event.step_key} failed: {event.step_failure_data.error.message.strip()}")
+        terminal.say(f"  run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
         return result.success
 
 
@@ -114,7 +129,7 @@ def _alive(pid: int) -> bool:
 def ensure_postings(location: Location, instance: dg.DagsterInstance, refresh: bool) -> list[str]:
     registered = instance.get_dynamic_partitions(POSTINGS)
     if refresh or not registered:
-        click.echo("Listing postings ...")
+        terminal.say("Listing postings ...")
         if not location.execute("postings_job", instance):
             raise click.ClickException("could not list postings; see the error above")
         registered = instance.get_dynamic_partitions(POSTINGS)
@@ -122,12 +137,15 @@ def ensure_postings(location: Location, instance: dg.DagsterInstance, refresh: b
 
 
 @click.group()
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Print Dagster's event stream too (it is always in the run log, in the UI)."
+)
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, verbose: bool) -> None:
     """Fetch HeyMilo candidates into the lake and DuckDB, outside the Dagster UI."""
     # Like `dagster dev`, read .env from the working directory; variables already set win.
     load_dotenv(Path.cwd() / ".env", override=False)
-    ctx.obj = Location.from_env()
+    ctx.obj = Location.from_env(verbose)
 
 
 @main.command()
@@ -164,11 +182,13 @@ def run_backfill(
 ) -> list[str]:
     """One run per posting over first..last, as a UI backfill with a single-run policy does; returns failures."""
     failed = []
-    for posting_id in posting_ids:
-        click.echo(f"Backfilling posting {posting_id}, {first}..{last}")
-        tags = {**range_tags(first, last, posting_id, posting_id), "heymilo/kind": "backfill"}
-        if not location.execute("candidates_job", instance, tags):
-            failed.append(posting_id)
+    BOARD.stage(f"backfill {first}..{last}", len(posting_ids))
+    with location.live():
+        for posting_id in posting_ids:
+            terminal.say(f"Backfilling posting {posting_id}, {first}..{last}")
+            tags = {**range_tags(first, last, posting_id, posting_id), "heymilo/kind": "backfill"}
+            if not location.execute("candidates_job", instance, tags):
+                failed.append(posting_id)
     return failed
 
 
@@ -210,7 +230,7 @@ def run_update(location: Location, instance: dg.DagsterInstance, day: date) -> U
     runs at the deadline."""
     settings = location.settings
     outcome = UpdateOutcome()
-    click.echo(f"Update of {day}: listing postings ...")
+    terminal.say(f"Update of {day}: listing postings ...")
     outcome.listed = location.execute("postings_job", instance, {KIND_TAG: "update", AS_OF_TAG: day.isoformat()})
     if not outcome.listed:
         raise click.ClickException("could not list postings; see the error above (nothing was fetched)")
@@ -220,15 +240,17 @@ def run_update(location: Location, instance: dg.DagsterInstance, day: date) -> U
         outcome.skipped = requests.skip_message
         requests = []
     outcome.plan = todays_plan(day, settings, warehouse)
-    click.echo(f"Update of {day}: {outcome.plan.describe()}")
-    for request in requests:
-        click.echo(
-            f"Updating {request.tags['dagster/asset_partition_range_start']} .. "
-            f"{request.tags['dagster/asset_partition_range_end']}"
-        )
-        if not location.execute("candidates_job", instance, dict(request.tags)):
-            outcome.failed_runs.append(request.run_key or "?")
-    click.echo("Checking the warehouse ...")
+    terminal.say(f"Update of {day}: {outcome.plan.describe()}")
+    registered = instance.get_dynamic_partitions(POSTINGS)
+    with location.live():
+        for request in requests:
+            first = request.tags[ASSET_PARTITION_RANGE_START_TAG].split("|")[0]
+            last = request.tags[ASSET_PARTITION_RANGE_END_TAG].split("|")[0]
+            terminal.say(f"Updating days {first}..{last}, {len(registered)} posting(s)")
+            BOARD.stage(f"update {day}, days {first}..{last}", len(registered))
+            if not location.execute("candidates_job", instance, dict(request.tags)):
+                outcome.failed_runs.append(request.run_key or "?")
+    terminal.say("Checking the warehouse ...")
     outcome.checked = location.execute("warehouse_checks_job", instance, {AS_OF_TAG: day.isoformat()})
     return outcome
 

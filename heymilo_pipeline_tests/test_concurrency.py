@@ -87,3 +87,7 @@ def test_backfill_and_update_together_share_the_rate_limit(tmp_path: Path) -> No
     table = query(tmp_path / "data" / "heymilo.duckdb", "SELECT interview_id FROM candidates")
     assert len(table) == len(expected) and set(table["interview_id"]) == expected
     assert all("run " in output and "succeeded" in output for output in outputs)
+    # The terminal gets the progress line (once, off a terminal), not Dagster's event stream (in the run log).
+    assert f"backfill {START}..{LAST} · postings 1/1 · " in outputs[0], outputs[0][-2000:]
+    assert "update " in outputs[1] and " requests" in outputs[1]
+    assert not any("RUN_START" in output or "STEP_SUCCESS" in output for output in outputs)

@@ -24,6 +24,7 @@ from heymilo_pipeline.defs.partitions import POSTINGS, key, keys_of, register_po
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage, core_logs_to
 from heymilo_pipeline.discovery import discover_postings
 from heymilo_pipeline.ingest import PostingResult, slices_from_keys, sync_postings
+from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.warehouse import WarehouseLockedError
 
 GROUP = "heymilo"
@@ -249,6 +250,7 @@ class _Progress:
         self.last = 0.0
 
     def page(self, page: CandidatePage, stats: QueryStats) -> None:
+        BOARD.page(page.posting_id, stats)  # the terminal's live display, when the CLI runs this step
         now = time.monotonic()
         if now - self.last >= PROGRESS_EVERY_S:
             self.last = now
@@ -259,6 +261,7 @@ class _Progress:
             )
 
     def done(self, result: PostingResult) -> None:
+        BOARD.finished(result.posting_id, result.stats, failed=not result.published and not result.gone)
         self.finished += 1
         self.requests += result.stats.requests
         log = self.context.log
