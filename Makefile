@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-fast lint demo dev bench bench-quick
+.PHONY: test test-fast lint demo dev notebook bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ demo: $(STAMP)
 ## make dev: the simulator plus the Dagster UI and daemon on http://127.0.0.1:3000 (Ctrl-C stops both)
 dev: $(STAMP)
 	$(BIN)/python -m heymilo_pipeline.dev
+
+## make notebook: JupyterLab on the analyst notebook over data/ (run make demo first); the notebook extra
+notebook: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[notebook]'
+	DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/jupyter lab notebooks/candidates_overview.ipynb \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## make bench: every benchmark (requests, rate limit, local processing, dlt, Dagster), ~6 min; rewrites bench/RESULTS.md
 bench: $(STAMP)

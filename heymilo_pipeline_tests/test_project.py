@@ -1,0 +1,79 @@
+"""The project as a newcomer meets it: Dagster's `dg` commands and the notebook extra's JupyterLab."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from heymilo_pipeline_tests.dagster_ui import free_port
+
+# Subprocesses and a server: the integration tier.
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without any pipeline or Dagster setting: what a fresh shell has."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
+    return {**env, **extra}
+
+
+def test_dg_loads_the_same_definitions(tmp_path: Path) -> None:
+    env = clean_env(DAGSTER_HOME=str(tmp_path))
+    checked = subprocess.run(
+        [BIN / "dg", "check", "defs"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "All definitions loaded successfully." in checked.stdout + checked.stderr
+    listed = subprocess.run(
+        [BIN / "dg", "list", "defs", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert listed.returncode == 0, listed.stderr
+    defs = json.loads(listed.stdout)
+    assets = {a["asset_key"]: a["dependency_keys"] for a in defs["assets"]}
+    assert assets == {
+        "postings": [],
+        "raw_candidates": ["postings"],
+        "candidates": ["raw_candidates"],
+        "candidate_workflow_steps": ["raw_candidates"],
+    }
+    assert {r["name"] for r in defs["resources"]} == {"heymilo", "storage", "pipeline"}
+    assert {s["name"] for s in defs["schedules"]} == {"daily_update", "daily_checks"}
+
+
+def test_the_notebook_extra_serves_the_notebook_in_jupyterlab(tmp_path: Path) -> None:
+    """README: after make demo, `make notebook` starts JupyterLab on the analyst notebook."""
+    port, token = free_port(), "heymilo-test-token"
+    command = [
+        BIN / "jupyter", "lab", "--no-browser", f"--port={port}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={ROOT}", "notebooks/candidates_overview.ipynb",
+        *(["--allow-root"] if os.geteuid() == 0 else []),  # as `make notebook` does (containers run as root)
+    ]  # fmt: skip
+    env = clean_env(JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_DATA_DIR=str(tmp_path / "data"))
+    lab = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/contents/notebooks/candidates_overview.ipynb"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                answer = httpx.get(url, params={"token": token, "content": 0}, timeout=5, trust_env=False)
+                break
+            except httpx.TransportError:
+                assert lab.poll() is None and time.monotonic() < deadline, "JupyterLab did not start"
+                time.sleep(0.5)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["type"] == "notebook"
+        kernels = httpx.get(f"http://127.0.0.1:{port}/api/kernelspecs", params={"token": token}, trust_env=False)
+        assert "python3" in kernels.json()["kernelspecs"]
+    finally:
+        lab.terminate()
+        lab.wait(timeout=30)
