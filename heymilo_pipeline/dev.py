@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -34,19 +33,27 @@ def main(data_dir: Path, port: int, days: int) -> None:
         workspace = home / "workspace.yaml"
         workspace.write_text(WORKSPACE)
         click.echo(f"Simulator on {base_url}; Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops both)")
-        command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
-        # Started in DAGSTER_HOME, not the project root: dagster dev reads .env from its working directory,
+        # `dg dev` with a workspace file: Dagster's own dev server, without `dagster dev`'s deprecation notice.
+        dg = Path(sys.executable).parent / "dg"
+        command = [str(dg), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+        # Started in DAGSTER_HOME, not the project root: Dagster reads .env from its working directory,
         # and a .env meant for the real API must not point this simulator session at it.
         process = subprocess.Popen(command, env=env, cwd=home, start_new_session=True)
-        stop = _stopper(process)
+        # SIGTERM and SIGHUP (a closed terminal) end this process the way Ctrl-C does: the handler only
+        # interrupts the wait below, so the stopping happens here in the main thread, not inside the
+        # interrupted process.wait() (which holds its lock: stopping from the handler deadlocked).
         for name in ("SIGTERM", "SIGHUP"):
-            signal.signal(getattr(signal, name), lambda *_: stop())
+            signal.signal(getattr(signal, name), _interrupt)
         try:
             process.wait()
         except KeyboardInterrupt:
             pass
         finally:
-            stop()
+            _stop(process)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 WORKSPACE = """\
@@ -57,20 +64,17 @@ load_from:
 """
 
 
-def _stopper(process: subprocess.Popen) -> Callable[[], None]:
-    """Stop dagster dev's whole process group (webserver, daemon, code server) whatever ends this one."""
-
-    def stop() -> None:
-        if process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
-        try:
-            process.wait(timeout=30)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-    return stop
+def _stop(process: subprocess.Popen) -> None:
+    """Stop the dev server's whole process group (webserver, daemon, code server); a second signal meanwhile
+    (an impatient Ctrl-C) kills it."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGINT)  # Dagster's dev server shuts its webserver and daemon down on SIGINT
+    try:
+        process.wait(timeout=30)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -164,14 +165,19 @@ class MakeDev:
             if (proc.pgid in self.groups or proc.sid in self.groups) and (zombies or proc.state != "Z")
         ]
 
-    def stop(self) -> tuple[int | None, list[Proc]]:
-        """SIGINT to dev.py's group, as Ctrl-C; returns dev.py's exit code and what SIGINT left running.
+    def stop(self, sig: signal.Signals = signal.SIGINT, group: bool = True) -> tuple[int | None, list[Proc]]:
+        """``sig`` to dev.py's group (Ctrl-C: SIGINT; a closed terminal: SIGHUP) or to dev.py alone (a supervisor's
+        SIGTERM); returns dev.py's exit code and what the signal left running.
 
         Whatever is left gets SIGTERM, then SIGKILL, so nothing outlives the test either way.
         """
         if self.popen.poll() is None:
             self.track()
-        signal_group(self.popen.pid, signal.SIGINT)
+        if group:
+            signal_group(self.popen.pid, sig)
+        else:
+            with suppress(ProcessLookupError):
+                os.kill(self.popen.pid, sig)
         deadline = time.monotonic() + SIGINT_TIMEOUT_S
         with suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=SIGINT_TIMEOUT_S)
@@ -386,6 +392,28 @@ def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded
     assert (dev.data_dir / "heymilo.duckdb").exists()
     month = f"month={date.fromisoformat(day):%Y-%m}"
     assert (dev.data_dir / "lake" / "candidates" / f"posting_id={posting}" / month / "part.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("sig", "group"),
+    [(signal.SIGTERM, False), (signal.SIGHUP, True)],
+    ids=["SIGTERM to dev.py (a supervisor)", "SIGHUP to its group (a closed terminal)"],
+)
+def test_make_dev_stops_cleanly_on(tmp_path: Path, sig: signal.Signals, group: bool) -> None:
+    """Like Ctrl-C (the module's fixture checks that one): every process gone, the port free again."""
+    port = free_port()
+    dev = MakeDev.start(tmp_path, port)
+    try:
+        wait_for("the webserver to answer", lambda: server_answers(dev.url), STARTUP_TIMEOUT_S, dev)
+        wait_for("the code location to load", lambda: loaded_repository(dev.url), STARTUP_TIMEOUT_S, dev)
+        dev.track()
+        assert len(dev.groups) >= 2, dev.groups  # dev.py's session and the dev server's
+    finally:
+        code, left = dev.stop(sig, group)
+    assert not left, f"{sig.name} left these processes running:\n" + "\n".join(map(str, left)) + dev.output()
+    assert code == 0, f"dev.py exited with {code} after {sig.name}\n{dev.output()}"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # nothing listens there any more
 
 
 RESOURCES = """
