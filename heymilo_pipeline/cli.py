@@ -20,7 +20,7 @@ from dotenv import load_dotenv  # what dagster uses to read .env, so both read i
 
 from heymilo_pipeline import terminal
 from heymilo_pipeline.api.errors import ConfigurationError
-from heymilo_pipeline.definitions import build_defs
+from heymilo_pipeline.definitions import CODE_LOCATION_NAME, build_defs
 from heymilo_pipeline.defs.checks import AS_OF_TAG, WAREHOUSE_CHECKS
 from heymilo_pipeline.defs.partitions import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -74,7 +74,7 @@ class Location:
 
     def execute(self, job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> bool:
         """Run one job in this process, tagged with the process that runs it; print its failures."""
-        tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+        tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), **REPOSITORY_TAGS}
         job = self.defs.resolve_job_def(job_name)
         # The events always go to the run log (the UI shows them); the terminal gets them only if asked.
         quiet = None if self.verbose else {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -89,6 +89,10 @@ class Location:
 # Runs executed here carry the process that runs them, so a later command can tell a run that is
 # still going from one whose process was killed (kill -9, OOM, a closed laptop).
 PID_TAG, HOST_TAG = "heymilo/pid", "heymilo/host"
+# Runs the UI launches carry this tag (Dagster sets it from the run's code location); its job pages and
+# the Overview timeline list a location's runs by it, so runs executed here carry it too. "__repository__"
+# is the name Dagster gives the repository of a Definitions object.
+REPOSITORY_TAGS = {".dagster/repository": f"__repository__@{CODE_LOCATION_NAME}"}
 
 
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:

@@ -11,6 +11,10 @@ from heymilo_pipeline.defs.schedules import daily_checks, daily_update
 from heymilo_pipeline.defs.sensors import new_postings, update_after_postings
 from heymilo_pipeline.settings import Settings
 
+# The code location's name, as workspace.yaml, pyproject.toml ([tool.dagster], [tool.dg.project]) and make dev's
+# workspace give it; runs the CLI executes carry it so the UI lists them with the location's runs.
+CODE_LOCATION_NAME = "heymilo_pipeline"
+
 
 def build_defs(settings: Settings, *, secrets_from_env: bool = True) -> dg.Definitions:
     """Everything of the code location for ``settings``: the partitions start at its start date, the audit runs

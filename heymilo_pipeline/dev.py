@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from heymilo_pipeline.definitions import CODE_LOCATION_NAME
 from heymilo_pipeline.demo import DEMO_DAYS, DEMO_KEY, demo_faults, demo_tenant, prepare_environment
 
 
@@ -56,11 +57,11 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-WORKSPACE = """\
+WORKSPACE = f"""\
 load_from:
   - python_module:
       module_name: heymilo_pipeline.definitions
-      location_name: heymilo_pipeline
+      location_name: {CODE_LOCATION_NAME}
 """
 
 

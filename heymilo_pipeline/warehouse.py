@@ -309,6 +309,14 @@ class Warehouse:
                 conn.execute("SELECT posting_id, max(partition_date) FROM partition_loads GROUP BY 1").fetchall()
             )
 
+    def posting_labels(self) -> dict[str, tuple[str, str]]:
+        """Per posting, (title, status) of the latest listing: what a person recognises a posting id by."""
+        if not self.path.exists():
+            return {}
+        with self.connect(read_only=True) as conn:
+            rows = conn.execute("SELECT posting_id, title, status FROM postings").fetchall()
+        return {posting_id: (title, status) for posting_id, title, status in rows}
+
     def table_counts(self) -> dict[str, int]:
         with self.connect(read_only=True) as conn:
             return _table_counts(conn)

@@ -15,6 +15,7 @@ processes' output.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from heymilo_pipeline.demo import DEMO_KEY, DEMO_RATE_LIMIT
+from heymilo_pipeline.demo import DEMO_KEY, DEMO_RATE_LIMIT, demo_tenant
 from heymilo_pipeline_tests.dagster_ui import (
     CHECKS,
     RUN_LOGS,
@@ -392,6 +393,56 @@ def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded
     assert (dev.data_dir / "heymilo.duckdb").exists()
     month = f"month={date.fromisoformat(day):%Y-%m}"
     assert (dev.data_dir / "lake" / "candidates" / f"posting_id={posting}" / month / "part.parquet").exists()
+
+
+JOB_RUNS = """
+query JobRuns($filter: RunsFilter!) {
+  pipelineRunsOrError(filter: $filter) {
+    __typename
+    ... on Runs { results { runId pipelineName status repositoryOrigin { repositoryLocationName } } }
+  }
+}
+"""
+
+
+def test_headless_runs_show_in_the_ui_with_their_posting_titles(make_dev: Loaded) -> None:
+    """A run the CLI executes in its own process is listed where the UI lists the location's runs (the job
+    page and the Overview timeline filter on the location's tag), and the listing names every posting."""
+    dev, repo = make_dev.dev, make_dev.repo
+    today = datetime.now(UTC).date()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
+    env.update(
+        HEYMILO_API_KEY=DEMO_KEY, HEYMILO_BASE_URL=str(dev.simulator_url()), HEYMILO_DATA_DIR=str(dev.data_dir),
+        HEYMILO_START_DATE=(today - timedelta(days=DAYS)).isoformat(), HEYMILO_RATE_LIMIT=str(DEMO_RATE_LIMIT),
+        DAGSTER_HOME=str(dev.data_dir / "dagster_home"),
+    )  # fmt: skip
+    cli = Path(sys.executable).parent / "heymilo-pipeline"
+    done = subprocess.run([cli, "postings"], env=env, cwd=dev.data_dir, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = re.search(r"run ([0-9a-f-]{36}): succeeded", done.stderr)
+    assert ran, done.stderr
+    run_id = ran.group(1)
+    location = f"__repository__@{repo['location']['name']}"
+    job_page = {"pipelineName": "postings_job", "tags": [{"key": ".dagster/repository", "value": location}]}
+    runs = expect_type(graphql(dev.url, JOB_RUNS, {"filter": job_page})["pipelineRunsOrError"], "Runs")["results"]
+    assert run_id in {r["runId"] for r in runs}, (run_id, runs)
+    # The posting titles, beside the ids, in the listing's materialization.
+    found = graphql(dev.url, POSTINGS_TABLE)["assetNodeOrError"]
+    table = next(e["mdStr"] for e in found["assetMaterializations"][0]["metadataEntries"] if e["label"] == "postings")
+    tenant, _, _ = demo_tenant(DAYS)
+    for posting in tenant.postings():
+        assert f"| `{posting['id']}` | {posting['title']} | {posting['status']} |" in table, table
+
+
+POSTINGS_TABLE = """
+query {
+  assetNodeOrError(assetKey: {path: ["postings"]}) {
+    ... on AssetNode {
+      assetMaterializations(limit: 1) { metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } }
+    }
+  }
+}
+"""
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,12 @@ def test_postings_are_listed_and_filtered(world: World) -> None:
     test_ids = {p["id"] for p in listed if p["test_posting"]}
     assert test_ids and not test_ids & set(world.registered)  # test postings are skipped by default
     assert set(world.registered) == {p["id"] for p in listed} - test_ids
+    # The listing's materialization says which id is which posting (the partition keys are only ids).
+    event = world.instance.get_latest_materialization_event(dg.AssetKey("postings"))
+    table = event.asset_materialization.metadata["postings"].value
+    for posting in listed:
+        fetched = "yes" if posting["id"] in world.registered else "test posting"
+        assert f"| `{posting['id']}` | {posting['title']} | {posting['status']} | {fetched}" in table, table
 
 
 def test_backfill_equals_the_ground_truth(world: World) -> None:
@@ -142,6 +148,7 @@ def test_checks_passed_and_metadata_reported(world: World) -> None:
 def test_every_partition_shows_its_own_posting_day(world: World) -> None:
     """A posting-day's materialization carries that posting-day's rows, not the run's or the table's."""
     truth = truth_in(world.tenant, world.registered, START, LAST)
+    titles = {p["id"]: p["title"] for p in world.tenant.postings()}
     for posting_id in world.registered[:2]:
         per_day = defaultdict(int)
         for record in truth.get(posting_id, []):
@@ -157,6 +164,7 @@ def test_every_partition_shows_its_own_posting_day(world: World) -> None:
                 metadata = records[0].asset_materialization.metadata
                 assert metadata[field].value == per_day.get(day, 0), (asset, posting_id, day)
                 assert metadata["posting_id"].value == posting_id
+                assert metadata["posting_title"].value == titles[posting_id]  # which posting the id is
 
 
 def test_rerun_is_idempotent(world: World) -> None:

@@ -22,7 +22,7 @@ from heymilo_pipeline.defs.checks import SLICE_CHECK_SPECS, slice_results
 from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
 from heymilo_pipeline.defs.partitions import POSTINGS, key, keys_of, register_postings
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage, core_logs_to
-from heymilo_pipeline.discovery import discover_postings
+from heymilo_pipeline.discovery import Discovery, discover_postings
 from heymilo_pipeline.ingest import PostingResult, slices_from_keys, sync_postings
 from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.warehouse import WarehouseLockedError
@@ -81,6 +81,7 @@ def postings(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": change.listed + len(change.vanished),
+            "postings": dg.MetadataValue.md(_postings_table(found, change.vanished)),
             "postings_by_status": dg.MetadataValue.json(found.by_status()),
             "registered_partitions": len(found.wanted),
             "newly_registered": dg.MetadataValue.json(found.new),
@@ -92,6 +93,17 @@ def postings(
             "requests": found.stats.requests,
         }
     )
+
+
+def _postings_table(found: Discovery, vanished: list[str]) -> str:
+    """Which posting id is which: partition keys are ids, people know postings by their titles."""
+    rows = ["| posting | title | status | fetched |", "|---|---|---|---|"]
+    for posting in sorted(found.listed, key=lambda p: (p.status, p.title or "", p.id)):
+        fetched = "yes" if posting.id in found.wanted else found.skipped.get(posting.id, "no")
+        title = (posting.title or "").replace("|", "\\|")
+        rows.append(f"| `{posting.id}` | {title} | {posting.status} | {fetched} |")
+    rows += [f"| `{posting_id}` | (no longer listed) | vanished | no |" for posting_id in vanished]
+    return "\n".join(rows)
 
 
 async def _confirmed_gone(heymilo: HeyMiloAPI, posting_id: str) -> bool:
@@ -188,7 +200,7 @@ def publish_candidates(
     context.log.info(
         f"{postings_count} posting(s), {len(slices)} slice(s) to fetch: " + "; ".join(str(s) for s in slices[:20])
     )
-    progress = _Progress(context, postings_count)
+    progress = _Progress(context, postings_count, warehouse.posting_labels())
     registered = set(context.instance.get_dynamic_partitions(POSTINGS))
 
     async def run() -> list[PostingResult]:
@@ -241,9 +253,10 @@ class _Progress:
     """Run-log progress (throttled) and, per posting as soon as it is published, its partitions' materializations
     with that posting-day's figures."""
 
-    def __init__(self, context: dg.AssetExecutionContext, postings: int) -> None:
+    def __init__(self, context: dg.AssetExecutionContext, postings: int, labels: dict[str, tuple[str, str]]) -> None:
         self.context = context
         self.postings = postings
+        self.labels = labels  # posting id -> (title, status): partition keys are ids, people know titles
         self.finished = 0
         self.rows = 0
         self.requests = 0
@@ -270,8 +283,11 @@ class _Progress:
             return
         rows = sum(result.rows_by_day.values())
         self.rows += rows
+        title, status = self.labels.get(result.posting_id, ("?", "?"))
         shared = {
             "posting_id": result.posting_id,
+            "posting_title": title,
+            "posting_status": status,
             "fetched_days": _span(result),
             "posting_requests": result.stats.requests,
         }
