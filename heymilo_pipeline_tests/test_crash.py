@@ -98,7 +98,8 @@ class Site:
         log = self.root / f"run-{self.invocations}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [str(CLI), "backfill", "--start", FIRST.isoformat(), "--end", LAST.isoformat()],
+                # --verbose: the probe reads the run's log lines (Dagster's event stream) from the terminal
+                [str(CLI), "--verbose", "backfill", "--start", FIRST.isoformat(), "--end", LAST.isoformat()],
                 env=env,
                 cwd=self.root,  # no .env from the project root
                 stdout=out,
