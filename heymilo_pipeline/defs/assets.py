@@ -119,6 +119,19 @@ async def _confirmed_gone(heymilo: HeyMiloAPI, posting_id: str) -> bool:
     return False
 
 
+def _duckdb_table(key: dg.AssetKey, table: tables.TableSpec, description: str) -> dg.AssetSpec:
+    """A DuckDB table loaded from the lake's Parquet of raw_candidates, with its declared columns."""
+    return dg.AssetSpec(
+        key,
+        deps=[RAW_CANDIDATES_KEY],
+        group_name=GROUP,
+        kinds={"duckdb"},
+        skippable=True,
+        description=f"{description}; DuckDB table `{table.name}`.",
+        metadata={"dagster/column_schema": column_schema(table), "dagster/table_name": table.name},
+    )
+
+
 CANDIDATE_SPECS = [
     dg.AssetSpec(
         RAW_CANDIDATES_KEY,
@@ -129,27 +142,10 @@ CANDIDATE_SPECS = [
         description="Candidates fetched from the API per posting x UTC day (one range query per posting and "
         "run), checked, then written to the lake: the raw records and flattened Parquet.",
     ),
-    dg.AssetSpec(
-        CANDIDATES_KEY,
-        deps=[RAW_CANDIDATES_KEY],
-        group_name=GROUP,
-        kinds={"duckdb"},
-        skippable=True,
-        description="One row per candidate (interview_id, the table's key), flattened; DuckDB table `candidates`.",
-        metadata={"dagster/column_schema": column_schema(tables.CANDIDATES), "dagster/table_name": "candidates"},
+    _duckdb_table(
+        CANDIDATES_KEY, tables.CANDIDATES, "One row per candidate (interview_id, the table's key), flattened"
     ),
-    dg.AssetSpec(
-        WORKFLOW_STEPS_KEY,
-        deps=[RAW_CANDIDATES_KEY],
-        group_name=GROUP,
-        kinds={"duckdb"},
-        skippable=True,
-        description="One row per candidate and workflow step; DuckDB table `candidate_workflow_steps`.",
-        metadata={
-            "dagster/column_schema": column_schema(tables.WORKFLOW_STEPS),
-            "dagster/table_name": "candidate_workflow_steps",
-        },
-    ),
+    _duckdb_table(WORKFLOW_STEPS_KEY, tables.WORKFLOW_STEPS, "One row per candidate and workflow step"),
 ]
 
 
