@@ -288,7 +288,8 @@ def test_400_shows_the_api_message(small_tenant: Tenant, tmp_path: Path) -> None
 
     with pytest.raises(errors.BadRequestError) as caught:
         run(main())
-    assert caught.value.param == "created_before" or caught.value.code == "invalid_date_range"
+    assert caught.value.param == "created_before" and caught.value.code == "invalid_date_range"
+    assert "created_before must be greater than or equal to created_after." in str(caught.value)
 
 
 # --- postings and concurrency --------------------------------------------------------------------
@@ -318,6 +319,7 @@ def test_fetch_many_returns_each_posting_complete(small_tenant: Tenant, tmp_path
             return await client.fetch_many([(pid, days) for pid in small_tenant.posting_ids()])
 
     batches = run(main())
+    assert sorted(b.posting_id for b in batches) == sorted(small_tenant.posting_ids())
     for batch in batches:
         assert batch.raw == truth.get(batch.posting_id, [])
 

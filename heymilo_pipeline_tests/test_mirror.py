@@ -21,6 +21,7 @@ from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
 from heymilo_pipeline.lake import Lake
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
+from heymilo_pipeline_tests.dagster_ui import CHECKS
 from heymilo_pipeline_tests.support import LAST, START, TODAY, Harness, settings_for
 
 # Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
@@ -78,8 +79,6 @@ def mirrored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _check_keys() -> list[dg.AssetCheckKey]:
-    from heymilo_pipeline_tests.dagster_ui import CHECKS
-
     return [
         dg.AssetCheckKey(dg.AssetKey(asset), name)
         for asset, names in CHECKS.items()
@@ -131,4 +130,5 @@ def test_erased_candidates_and_the_deleted_posting_are_gone(mirrored: dict[str, 
 
 def test_the_warehouse_checks_pass_at_the_end(mirrored: dict[str, Any]) -> None:
     checks = mirrored["checks"]
-    assert checks and all(e.passed for e in checks.values()), {n: e.description for n, e in checks.items()}
+    assert set(checks) == CHECKS["candidates"] | CHECKS["candidate_workflow_steps"]
+    assert all(e.passed for e in checks.values()), {n: e.description for n, e in checks.items()}

@@ -81,7 +81,7 @@ def test_notebook_runs_on_a_real_warehouse(
     assert not [o for o in outputs if o.output_type == "error"]
     assert Path(outputs[0].text.strip()).resolve() == Path(sys.executable).resolve()
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 5, f"one image per chart expected, got {len(images)}"
+    assert len(images) == 6, f"six charts expected (the notebook calls show six times), got {len(images)}"
     text = "\n".join(_text(o) for o in outputs)
     assert str(built.duckdb) in text  # it read the file it was pointed at
     assert "checks passed on their latest run" in text  # the Dagster section found the test instance

@@ -44,15 +44,25 @@ PLANTED: dict[str, Callable[[quality.SliceData], quality.SliceData]] = {
 }
 
 
+# What each rule says of its planted data: the figure, not just that it said something.
+SAID = {
+    "non_null_keys": "1 null in candidates.status",
+    "score_range": "1 score outside (0.0, 100.0) (observed [78.5, 100.5])",
+    "rows_match_total_count": "received 5 rows, the API reported total_count=7",
+    "agent_score_ranges": "1 resume_score outside (0.0, 100.0) (observed [-0.5, 3.8])",
+    "known_status_values": "unknown status values: {'on_hold': 1}",
+}
+
+
 def test_every_rule_has_a_planted_failure() -> None:
-    assert set(PLANTED) == {rule.name for rule in quality.RULES}
+    assert set(PLANTED) == set(SAID) == {rule.name for rule in quality.RULES}
 
 
 @pytest.mark.parametrize("rule", quality.RULES, ids=lambda r: r.name)
 def test_rule_passes_on_good_data_and_fails_on_planted_data(rule: quality.Rule) -> None:
     assert rule.judge(good(), BOUNDS).passed
     finding = rule.judge(PLANTED[rule.name](good()), BOUNDS)
-    assert not finding.passed and finding.summary
+    assert not finding.passed and finding.summary == SAID[rule.name]
 
 
 def test_undocumented_score_ranges_report_what_they_saw() -> None:

@@ -63,4 +63,4 @@ def test_days_with_unfinished_candidates_join_the_recent_days() -> None:
     assert plan(as_of, START, 7, 7, active_from=date(2025, 8, 30)).recent == base.recent  # within the lookback
     # a share that overlaps the active days is fetched in the same query
     overlapping = plan(date(2025, 9, 6), START, 7, 7, active_from=date(2025, 7, 1))
-    assert len(overlapping.ranges) == 1 or overlapping.ranges[0].last < overlapping.ranges[1].first
+    assert overlapping.ranges == [DayRange(date(2025, 7, 1), date(2025, 9, 5))]

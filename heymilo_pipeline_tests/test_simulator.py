@@ -318,20 +318,45 @@ def test_bad_limit_is_a_fastapi_422(sim_get: SimGet, sim_tenant: Tenant, limit: 
 
 
 def test_bad_dates_and_cursors_are_400(sim_get: SimGet, sim_tenant: Tenant) -> None:
-    path = candidates_path(busiest(sim_tenant)[0])
+    posting_id = busiest(sim_tenant)[0]
+    path = candidates_path(posting_id)
+    iso = "Use an ISO-8601 datetime such as 2026-03-13T00:00:00Z or Unix epoch seconds."
     cases = [
-        ({"created_after": "2026-02-01T00:00:00Z", "created_before": "2026-01-01T00:00:00Z"}, "invalid_date_range"),
-        ({"created_after": "yesterday"}, "invalid_param"),
-        ({"created_before": "2026-13-45"}, "invalid_param"),
-        ({"starting_after": "FFFFFFFFFFFFFFFF"}, "invalid_cursor"),
-        ({"starting_after": "not-a-cursor"}, "invalid_cursor"),
+        (
+            {"created_after": "2026-02-01T00:00:00Z", "created_before": "2026-01-01T00:00:00Z"},
+            ("invalid_date_range", "created_before", "created_before must be greater than or equal to created_after."),
+        ),
+        (
+            {"created_after": "yesterday"},
+            ("invalid_param", "created_after", f"Invalid created_after: 'yesterday'. {iso}"),
+        ),
+        (
+            {"created_before": "2026-13-45"},
+            ("invalid_param", "created_before", f"Invalid created_before: '2026-13-45'. {iso}"),
+        ),
+        (
+            {"starting_after": "FFFFFFFFFFFFFFFF"},
+            (
+                "invalid_cursor",
+                "starting_after",
+                f"No candidate with interview_id 'FFFFFFFFFFFFFFFF' in posting '{posting_id}'.",
+            ),
+        ),
+        (
+            {"starting_after": "not-a-cursor"},
+            (
+                "invalid_cursor",
+                "starting_after",
+                f"No candidate with interview_id 'not-a-cursor' in posting '{posting_id}'.",
+            ),
+        ),
     ]
-    for params, code in cases:
+    for params, said in cases:
         response = sim_get(path, params)
         assert response.status_code == 400, params
         error = response.json()["error"]
-        assert error["type"] == "invalid_request_error" and error["code"] == code
-        assert error["param"] in params and error["message"]
+        assert error["type"] == "invalid_request_error"
+        assert (error["code"], error["param"], error["message"]) == said
     assert sim_get("/api/v2/postings", {"starting_after": "NOPE1234"}).json()["error"]["code"] == "invalid_cursor"
 
 
@@ -501,7 +526,7 @@ def test_server_errors(sim_tenant: Tenant) -> None:
         statuses.add(response.status_code)
         assert response.json()["error"]["type"] == "api_error"
         assert response.json()["error"]["code"] == "internal_error"
-    assert statuses <= {500, 502, 503} and len(statuses) >= 2
+    assert statuses == {500, 502, 503}  # the seeds are fixed: every documented 5xx comes up
 
 
 def test_dropped_connection_is_a_remote_protocol_error_in_process(sim_tenant: Tenant) -> None:
@@ -612,7 +637,9 @@ def test_admin_stats_clock_and_truth() -> None:
     }
     assert stats.json()["statuses"] == {"200": 2} and stats.json()["max_requests_in_window"] == 2
     assert clock.json() == {"now": epoch("2026-03-03T00:00:00")}
-    assert late.json()["pagination"]["total_count"] > early.json()["pagination"]["total_count"]
+    for answer, as_of in ((early, "2026-02-01T00:00:00"), (late, "2026-03-03T00:00:00")):
+        created = [r for r in tenant.truth(epoch(as_of)) if r["posting_id"] == posting_id]
+        assert answer.json()["pagination"]["total_count"] == len(created) > 0
     before, after = (
         [json.loads(line) for line in gzip.decompress(r.content).splitlines()] for r in (truth_early, truth_late)
     )
