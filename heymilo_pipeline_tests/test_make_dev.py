@@ -32,7 +32,9 @@ from typing import Any
 import httpx
 import pytest
 
+from heymilo_pipeline.api.windows import day_of
 from heymilo_pipeline.demo import DEMO_KEY, DEMO_RATE_LIMIT, demo_tenant
+from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.dagster_ui import (
     CHECKS,
     RUN_LOGS,
@@ -354,7 +356,8 @@ def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded
     dims = {d["name"]: d["partitionKeys"] for d in asset(dev.url, "raw_candidates")["partitionKeysByDimension"]}
     today = datetime.now(UTC).date()
     assert dims["date"] == [(today - timedelta(days=DAYS - i)).isoformat() for i in range(DAYS)], dims["date"]
-    assert dims["posting"], "postings_job registered no posting"
+    tenant, _, _ = demo_tenant(DAYS)  # the workspace make dev serves (same seed and days)
+    assert sorted(dims["posting"]) == sorted(p["id"] for p in tenant.postings() if not p["test_posting"])
     print(f"registered postings: {dims['posting']}")
 
     # 3. One partition of candidates_job: the first posting, yesterday (multi-partition key "date|posting").
@@ -390,7 +393,12 @@ def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded
     stats.raise_for_status()
     routes = stats.json()["requests_by_route"]
     assert sum(n for route, n in routes.items() if route.endswith("/candidates")) >= 1, routes
-    assert (dev.data_dir / "heymilo.duckdb").exists()
+    # The partition's rows are that posting-day's candidates, exactly.
+    loads = query(dev.data_dir / "heymilo.duckdb", "SELECT posting_id, partition_date, rows FROM partition_loads")
+    expected_rows = sum(1 for r in tenant.truth() if r["posting_id"] == posting and str(day_of(r["created_at"])) == day)
+    assert [(p, d.date().isoformat(), n) for p, d, n in loads.itertuples(index=False)] == [
+        (posting, day, expected_rows)
+    ]
     month = f"month={date.fromisoformat(day):%Y-%m}"
     assert (dev.data_dir / "lake" / "candidates" / f"posting_id={posting}" / month / "part.parquet").exists()
 

@@ -258,7 +258,8 @@ def test_sensor_registers_new_postings_and_requests_their_backfill(world: World)
 def test_update_captures_late_changes(tmp_path: Path) -> None:
     """Candidates advance after their day was fetched; the update (yesterday + lookback) brings them up to date."""
     tenant = Tenant(TenantSpec(seed=8, postings=4, start=LAST - timedelta(days=9), end=LAST))
-    tenant.set_now(midnight(LAST) + 86400 - 6 * 3600)  # the backfill sees the world as of yesterday 18:00
+    backfilled_at = midnight(LAST) + 86400 - 6 * 3600  # the backfill sees the world as of yesterday 18:00
+    tenant.set_now(backfilled_at)
     with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test() as instance:
         w = World.of(tenant, url, tmp_path, instance)
         assert w.list_postings().success
@@ -275,10 +276,12 @@ def test_update_captures_late_changes(tmp_path: Path) -> None:
     assert {i: s for i, s in zip(fresh["interview_id"], fresh["status"], strict=True)} == {
         i: r["status"] for i, r in truth.items()
     }
-    changed = set(zip(fresh["interview_id"], fresh["status"], strict=True)) - set(
-        zip(stale["interview_id"], stale["status"], strict=True)
-    )
-    assert changed, "the clock moved; some candidates should have advanced"
+    # The backfill stored the world as it was then; the update, exactly the candidates that advanced since.
+    then = {r["interview_id"]: r["status"] for r in tenant.truth(backfilled_at) if r["interview_id"] in truth}
+    assert dict(zip(stale["interview_id"], stale["status"], strict=True)) == then
+    changed = set(zip(fresh["interview_id"], fresh["status"], strict=True)) - set(then.items())
+    assert changed == {(i, r["status"]) for i, r in truth.items() if then.get(i) != r["status"]}
+    assert changed, "the clock moved a day and a half: some candidates advanced"
 
 
 HOLD_FILE = """
