@@ -35,7 +35,8 @@ def test_quick_benchmarks_run_and_report_numbers(tmp_path: Path) -> None:
     assert wanted <= sections
     assert not [r for r in rows if r["measure"] == "error"], [r["value"] for r in rows if r["measure"] == "error"]
     measured = {r["measure"]: r["value"] for r in rows}
-    ratio = next(v for m, v in measured.items() if m == "candidate requests / minimum")
-    assert float(ratio.rsplit("=", 1)[1]) > 0
+    # A request count is no timing: the quick run is held to the same target as the full one.
+    efficiency = next(r for r in rows if r["measure"] == "candidate requests / minimum")
+    assert 1.0 <= float(efficiency["value"].rsplit("=", 1)[1]) <= 1.02 and efficiency["passed"], efficiency
     assert any("candidates/s" in v for v in measured.values())
     assert any(r["section"] == "4. Against dlt" and r["measure"] == "skipped" for r in rows)

@@ -8,6 +8,8 @@ docs/reliability.md come from the same runner (``python -m heymilo_pipeline_test
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -109,7 +111,11 @@ def test_fault(matrix: dict[str, Outcome], scenario) -> None:
 def test_data_shape_faults_are_visible_in_the_tables(matrix: dict[str, Outcome]) -> None:
     nulls = matrix["null optional objects (workflow, agent_summary)"].facts
     absent = matrix["missing optional objects (keys absent)"].facts
-    assert nulls["without_workflow"] > 0 and absent["without_workflow"] == nulls["without_workflow"]
+    # exactly the simulator's candidates without a workflow, in both shapes
+    assert nulls["without_workflow"] == _fetched_truth_count(
+        {"null_objects_share": 0.3}, lambda r: r["workflow"] is None
+    )
+    assert absent["without_workflow"] == nulls["without_workflow"] > 0
     # the API's records are kept as sent: null objects stay null, absent keys stay absent
     assert nulls["raw_null_workflow"] == nulls["without_workflow"] and nulls["raw_without_workflow_key"] == 0
     assert absent["raw_without_workflow_key"] == absent["without_workflow"] and absent["raw_null_workflow"] == 0
@@ -118,7 +124,15 @@ def test_data_shape_faults_are_visible_in_the_tables(matrix: dict[str, Outcome])
     assert extra["extra_steps"] == extra["steps"] > 0
     assert {"sentiment", "source_channel", "agent_summary.model_version"} <= set(extra["extra_keys"])
     score = matrix["changed type: score as a string"].facts
-    assert score["score_types"] == ["DOUBLE"] and score["raw_score_strings"] > 0
+    strings = _fetched_truth_count({"score_as_string": True}, lambda r: isinstance(r["score"], str))
+    assert score["score_types"] == ["DOUBLE"] and score["raw_score_strings"] == strings > 0
+
+
+def _fetched_truth_count(shape: dict[str, object], which: Callable[[dict], bool]) -> int:
+    """Candidates of the scenario's workspace (its fetched postings: test postings are skipped) matching ``which``."""
+    tenant = Tenant(replace(SPEC, **shape))
+    fetched = {p["id"] for p in tenant.postings() if not p["test_posting"]}
+    return sum(1 for r in tenant.truth() if r["posting_id"] in fetched and which(r))
 
 
 def test_the_document_lists_every_fault() -> None:
