@@ -21,7 +21,7 @@ echo '\$ heymilo-pipeline backfill --start $START --end $END'
 echo "(exit \$?)"; touch done; kill %1; sleep 600
 SCRIPT
 tmux new-session -d -s heymilo-capture -x 150 -y 24 "bash $WORK/run.sh"
-sleep 12
+sleep 16
 MID=$(tmux capture-pane -p -t heymilo-capture | sed '/^$/d')
 until [ -e "$WORK/done" ]; do sleep 0.5; done
 END_CAPTURE=$(tmux capture-pane -p -t heymilo-capture | sed '/^$/d')
@@ -35,7 +35,7 @@ END_CAPTURE=$(tmux capture-pane -p -t heymilo-capture | sed '/^$/d')
   echo "every posting has said it), requests and retries, and the time the remaining requests take at the"
   echo "key's rate. Dagster's event stream stays in the run log (the UI shows it); \`--verbose\` prints it too."
   echo
-  echo "Twelve seconds in:"
+  echo "Sixteen seconds in:"
   echo
   echo '```'
   echo "$MID"

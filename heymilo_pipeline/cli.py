@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -74,6 +75,11 @@ class Location:
 
     def execute(self, job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> bool:
         """Run one job in this process, tagged with the process that runs it; print its failures."""
+        return self.run(job_name, instance, tags).success
+
+    def run(
+        self, job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None
+    ) -> dg.ExecuteInProcessResult:
         tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), **REPOSITORY_TAGS}
         job = self.defs.resolve_job_def(job_name)
         # The events always go to the run log (the UI shows them); the terminal gets them only if asked.
@@ -83,7 +89,7 @@ class Location:
             if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
                 terminal.say(f"  {event.step_key} failed: {event.step_failure_data.error.message.strip()}")
         terminal.say(f"  run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
-        return result.success
+        return result
 
 
 # Runs executed here carry the process that runs them, so a later command can tell a run that is
@@ -158,7 +164,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 @click.option("--posting", "posting_ids", multiple=True, help="Only this posting (repeatable). Default: all.")
 @click.pass_obj
 def backfill(location: Location, start: datetime, end: datetime, posting_ids: tuple[str, ...]) -> None:
-    """Fetch and load every day from START to END, one run per posting (as a UI backfill does)."""
+    """Fetch and load every day from START to END for every posting (or each --posting), in one run."""
     settings = location.settings
     first, last = start.date(), end.date()
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
@@ -184,16 +190,49 @@ def backfill(location: Location, start: datetime, end: datetime, posting_ids: tu
 def run_backfill(
     location: Location, instance: dg.DagsterInstance, first: date, last: date, posting_ids: list[str]
 ) -> list[str]:
-    """One run per posting over first..last, as a UI backfill with a single-run policy does; returns failures."""
-    failed = []
+    """first..last for ``posting_ids`` in as few runs as rectangles allow (one, for all registered postings);
+    each posting is published or fails on its own inside a run, as in a UI backfill. Returns the failed ones."""
+    failed: list[str] = []
     BOARD.stage(f"backfill {first}..{last}", len(posting_ids))
     with location.live():
-        for posting_id in posting_ids:
-            terminal.say(f"Backfilling posting {posting_id}, {first}..{last}")
-            tags = {**range_tags(first, last, posting_id, posting_id), "heymilo/kind": "backfill"}
-            if not location.execute("candidates_job", instance, tags):
-                failed.append(posting_id)
+        for block in _contiguous(instance.get_dynamic_partitions(POSTINGS), posting_ids):
+            terminal.say(f"Backfilling {first}..{last}, {_postings(block)}")
+            tags = {**range_tags(first, last, block[0], block[-1]), "heymilo/kind": "backfill"}
+            failed += _failed_postings(location.run("candidates_job", instance, tags), block)
     return failed
+
+
+def _contiguous(registered: Sequence[str], wanted: Sequence[str]) -> list[list[str]]:
+    """``wanted`` as runs of postings adjacent in the registration order: a run's partitions are a rectangle."""
+    chosen = set(wanted)
+    blocks: list[list[str]] = []
+    previous = None
+    for index, posting_id in enumerate(registered):
+        if posting_id not in chosen:
+            continue
+        if blocks and previous == index - 1:
+            blocks[-1].append(posting_id)
+        else:
+            blocks.append([posting_id])
+        previous = index
+    return blocks
+
+
+def _postings(block: list[str]) -> str:
+    return f"posting {block[0]}" if len(block) == 1 else f"{len(block)} postings ({block[0]} .. {block[-1]})"
+
+
+def _failed_postings(result: dg.ExecuteInProcessResult, block: list[str]) -> list[str]:
+    """The postings a run failed for: the step names them; a run that failed otherwise failed them all."""
+    if result.success:
+        return []
+    for event in result.all_events:
+        data = event.step_failure_data if event.is_step_failure else None
+        failure = data.user_failure_data if data else None
+        named = failure.metadata.get("failed_postings") if failure else None
+        if named is not None:
+            return sorted(named.value)
+    return list(block)
 
 
 @main.command()

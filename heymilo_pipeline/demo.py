@@ -1,7 +1,7 @@
 """`make demo`: the whole pipeline on the embedded simulator, recorded in data/dagster_home.
 
 Starts the simulator on a free loopback port, registers the postings, backfills the demo range for
-every posting through Dagster (one run per posting, as a UI backfill does), runs the checks, stops
+every posting through Dagster (one run, each posting published on its own), runs the checks, stops
 the simulator and prints a short report. Running it again is safe: every step is idempotent.
 """
 

@@ -27,6 +27,7 @@ import pytest
 
 from heymilo_pipeline.api.stats import minimum_requests
 from heymilo_pipeline.api.windows import DayRange, day_of, midnight
+from heymilo_pipeline.cli import run_backfill
 from heymilo_pipeline.defs.checks import AS_OF_TAG
 from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
 from heymilo_pipeline.defs.partitions import key
@@ -441,6 +442,27 @@ def test_a_posting_that_fails_stops_no_other(world: World, tmp_path: Path) -> No
         assert w.list_postings().success
         assert victim not in w.registered
         assert w.run(first, LAST, w.registered[0], w.registered[-1]).success
+
+
+def test_a_headless_backfill_is_one_run_and_names_the_posting_that_failed(tmp_path: Path) -> None:
+    """heymilo-pipeline backfill: every registered posting in one run (one start-up, not one per posting); a
+    posting that fails (404) is reported, the others are published."""
+    tenant = Tenant(TenantSpec(seed=22, postings=5, start=START, end=LAST, candidates_per_posting=(50, 200)))
+    with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test() as instance:
+        w = World.of(tenant, url, tmp_path, instance)
+        assert w.list_postings().success
+        victim = w.registered[2]
+        httpx.post(f"{url}/_sim/delete", json={"posting_id": victim}, headers={"X-API-KEY": KEY}).raise_for_status()
+        first = LAST - timedelta(days=4)
+        failed = run_backfill(w.location(), instance, first, LAST, w.registered)
+        runs = instance.get_runs(dg.RunsFilter(job_name="candidates_job"))
+        loaded = set(
+            query(tmp_path / "heymilo.duckdb", "SELECT DISTINCT posting_id FROM partition_loads")["posting_id"]
+        )
+        registered = w.registered
+    assert failed == [victim]
+    assert len(runs) == 1 and runs[0].tags["heymilo/kind"] == "backfill"
+    assert loaded == set(registered) - {victim}
 
 
 def test_the_daily_listing_starts_the_days_candidate_runs(world: World) -> None:
