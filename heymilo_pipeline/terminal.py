@@ -7,8 +7,11 @@ requests take at the key's rate.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 from rich.console import Console
 from rich.live import Live
@@ -16,8 +19,18 @@ from rich.text import Text
 
 from heymilo_pipeline.progress import BOARD, Snapshot
 
+
+def _terminal() -> TextIO:
+    """The terminal as it is now: Dagster captures the step's stdout and stderr at the descriptor level while a
+    run executes in this process, so the live line writes to its own copy of the descriptor."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
+    except (AttributeError, OSError, ValueError):  # no descriptor (an embedding that replaced sys.stderr)
+        return sys.stderr
+
+
 # One console for the live line and the lines printed meanwhile, so they never land on the same row.
-CONSOLE = Console(stderr=True)
+CONSOLE = Console(file=_terminal())
 
 
 def say(message: str) -> None:

@@ -77,3 +77,49 @@ def test_the_notebook_extra_serves_the_notebook_in_jupyterlab(tmp_path: Path) ->
     finally:
         lab.terminate()
         lab.wait(timeout=30)
+
+
+def test_the_live_line_moves_while_a_backfill_runs_in_a_terminal(tmp_path: Path) -> None:
+    """In a real terminal (a pty) the line redraws during the run, not only between runs: Dagster captures the
+    step's output descriptors, which must not swallow it."""
+    import pty
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
+
+    last = datetime.now(UTC).date() - timedelta(days=1)
+    first = last - timedelta(days=9)
+    tenant = Tenant(TenantSpec(seed=12, postings=4, start=first, end=last, candidates_per_posting=(800, 1200)))
+    key = "sk_test_TERMINAL-1a2b3c"
+    # A persistent Dagster home, as users have: its compute log manager is what captures the step's output.
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    with serve_in_thread(create_app(tenant, key)) as url:
+        env = clean_env(
+            HEYMILO_API_KEY=key, HEYMILO_BASE_URL=url, HEYMILO_DATA_DIR=str(tmp_path / "data"),
+            HEYMILO_START_DATE=first.isoformat(), HEYMILO_RATE_LIMIT="600", TERM="xterm", COLUMNS="200",
+            DAGSTER_HOME=str(home),
+        )  # fmt: skip
+        leader, follower = pty.openpty()
+        command = [BIN / "heymilo-pipeline", "backfill", "--start", first.isoformat(), "--end", last.isoformat()]
+        cli = subprocess.Popen(command, cwd=tmp_path, env=env, stdin=follower, stdout=follower, stderr=follower)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the pty closes with the process
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert cli.wait(timeout=120) == 0, seen.decode(errors="replace")[-3000:]
+        os.close(leader)
+    text = seen.decode(errors="replace")
+    pages = [int(n.replace(",", "")) for n in re.findall(r"· ([\d,]+) pages", text)]
+    final = pages[-1]
+    midway = {n for n in pages if 0 < n < final}
+    assert len(midway) >= 2, f"the line did not move during the run: pages seen {sorted(set(pages))}"
+    assert "· done ·" in text and "RUN_START" not in text
