@@ -141,7 +141,9 @@ def test_unknown_fields_are_kept(tmp_path: Path) -> None:
     posting_id, expected = busiest(tenant)
     batch = run(fetch(tenant, tmp_path, posting_id, None))
     assert batch.raw == expected
-    assert any(c.unknown_fields() for c in batch.candidates)
+    # every candidate keeps the two fields the spec does not know, with their values as sent
+    assert [sorted(c.unknown_fields()) for c in batch.candidates] == [["sentiment", "source_channel"]] * len(expected)
+    assert [c.unknown_fields()["sentiment"] for c in batch.candidates] == [r["sentiment"] for r in batch.raw]
 
 
 # --- faults ------------------------------------------------------------------------------------
