@@ -49,6 +49,7 @@ def main() -> None:
 
         from heymilo_pipeline import cli, ingest
         from heymilo_pipeline.defs.schedules import update_requests
+        from heymilo_pipeline.refresh import todays_plan
         from heymilo_pipeline.settings import Settings
 
         imported = time.perf_counter() - t0
@@ -82,7 +83,7 @@ def main() -> None:
         t2 = time.perf_counter()
         today = datetime.now(UTC).date()
         # The recent days of the update (its rolling share of older history is a second run, not measured here).
-        request = update_requests(instance, today, location.settings)[-1]
+        request = update_requests(instance, today, todays_plan(today, location.settings, None))[-1]
         assert isinstance(request, dg.RunRequest), request
         t3 = time.perf_counter()
         ok = location.execute("candidates_job", instance, dict(request.tags))

@@ -60,6 +60,7 @@ def pipeline() -> None:
     from heymilo_pipeline.cli import Location
     from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
     from heymilo_pipeline.defs.schedules import update_requests
+    from heymilo_pipeline.refresh import todays_plan
     from heymilo_pipeline.settings import Settings
     from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
     from heymilo_pipeline.warehouse import query
@@ -100,7 +101,7 @@ def pipeline() -> None:
             )
             tenant.set_now(midnight(today) + 30 * 3600)  # 30 hours later: candidates advance
             httpx.post(f"{url}/_sim/stats/reset", headers={"X-API-KEY": KEY})
-            request = update_requests(instance, today, settings)[-1]  # the recent days
+            request = update_requests(instance, today, todays_plan(today, settings, None))[-1]  # the recent days
             updated = location.execute("candidates_job", instance, dict(request.tags))
             after = httpx.get(stats_url, headers={"X-API-KEY": KEY}).json()
         first = last - timedelta(days=7)

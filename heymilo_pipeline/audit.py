@@ -54,7 +54,7 @@ async def completeness(
     client: HeyMiloClient, warehouse: Warehouse, posting_ids: list[str], days: DayRange, budget: int = BISECT_BUDGET
 ) -> list[Completeness]:
     """Every posting's count against the API over ``days`` (several postings at once)."""
-    stored_by_posting = {p: warehouse.rows_by_day(p, days) for p in posting_ids}
+    stored_by_posting = warehouse.rows_by_day(posting_ids, days)
 
     async def one(posting_id: str) -> Completeness:
         stored_by_day = stored_by_posting[posting_id]

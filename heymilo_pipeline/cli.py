@@ -29,12 +29,12 @@ from heymilo_pipeline.defs.partitions import (
     POSTINGS,
     range_tags,
 )
+from heymilo_pipeline.defs.resources import Storage
 from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
 from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.refresh import RefreshPlan, todays_plan
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.status import latest_check_results, report
-from heymilo_pipeline.warehouse import Warehouse
 
 
 def open_instance() -> dg.DagsterInstance:
@@ -70,8 +70,10 @@ class Location:
         """The progress line while runs execute, its time estimate at the key's rate."""
         return terminal.live(self.settings.requests_per_minute)
 
-    def warehouse(self) -> Warehouse:
-        return Warehouse(self.settings.duckdb_path, lock_timeout_s=self.settings.lock_timeout_seconds)
+    @property
+    def storage(self) -> Storage:
+        """The code location's storage resource: its lake and warehouse are the ones the runs write."""
+        return self.defs.resources["storage"]
 
     def execute(self, job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> bool:
         """Run one job in this process, tagged with the process that runs it; print its failures."""
@@ -277,12 +279,11 @@ def run_update(location: Location, instance: dg.DagsterInstance, day: date) -> U
     outcome.listed = location.execute("postings_job", instance, {KIND_TAG: "update", AS_OF_TAG: day.isoformat()})
     if not outcome.listed:
         raise click.ClickException("could not list postings; see the error above (nothing was fetched)")
-    warehouse = location.warehouse()
-    requests = update_requests(instance, day, settings, warehouse)
+    outcome.plan = todays_plan(day, settings, location.storage.warehouse())
+    requests = update_requests(instance, day, outcome.plan)
     if isinstance(requests, dg.SkipReason):
         outcome.skipped = requests.skip_message
         requests = []
-    outcome.plan = todays_plan(day, settings, warehouse)
     terminal.say(f"Update of {day}: {outcome.plan.describe()}")
     registered = instance.get_dynamic_partitions(POSTINGS)
     with location.live():

@@ -218,12 +218,15 @@ async def sync_postings(
     on_page: PageCallback | None = None,
     on_result: Callable[[PostingResult], None] | None = None,
     is_gone: Callable[[str], bool] | None = None,
+    schema_ready: bool = False,
 ) -> list[PostingResult]:
     """Fetch, check and publish every posting's slices, several postings at once; one posting's failure is
     recorded on its result and stops no other. ``on_result`` sees each result as soon as it is final (a
-    published posting is then in the lake and in DuckDB). Publishing takes turns (one DuckDB writer)."""
+    published posting is then in the lake and in DuckDB). Publishing takes turns (one DuckDB writer).
+    ``schema_ready``: the caller already ensured the warehouse schema; otherwise the first posting to publish
+    does, once."""
     turn = asyncio.Lock()
-    schema = {"ready": False}  # created (or migrated) once per run, by the first posting to publish
+    schema = {"ready": schema_ready}
 
     async def one(posting_id: str, items: list[Slice]) -> PostingResult:
         result = PostingResult(posting_id, items)

@@ -156,9 +156,6 @@ class Settings(PipelineSettings, ConnectionSettings):
     def rate_limit_dir(self) -> Path:
         return self.data_dir / ".ratelimit"
 
-    def pipeline(self) -> PipelineSettings:
-        return PipelineSettings(**{name: getattr(self, name) for name in PipelineSettings.model_fields})
-
     def client_settings(self) -> ClientSettings:
         if self.api_key is None:
             raise ConfigurationError(

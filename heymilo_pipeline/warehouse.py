@@ -283,12 +283,18 @@ class Warehouse:
                     )  # fmt: skip
         return out
 
-    def rows_by_day(self, posting_id: str, days: DayRange) -> dict[date, int]:
-        """Stored candidates of one posting per created_date within ``days`` (days without rows absent)."""
-        sql = "SELECT created_date, count(*) FROM candidates WHERE posting_id = ? AND created_date BETWEEN ? AND ?"
+    def rows_by_day(self, posting_ids: Sequence[str], days: DayRange) -> dict[str, dict[date, int]]:
+        """Stored candidates per posting and created_date within ``days`` (days without rows absent), in one query."""
+        sql = (
+            "SELECT posting_id, created_date, count(*) FROM candidates "
+            "WHERE posting_id IN (SELECT unnest(?)) AND created_date BETWEEN ? AND ? GROUP BY 1, 2"
+        )
         with self.connect(read_only=True) as conn:
-            rows = conn.execute(sql + " GROUP BY 1", [posting_id, days.first, days.last]).fetchall()
-        return dict(rows)
+            rows = conn.execute(sql, [list(posting_ids), days.first, days.last]).fetchall()
+        out: dict[str, dict[date, int]] = {posting_id: {} for posting_id in posting_ids}
+        for posting_id, day, n in rows:
+            out[posting_id][day] = n
+        return out
 
     def oldest_unfinished_day(self, since: date) -> date | None:
         """The oldest created_date on or after ``since`` holding a candidate no recruiter decision has closed

@@ -34,6 +34,7 @@ from heymilo_pipeline.defs.partitions import key
 from heymilo_pipeline.defs.schedules import daily_update, update_requests
 from heymilo_pipeline.defs.sensors import new_postings, update_after_postings
 from heymilo_pipeline.lake import Lake
+from heymilo_pipeline.refresh import todays_plan
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.dagster_ui import CHECKS
@@ -232,7 +233,9 @@ def test_schedule_lists_postings_then_requests_the_refresh_plan(world: World) ->
     )
     request = daily_update(context)
     assert isinstance(request, dg.RunRequest) and request.tags == {"heymilo/kind": "update", AS_OF_TAG: str(TODAY)}
-    runs = update_requests(world.instance, TODAY, with_changes(world.settings, full_refresh_days=3))
+    runs = update_requests(
+        world.instance, TODAY, todays_plan(TODAY, with_changes(world.settings, full_refresh_days=3), None)
+    )
     recent_first = LAST - timedelta(days=7)
     ranges = [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in runs
@@ -268,7 +271,7 @@ def test_update_captures_late_changes(tmp_path: Path) -> None:
         assert w.run(first, LAST, w.registered[0], w.registered[-1]).success
         stale = query(tmp_path / "heymilo.duckdb", "SELECT interview_id, status, score FROM candidates")
         tenant.set_now(midnight(TODAY) + 12 * 3600)  # a day and a half later
-        for request in update_requests(instance, TODAY, w.settings):
+        for request in update_requests(instance, TODAY, todays_plan(TODAY, w.settings, None)):
             assert w.materialize(CANDIDATES_SELECTION, dict(request.tags)).success
         fresh = query(tmp_path / "heymilo.duckdb", "SELECT interview_id, status, score FROM candidates")
         registered = w.registered

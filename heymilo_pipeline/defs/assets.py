@@ -64,15 +64,15 @@ def postings(
     warehouse = storage.warehouse(on_wait=context.log.warning)
     change = warehouse.replace_postings(found.table(datetime.now(UTC)))
     deleted = {}
-    if settings.vanished_postings == "delete":
+    if settings.vanished_postings == "delete" and change.vanished:
         # Only postings that still hold rows: one confirming request each, once, not at every listing.
         holding = set(warehouse.loaded_through()) | storage.lake.postings()
-        for posting_id in sorted(set(change.vanished) & holding):
-            if asyncio.run(_confirmed_gone(heymilo, posting_id)):
-                rows = warehouse.delete_posting(posting_id)
-                files = storage.lake.delete_posting(posting_id)
-                if any(rows.values()) or files:
-                    deleted[posting_id] = {**rows, "lake_files": files}
+        candidates = sorted(set(change.vanished) & holding)
+        for posting_id in asyncio.run(_confirmed_gone(heymilo, candidates)) if candidates else []:
+            rows = warehouse.delete_posting(posting_id)
+            files = storage.lake.delete_posting(posting_id)
+            if any(rows.values()) or files:
+                deleted[posting_id] = {**rows, "lake_files": files}
     context.log.info(
         f"{change.listed} postings listed; {len(found.wanted)} fetched; newly registered: {found.new or 'none'}; "
         f"no longer fetched: {removed or 'none'}; vanished from the API: {change.newly_vanished or 'none'} "
@@ -106,17 +106,20 @@ def _postings_table(found: Discovery, vanished: list[str]) -> str:
     return "\n".join(rows)
 
 
-async def _confirmed_gone(heymilo: HeyMiloAPI, posting_id: str) -> bool:
-    """A posting missing from the listing is deleted only if its candidates answer 404 too: two answers of the
-    API agree, so neither a listing glitch nor a single 404 ever deletes data."""
-    try:
-        async with heymilo.client() as client:
-            await client.count_candidates(posting_id, DayRange.single(datetime.now(UTC).date()))
-    except NotFoundError:
-        return True
-    except HeyMiloError:
-        return False
-    return False
+async def _confirmed_gone(heymilo: HeyMiloAPI, posting_ids: list[str]) -> list[str]:
+    """Of postings missing from the listing, those whose candidates answer 404 too: two answers of the API agree,
+    so neither a listing glitch nor a single 404 ever deletes data."""
+    gone = []
+    today = DayRange.single(datetime.now(UTC).date())
+    async with heymilo.client() as client:
+        for posting_id in posting_ids:
+            try:
+                await client.count_candidates(posting_id, today)
+            except NotFoundError:
+                gone.append(posting_id)
+            except HeyMiloError:
+                continue  # not confirmed: keep its rows
+    return gone
 
 
 def _duckdb_table(key: dg.AssetKey, table: tables.TableSpec, description: str) -> dg.AssetSpec:
@@ -187,9 +190,12 @@ def publish_candidates(
     if removed:
         context.log.info(f"removed {len(removed)} temp file(s) left by interrupted writes")
     warehouse = storage.warehouse(on_wait=context.log.warning)
-    if warehouse.path.exists():
+    # An existing file gets its schema before the first request (a file held elsewhere fails the run at once);
+    # a new one is created by the first posting to publish, so a run that fetches nothing leaves no file.
+    schema_ready = warehouse.path.exists()
+    if schema_ready:
         try:
-            warehouse.ensure_schema()  # before the first request: a file held elsewhere fails the run at once
+            warehouse.ensure_schema()
         except WarehouseLockedError as exc:
             raise dg.Failure(f"{exc} Nothing was fetched or written.", allow_retries=False) from None
     postings_count = len({s.posting_id for s in slices})
@@ -213,6 +219,7 @@ def publish_candidates(
                 on_result=progress.done,
                 # Deleted in HeyMilo and already unregistered by the latest listing: nothing to fetch any more.
                 is_gone=lambda posting_id: posting_id not in registered,
+                schema_ready=schema_ready,
             )
 
     try:
@@ -295,8 +302,7 @@ class _Progress:
                 (CANDIDATES_KEY, {"dagster/row_count": n, **shared}),
                 (WORKFLOW_STEPS_KEY, {"dagster/row_count": steps, **shared}),
             ):
-                log_event = self.context.log_event
-                log_event(dg.AssetMaterialization(asset_key=asset, partition=partition, metadata=metadata))
+                self.context.log_event(dg.AssetMaterialization(asset_key=asset, partition=partition, metadata=metadata))
         log.info(
             f"posting {result.posting_id}, days {_span(result)}: published {rows} candidates "
             f"({result.stats.requests} requests, {result.stats.retries} retries); "

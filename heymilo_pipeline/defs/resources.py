@@ -8,7 +8,6 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date as date_type
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,20 @@ from heymilo_pipeline.settings import VARIABLE, PipelineSettings, Settings, prob
 from heymilo_pipeline.warehouse import Warehouse
 
 
+def _as_config(value: Any) -> Any:
+    """A setting's value as Dagster config holds it: lists for tuples, text for paths and dates."""
+    if isinstance(value, tuple):
+        return list(value)
+    if value is None or isinstance(value, int | float | str | bool):
+        return value
+    return str(value)
+
+
 def setting(name: str) -> Any:
     """A resource field with the setting's default and description, prefixed by its environment variable."""
     field = Settings.model_fields[name]
-    default = field.default
-    if isinstance(default, Path):
-        default = str(default)
-    elif isinstance(default, tuple):
-        default = list(default)
-    elif default is not None and not isinstance(default, int | float | str | bool):
-        default = str(default)
     var = VARIABLE.get(name)
-    return Field(default, description=f"{var}: {field.description}" if var else field.description)
+    return Field(_as_config(field.default), description=f"{var}: {field.description}" if var else field.description)
 
 
 class HeyMiloAPI(dg.ConfigurableResource):
@@ -134,19 +135,7 @@ def build_resources(settings: Settings, *, secrets_from_env: bool = True) -> dic
         return dg.EnvVar(var) if secrets_from_env else value.get_secret_value()
 
     def values(model: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-        out = {}
-        for name in model.model_fields:
-            if name in exclude:
-                continue
-            value = getattr(settings, name)
-            out[name] = (
-                str(value)
-                if isinstance(value, Path | date_type)
-                else list(value)
-                if isinstance(value, tuple)
-                else value
-            )
-        return out
+        return {name: _as_config(getattr(settings, name)) for name in model.model_fields if name not in exclude}
 
     return {
         "heymilo": HeyMiloAPI(

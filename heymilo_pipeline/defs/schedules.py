@@ -14,17 +14,16 @@ import dagster as dg
 from heymilo_pipeline.defs.checks import AS_OF_TAG
 from heymilo_pipeline.defs.jobs import postings_job, warehouse_checks_job
 from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
-from heymilo_pipeline.refresh import todays_plan
-from heymilo_pipeline.settings import PipelineSettings
-from heymilo_pipeline.warehouse import Warehouse
+from heymilo_pipeline.refresh import RefreshPlan
 
 KIND_TAG = "heymilo/kind"
 
 
 def update_requests(
-    instance: dg.DagsterInstance, as_of: date, settings: PipelineSettings, warehouse: Warehouse | None = None
+    instance: dg.DagsterInstance, as_of: date, todo: RefreshPlan
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    """The candidate runs of the update on ``as_of``: one per range of the refresh plan, every registered posting.
+    """The candidate runs of the update on ``as_of`` (its refresh plan ``todo``, from ``refresh.todays_plan``):
+    one per range of the plan, every registered posting.
 
     A run's partitions are a rectangle (a multi-partition key range is the product of its dimensions'
     ranges), so the recent days and the share are one run each unless they touch; within a run, each
@@ -33,7 +32,6 @@ def update_requests(
     registered = instance.get_dynamic_partitions(POSTINGS)
     if not registered:
         return dg.SkipReason("no postings registered yet: materialize `postings` or turn on the new_postings sensor")
-    todo = todays_plan(as_of, settings, warehouse)
     if not todo.ranges:
         return dg.SkipReason(f"nothing to update on {as_of}: yesterday is before HEYMILO_START_DATE")
     return [

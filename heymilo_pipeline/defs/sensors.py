@@ -12,6 +12,7 @@ from heymilo_pipeline.defs.partitions import POSTINGS, postings_partitions, rang
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage
 from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
 from heymilo_pipeline.discovery import discover_postings
+from heymilo_pipeline.refresh import todays_plan
 
 
 @dg.sensor(
@@ -63,4 +64,4 @@ def update_after_postings(
     if tags.get(KIND_TAG) != "update" or AS_OF_TAG not in tags:
         return dg.SkipReason("not a daily update's listing")
     as_of = date.fromisoformat(tags[AS_OF_TAG])
-    return update_requests(context.instance, as_of, pipeline.settings(), storage.warehouse())
+    return update_requests(context.instance, as_of, todays_plan(as_of, pipeline.settings(), storage.warehouse()))
