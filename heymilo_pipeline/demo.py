@@ -96,7 +96,7 @@ def main(data_dir: Path, days: int, seed: int) -> None:
     minimum = minimum_requests(truth_counts.get(p, 0) for p in registered)
     candidate_requests = sum(n for route, n in stats["requests_by_route"].items() if route.endswith("/candidates"))
     _report(location, instance, registered, failed, candidate_requests, minimum, stats, time.monotonic() - started)
-    _compare_with_truth(data_dir / "heymilo.duckdb", truth)
+    _compare_with_truth(location.settings.duckdb_path, truth)
     if failed:
         raise SystemExit(1)
 

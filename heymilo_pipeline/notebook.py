@@ -13,18 +13,17 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from heymilo_pipeline.settings import DUCKDB_NAME, Settings
 from heymilo_pipeline.warehouse import query
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-DUCKDB_ENV = "HEYMILO_DUCKDB"
-DUCKDB_NAME = "heymilo.duckdb"
 
 # The order a candidate moves through (CANDIDATE_STATUSES is a set): waiting, active, done, decided.
 STATUS_ORDER: tuple[str, ...] = (
@@ -48,19 +47,21 @@ class QueryFunction(Protocol):
     def __call__(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame: ...
 
 
-def duckdb_path(environ: Mapping[str, str] | None = None, notebook_dir: Path | str | None = None) -> Path:
-    """The DuckDB file to read: ``$HEYMILO_DUCKDB`` when set, else ``../data/heymilo.duckdb`` from the notebook.
+def duckdb_path(settings: Settings | None = None, notebook_dir: Path | str | None = None) -> Path:
+    """The DuckDB file to read: the pipeline's own when HEYMILO_DATA_DIR is set, else ``../data/heymilo.duckdb``.
 
-    Jupyter starts a notebook's kernel in the notebook's folder, so ``notebook_dir`` defaults to the
-    current directory; ``data/heymilo.duckdb`` under it is tried too, for editors that start kernels
-    at the project root. Raises FileNotFoundError naming what was tried: opening a missing file
-    read-only fails with a far less helpful DuckDB error.
+    ``settings`` defaults to ``Settings.from_env()``, the pipeline's reading of the environment, so a notebook
+    started beside the pipeline reads the file the pipeline writes. Without HEYMILO_DATA_DIR the data folder is
+    looked for from the notebook: Jupyter starts a kernel in the notebook's folder (``notebook_dir`` defaults
+    to the current directory), so ``../data`` is tried, then ``data`` for editors that start kernels at the
+    project root. Raises FileNotFoundError naming what was tried: opening a missing file read-only fails
+    with a far less helpful DuckDB error.
     """
-    env = os.environ if environ is None else environ
-    if value := env.get(DUCKDB_ENV):
-        path = Path(value).expanduser().resolve()
+    settings = Settings.from_env() if settings is None else settings
+    if "data_dir" in settings.model_fields_set:
+        path = settings.duckdb_path.expanduser().resolve()
         if not path.is_file():
-            raise FileNotFoundError(f"{DUCKDB_ENV}={value}: no such file ({path})")
+            raise FileNotFoundError(f"HEYMILO_DATA_DIR={settings.data_dir}: no {DUCKDB_NAME} in it ({path})")
         return path
     here = Path(notebook_dir or Path.cwd()).resolve()
     tried = [here.parent / "data" / DUCKDB_NAME, here / "data" / DUCKDB_NAME]
@@ -69,7 +70,7 @@ def duckdb_path(environ: Mapping[str, str] | None = None, notebook_dir: Path | s
             return path
     raise FileNotFoundError(
         f"no DuckDB file at {' or '.join(map(str, tried))}. Build one with `make demo` (simulated data), "
-        f"run a backfill, or set {DUCKDB_ENV} to the file's path."
+        "run a backfill, or set HEYMILO_DATA_DIR to the pipeline's data folder."
     )
 
 

@@ -20,6 +20,9 @@ from heymilo_pipeline.privacy import PiiMode, Scrubber
 from heymilo_pipeline.quality import ScoreBounds
 
 DEFAULT_START_DATE = date(2025, 1, 1)
+# Where things live under HEYMILO_DATA_DIR (the storage resource and the notebook helpers use these too).
+DUCKDB_NAME = "heymilo.duckdb"
+LAKE_NAME = "lake"
 
 # Environment variable -> field of Settings: the one list README's configuration table follows.
 ENVIRONMENT = {
@@ -146,11 +149,11 @@ class Settings(PipelineSettings, ConnectionSettings):
 
     @property
     def lake_dir(self) -> Path:
-        return self.data_dir / "lake"
+        return self.data_dir / LAKE_NAME
 
     @property
     def duckdb_path(self) -> Path:
-        return self.data_dir / "heymilo.duckdb"
+        return self.data_dir / DUCKDB_NAME
 
     @property
     def rate_limit_dir(self) -> Path:

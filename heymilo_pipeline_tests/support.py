@@ -102,8 +102,9 @@ class Harness:
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.settings.duckdb_path)
+        """The warehouse as the runs open it (the storage resource's, with its lock timeout)."""
+        return self.resource("storage").warehouse()
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.settings.lake_dir)
+        return self.resource("storage").lake

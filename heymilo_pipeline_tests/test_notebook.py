@@ -3,7 +3,7 @@
 One module-scoped world, built as test_pipeline.py builds its own but smaller: a simulated tenant on
 loopback, the postings listed and one run over every posting for the last days, all through
 ``dg.materialize`` in a test Dagster instance. The notebook is then executed by nbclient in the
-venv's ``python3`` kernel, pointed at that file by HEYMILO_DUCKDB and at the instance by DAGSTER_HOME.
+venv's ``python3`` kernel, pointed at its data folder by HEYMILO_DATA_DIR and at the instance by DAGSTER_HOME.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from nbclient import NotebookClient
 
 from heymilo_pipeline.api.models import CANDIDATE_STATUSES
 from heymilo_pipeline.defs.checks import warehouse_checks
-from heymilo_pipeline.notebook import DUCKDB_ENV, STATUS_ORDER, duckdb_path, order_statuses
+from heymilo_pipeline.notebook import STATUS_ORDER, duckdb_path, order_statuses
+from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.support import LAST, START, Harness, settings_for
@@ -68,7 +69,12 @@ def test_notebook_runs_on_a_real_warehouse(
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell("import sys\nprint(sys.executable)", id="which-python"))
-    env = {**os.environ, DUCKDB_ENV: str(built.duckdb), "MPLBACKEND": "Agg", "DAGSTER_HOME": str(built.dagster_home)}
+    env = {
+        **os.environ,
+        "HEYMILO_DATA_DIR": str(built.duckdb.parent),
+        "MPLBACKEND": "Agg",
+        "DAGSTER_HOME": str(built.dagster_home),
+    }
     client = NotebookClient(
         nb,
         kernel_name="python3",
@@ -119,13 +125,17 @@ def test_duckdb_path_resolution(tmp_path: Path) -> None:
     notebooks, data = tmp_path / "notebooks", tmp_path / "data"
     notebooks.mkdir()
     data.mkdir()
+    unset = Settings.from_env({})
     with pytest.raises(FileNotFoundError, match="make demo"):
-        duckdb_path({}, notebooks)
+        duckdb_path(unset, notebooks)
     (data / "heymilo.duckdb").touch()
-    assert duckdb_path({}, notebooks) == data / "heymilo.duckdb"  # ../data from the notebook's folder
-    assert duckdb_path({}, tmp_path) == data / "heymilo.duckdb"  # data/ from the project root
-    other = tmp_path / "elsewhere.duckdb"
-    with pytest.raises(FileNotFoundError, match=DUCKDB_ENV):
-        duckdb_path({DUCKDB_ENV: str(other)}, notebooks)
-    other.touch()
-    assert duckdb_path({DUCKDB_ENV: str(other)}, notebooks) == other.resolve()
+    assert duckdb_path(unset, notebooks) == data / "heymilo.duckdb"  # ../data from the notebook's folder
+    assert duckdb_path(unset, tmp_path) == data / "heymilo.duckdb"  # data/ from the project root
+    # HEYMILO_DATA_DIR, read by the pipeline's own settings, names the pipeline's file wherever the notebook is.
+    other = tmp_path / "elsewhere"
+    pointed = Settings.from_env({"HEYMILO_DATA_DIR": str(other)})
+    with pytest.raises(FileNotFoundError, match=f"HEYMILO_DATA_DIR={other}: no heymilo.duckdb"):
+        duckdb_path(pointed, notebooks)
+    other.mkdir()
+    (other / "heymilo.duckdb").touch()
+    assert duckdb_path(pointed, notebooks) == (other / "heymilo.duckdb").resolve()

@@ -18,7 +18,7 @@ from heymilo_pipeline.api.client import HeyMiloClient
 from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings
 from heymilo_pipeline.lake import Lake
-from heymilo_pipeline.settings import VARIABLE, PipelineSettings, Settings, problems
+from heymilo_pipeline.settings import DUCKDB_NAME, LAKE_NAME, VARIABLE, PipelineSettings, Settings, problems
 from heymilo_pipeline.warehouse import Warehouse
 
 
@@ -88,12 +88,10 @@ class Storage(dg.ConfigurableResource):
 
     @property
     def lake(self) -> Lake:
-        return Lake(Path(self.data_dir) / "lake")
+        return Lake(Path(self.data_dir) / LAKE_NAME)
 
     def warehouse(self, on_wait: Callable[[str], None] | None = None) -> Warehouse:
-        return Warehouse(
-            Path(self.data_dir) / "heymilo.duckdb", lock_timeout_s=self.lock_timeout_seconds, on_wait=on_wait
-        )
+        return Warehouse(Path(self.data_dir) / DUCKDB_NAME, lock_timeout_s=self.lock_timeout_seconds, on_wait=on_wait)
 
 
 class Pipeline(dg.ConfigurableResource):
