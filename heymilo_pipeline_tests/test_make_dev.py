@@ -430,10 +430,21 @@ def test_headless_runs_show_in_the_ui_with_their_posting_titles(make_dev: Loaded
     ran = re.search(r"run ([0-9a-f-]{36}): succeeded", done.stderr)
     assert ran, done.stderr
     run_id = ran.group(1)
+    # A backfill from the terminal: one run of candidates_job over every posting (a ranged run, not a
+    # Dagster backfill record, which only the UI or the daemon can create through public APIs).
+    day = (today - timedelta(days=1)).isoformat()
+    done = subprocess.run(
+        [cli, "backfill", "--start", day, "--end", day], env=env, cwd=dev.data_dir, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    backfill_runs = re.findall(r"run ([0-9a-f-]{36}): succeeded", done.stderr)
+    assert len(backfill_runs) == 1, done.stderr
     location = f"__repository__@{repo['location']['name']}"
-    job_page = {"pipelineName": "postings_job", "tags": [{"key": ".dagster/repository", "value": location}]}
-    runs = expect_type(graphql(dev.url, JOB_RUNS, {"filter": job_page})["pipelineRunsOrError"], "Runs")["results"]
-    assert run_id in {r["runId"] for r in runs}, (run_id, runs)
+    for job, expected in (("postings_job", run_id), ("candidates_job", backfill_runs[0])):
+        job_page = {"pipelineName": job, "tags": [{"key": ".dagster/repository", "value": location}]}
+        runs = expect_type(graphql(dev.url, JOB_RUNS, {"filter": job_page})["pipelineRunsOrError"], "Runs")
+        assert expected in {r["runId"] for r in runs["results"]}, (job, expected, runs)
     # The posting titles, beside the ids, in the listing's materialization.
     found = graphql(dev.url, POSTINGS_TABLE)["assetNodeOrError"]
     table = next(e["mdStr"] for e in found["assetMaterializations"][0]["metadataEntries"] if e["label"] == "postings")
