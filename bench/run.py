@@ -19,6 +19,8 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,12 +29,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
-from common import MiB, SimSpec, bench_script, candidate_requests, sim_stats, simulator
+from common import YEAR_FIRST, YEAR_LAST, MiB, SimSpec, bench_script, candidate_requests, sim_stats, simulator
 
 # The code before the performance work of the benchmarks (GC, parsing, parallel lake writes), measured
 # beside the current code in the same run for the before/after figures.
 BASELINE_COMMIT = "d6a1dcc"
-BENCHES = ("requests", "ratelimit", "local", "dlt", "dagster")
+BENCHES = ("requests", "ratelimit", "local", "dlt", "dagster", "overhead")
 
 
 @dataclass
@@ -358,6 +360,150 @@ def bench_dagster(report: Report) -> None:
         f"rest {result['overhead_seconds']:.1f} s (lake {result['write_lake_seconds']:.1f} s); "
         f"wall/API {result['wall_over_api']:.2f}; peak RSS {mib(result['peak_rss'])}",
     )
+
+
+# --- 6. overhead: the product as users run it -------------------------------------------------------
+
+
+@contextmanager
+def fake_api(*tenants: str, days: int = 365) -> Iterator[tuple[str, dict[str, int]]]:
+    """bench/fake_api.py in its own process: the simulator's data from bytes rendered once (fast, no faults)."""
+    args = [common.PYTHON, str(common.BENCH_DIR / "fake_api.py"), "--port", "0", "--days", str(days)]
+    proc = subprocess.Popen(
+        [*args, *(a for t in tenants for a in ("--tenant", t))], stdout=subprocess.PIPE, text=True, cwd=common.REPO
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        counts = json.loads(proc.stdout.readline())
+        yield url, counts
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def span_rate(stats: dict[str, Any]) -> float:
+    """Requests per second between the first and the latest request the server saw."""
+    first, last = stats.get("first_request_at"), stats.get("last_request_at")
+    n = candidate_requests(stats)
+    return (n - 1) / (last - first) if first and last and last > first and n > 1 else 0.0
+
+
+def run_three(
+    report: Report, section: str, url: str, ids: list[str], first: date, last: date, key: str, dlt: bool
+) -> dict[str, dict[str, Any]] | None:
+    """The bare loop (floor), the CLI (ours) and, when installed, dlt's rest_api with Parquet, on one server."""
+    base = ["--first", first.isoformat(), "--last", last.isoformat(), *posting_args(ids)]
+    runs = [("bare loop (floor)", "bare", [url]), ("ours: heymilo-pipeline backfill", "cli_run", ["--url", url])]
+    if dlt:
+        runs.append(("dlt rest_api, parquet", "dlt_run", ["--url", url, "--mode", "parquet"]))
+    results: dict[str, dict[str, Any]] = {}
+    for name, script, head in runs:
+        sim_stats(url, reset=True)
+        result = bench_script(script, *head, *base)
+        if failed(report, section, result):
+            return None
+        result["requests"] = candidate_requests(sim_stats(url))
+        results[name] = result
+        report.add(
+            section,
+            f"{key}: {name}",
+            f"{result['seconds']:.1f} s, {result['candidates']:,} candidates, {result['requests']:,} requests, "
+            f"peak RSS {mib(result['peak_rss'])}",
+        )
+    report.raw.setdefault("overhead", {})[key] = results
+    return results
+
+
+def bench_overhead(report: Report) -> None:
+    section = "6. Overhead (as users run it)"
+    print(f"{section} ...", flush=True)
+    try:
+        import dlt  # noqa: F401
+
+        have_dlt = not report.quick
+    except ImportError:
+        have_dlt = False
+        report.add(section, "dlt", "not installed (pip install -e '.[bench]'): no dlt rows", "runs", report.quick)
+    big = 10_000 if report.quick else 100_000
+    ours_name, bare_name, dlt_name = (
+        "ours: heymilo-pipeline backfill",
+        "bare loop (floor)",
+        "dlt rest_api, parquet",
+    )
+    # One large posting: a year, end to end through Dagster, the lake and DuckDB.
+    with fake_api(f"7:4:{big}:{big}") as (url, counts):
+        posting = next(p for p, n in counts.items() if n == big)
+        results = run_three(report, section, url, [posting], YEAR_FIRST, YEAR_LAST, f"one posting of {big:,}", have_dlt)
+    if results:
+        ratio = results[ours_name]["seconds"] / results[bare_name]["seconds"]
+        report.add(section, f"one posting of {big:,}: ours / bare loop", f"{ratio:.2f}", "<= 1.2", ratio <= 1.2)
+        if dlt_name in results:
+            speed = results[dlt_name]["seconds"] / results[ours_name]["seconds"]
+            report.add(section, f"one posting of {big:,}: ours vs dlt", f"{speed:.2f}x faster", ">= 3x", speed >= 3)
+    # A typical workspace: 50 postings of a few hundred candidates over 90 days.
+    postings = 6 if report.quick else 55
+    with fake_api(f"13:{postings}:200:600", days=90) as (url, counts):
+        ids = sorted(p for p, n in counts.items() if n > 0)[: 5 if report.quick else 50]
+        last = YEAR_FIRST + timedelta(days=89)
+        key = f"{len(ids)} postings x 90 days"
+        results = run_three(report, section, url, ids, YEAR_FIRST, last, key, have_dlt)
+    if results and dlt_name in results:
+        speed = results[dlt_name]["seconds"] / results[ours_name]["seconds"]
+        report.add(section, f"{key}: ours vs dlt", f"{speed:.2f}x faster", ">= 3x", speed >= 3)
+    # The same workspace under a rate limit, time-scaled 10x (300 per 6 s = 3,000/min, 20 ms answers).
+    spec = SimSpec(
+        postings=postings, candidates=(200, 600), first=YEAR_FIRST, last=last, rate_limit=300, rate_window_s=6.0,
+        latency_ms=20,
+    )  # fmt: skip
+    tenant = spec.tenant()
+    ids = common.wanted_postings(tenant)[: 5 if report.quick else 50]
+    with simulator(spec) as url:
+        sim_stats(url, reset=True)
+        result = bench_script(
+            "cli_run", "--url", url, "--first", YEAR_FIRST.isoformat(), "--last", last.isoformat(),
+            "--rate-limit", "3000", *posting_args(ids),
+        )  # fmt: skip
+        stats = sim_stats(url)
+    if not failed(report, section, result):
+        made = candidate_requests(stats)
+        needed = made / 50.0  # seconds the limiter alone requires at 3,000/min
+        ratio = result["seconds"] / needed
+        report.raw.setdefault("overhead", {})["rate-limited workspace"] = {**result, "stats": stats}
+        report.add(
+            section,
+            f"{len(ids)} postings x 90 days at 3,000/min (time-scaled 10x): wall / limiter time",
+            f"{result['seconds']:.1f} s / {needed:.1f} s = {ratio:.2f} ({made} requests, {stats['rate_limited']} 429s, "
+            f"{result['candidates']:,} candidates)",
+            "<= 1.3",
+            ratio <= 1.3,
+        )
+    # One large posting at the key's limit with slow answers, time-scaled 10x (300 per 6 s, 30 ms answers).
+    size = 5_000 if report.quick else 50_000
+    spec = SimSpec(postings=4, candidates=(size, size), rate_limit=300, rate_window_s=6.0, latency_ms=30)
+    tenant = spec.tenant()
+    posting = common.wanted_postings(tenant)[0]
+    with simulator(spec) as url:
+        sim_stats(url, reset=True)
+        result = bench_script(
+            "cli_run", "--url", url, "--first", spec.first.isoformat(), "--last", spec.last.isoformat(),
+            "--rate-limit", "3000", "--posting", posting,
+        )  # fmt: skip
+        stats = sim_stats(url)
+    if not failed(report, section, result):
+        made, minimum = candidate_requests(stats), common.minimum_requests({posting: size})
+        share = span_rate(stats) * 60 / 3000
+        report.raw.setdefault("overhead", {})["one posting at the limit"] = {**result, "stats": stats}
+        report.add(
+            section,
+            f"one posting of {size:,} at 300/min with 300 ms answers (time-scaled 10x): share of the limit",
+            f"{share:.3f} ({made} requests, minimum {minimum}, {stats['rate_limited']} 429s)",
+            ">= 0.95",
+            share >= 0.95,
+        )
+        # The probe and one partial last page per sub-range at most (max_concurrency: 4 sub-ranges).
+        report.add(section, "  its requests against the minimum", f"{made} / {minimum}", "<= minimum + 5",
+                   made <= minimum + 5)  # fmt: skip
 
 
 # --- report -----------------------------------------------------------------------------------

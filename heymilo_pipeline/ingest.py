@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import pyarrow as pa
 import pydantic
@@ -29,7 +30,7 @@ from heymilo_pipeline.api.errors import (
     NotFoundError,
     SchemaError,
 )
-from heymilo_pipeline.api.stats import QueryStats
+from heymilo_pipeline.api.stats import PAGE_SIZE, QueryStats
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import flatten
 from heymilo_pipeline.lake import RAW_TEXTS, Lake, MonthFiles, raw_json
@@ -91,62 +92,162 @@ def slices_from_keys(keys: Sequence[tuple[str, date]]) -> list[Slice]:
     return out
 
 
-async def fetch_slice(
-    client: HeyMiloClient, item: Slice, on_page: PageCallback | None = None, scrubber: Scrubber | None = None
-) -> FetchedSlice:
-    """One range query, flattened page by page; ``scrubber`` applies HEYMILO_PII to records and rows alike.
+# A posting is walked one page at a time (the cursor of page k+1 comes from page k), so one large posting
+# alone waits out every answer's latency and cannot spend the key's budget (at 300 ms an answer, about 0.6
+# of 300/min). A range of at least SPLIT_MIN_PAGES pages is therefore split into day sub-ranges walked at
+# once, each with its own cursor: each costs at most one request more than the minimum (its last page).
+SPLIT_MIN_PAGES = 40
+PAGES_PER_SPLIT = 20  # no more sub-ranges than this many pages each would fill
 
-    Records are flattened FLATTEN_BATCH at a time and then dropped: the slice keeps Arrow tables and each
-    record's JSON text (for the raw lake), never millions of small Python objects. Those made every
-    collection of Python's garbage collector slower, and response objects (reference cycles in httpx)
-    waited for the rare full collections, so memory grew with every posting of a long backfill.
+
+def split_days(days: DayRange, parts: int) -> list[DayRange]:
+    """``days`` cut into at most ``parts`` consecutive sub-ranges of (nearly) equal length."""
+    parts = max(1, min(parts, len(days)))
+    cuts = [round(i * len(days) / parts) for i in range(parts + 1)]
+    return [
+        DayRange(days.first + timedelta(days=cuts[i]), days.first + timedelta(days=cuts[i + 1] - 1))
+        for i in range(parts)
+    ]
+
+
+def splits_for(total_count: int | None, has_more: bool, days: DayRange, max_splits: int) -> int:
+    """How many sub-ranges to walk a range in, from its first page: 1 unless it is large and spans days."""
+    if not has_more or total_count is None or len(days) < 2:
+        return 1
+    pages = math.ceil(total_count / PAGE_SIZE)
+    if pages < SPLIT_MIN_PAGES:
+        return 1
+    return max(1, min(max_splits, len(days), pages // PAGES_PER_SPLIT))
+
+
+class _Flattener:
+    """Pages in, Arrow out: records are flattened FLATTEN_BATCH at a time and then dropped.
+
+    The slice keeps Arrow tables and each record's JSON text (for the raw lake), never millions of small
+    Python objects. Those made every collection of Python's garbage collector slower, and response objects
+    (reference cycles in httpx) waited for the rare full collections, so memory grew with every posting of
+    a long backfill.
     """
-    stats = QueryStats()
-    tables: list[pa.Table] = []
-    step_tables: list[pa.Table] = []
-    raw: list[pa.Table] = []
-    pending: list[CandidatePage] = []
 
-    def flush() -> None:
+    def __init__(self, item: Slice, scrubber: Scrubber | None) -> None:
+        self.item, self.scrubber = item, scrubber
+        self.tables: list[pa.Table] = []
+        self.step_tables: list[pa.Table] = []
+        self.raw: list[pa.Table] = []
+        self.pending: list[CandidatePage] = []
+
+    def add(self, page: CandidatePage) -> None:
+        if page.raw:
+            self.pending.append(page)
+            if sum(len(p.raw) for p in self.pending) >= FLATTEN_BATCH:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
         records = [record for page in pending for record in page.raw]
         try:
-            candidates, steps = flatten(records, partition_day=item.days.first)
+            candidates, steps = flatten(records, partition_day=self.item.days.first)
         except pydantic.ValidationError:
             for page in pending:
                 page.candidates  # noqa: B018 - the models raise the client's SchemaError, naming slice and record
             raise
         except (pa.ArrowException, OverflowError, UnicodeError) as exc:
             # Valid for the models, yet not storable: an integer beyond 64 bits, a lone surrogate in a name.
-            pages = f"pages {pending[0].number}..{pending[-1].number}"
+            numbers = sorted(page.number for page in pending)
             raise SchemaError(
                 # The exception's text may quote the value (a name, a number): only its kind is shown.
-                f"a candidate record on {pages} cannot be stored ({type(exc).__name__}). The pipeline "
-                "stops rather than store it wrongly; report it to HeyMilo, or exclude the posting until it is fixed.",
+                f"a candidate record on pages {numbers[0]}..{numbers[-1]} cannot be stored ({type(exc).__name__}). "
+                "The pipeline stops rather than store it wrongly; report it to HeyMilo, or exclude the posting "
+                "until it is fixed.",
                 context=pending[0].context,
             ) from None
-        if scrubber is not None:
-            records, candidates = scrubber.records(records), scrubber.table(candidates)
-        tables.append(candidates)
-        step_tables.append(steps)
-        raw.append(pa.table({"interview_id": candidates["interview_id"], "record": raw_json(records)}))
-        pending.clear()
+        if self.scrubber is not None:
+            records, candidates = self.scrubber.records(records), self.scrubber.table(candidates)
+        self.tables.append(candidates)
+        self.step_tables.append(steps)
+        self.raw.append(pa.table({"interview_id": candidates["interview_id"], "record": raw_json(records)}))
 
-    async for page in client.candidate_pages(item.posting_id, item.days, stats):
-        if page.raw:
-            pending.append(page)
-            if sum(len(p.raw) for p in pending) >= FLATTEN_BATCH:
-                flush()
+    def result(self, stats: QueryStats) -> FetchedSlice:
+        self.flush()
+        return FetchedSlice(
+            slice=self.item,
+            stats=stats,
+            candidates=pa.concat_tables(self.tables) if self.tables else CANDIDATES.empty(),
+            steps=pa.concat_tables(self.step_tables) if self.step_tables else WORKFLOW_STEPS.empty(),
+            raw=pa.concat_tables(self.raw) if self.raw else RAW_TEXTS.empty_table(),
+        )
+
+
+async def fetch_slice(
+    client: HeyMiloClient,
+    item: Slice,
+    on_page: PageCallback | None = None,
+    scrubber: Scrubber | None = None,
+    max_splits: int | None = None,
+) -> FetchedSlice:
+    """One range query, flattened page by page; ``scrubber`` applies HEYMILO_PII to records and rows alike.
+
+    The first page tells the range's size (total_count). A large range spanning several days is then walked
+    as up to ``max_splits`` (default: the client's max_concurrency) day sub-ranges at once; the first page's
+    request is the probe that told, its records come again with their sub-range. The slice's figures are the
+    sub-ranges' summed (each sub-range's rows equal its own total_count), plus the probe's request.
+    """
+    stats = QueryStats()
+    out = _Flattener(item, scrubber)
+    pages = client.candidate_pages(item.posting_id, item.days, stats)
+    first = await anext(pages)
+    limit = client.settings.max_concurrency if max_splits is None else max_splits
+    parts = splits_for(stats.total_count, first.pagination.has_more, item.days, limit)
+    if parts == 1:
+        out.add(first)
         if on_page is not None:
-            on_page(page, stats)
-    if pending:
-        flush()
-    return FetchedSlice(
-        slice=item,
-        stats=stats,
-        candidates=pa.concat_tables(tables) if tables else CANDIDATES.empty(),
-        steps=pa.concat_tables(step_tables) if step_tables else WORKFLOW_STEPS.empty(),
-        raw=pa.concat_tables(raw) if raw else RAW_TEXTS.empty_table(),
+            on_page(first, stats)
+        async for page in pages:
+            out.add(page)
+            if on_page is not None:
+                on_page(page, stats)
+        return out.result(stats)
+    await pages.aclose()
+    sub_ranges = split_days(item.days, parts)
+    log.info(
+        "posting %s, days %s: %s candidates; walking %d day sub-ranges at once (%s)",
+        item.posting_id,
+        item.days,
+        stats.total_count,
+        len(sub_ranges),
+        ", ".join(map(str, sub_ranges)),
     )
+    # The probe's cost counts; its records do not (they come again with their sub-range).
+    probe = QueryStats(
+        requests=stats.requests,
+        retries=stats.retries,
+        rate_limited=stats.rate_limited,
+        bytes=stats.bytes,
+        seconds=stats.seconds,
+        waited_seconds=stats.waited_seconds,
+    )
+    walked = [QueryStats() for _ in sub_ranges]
+    seen: set[str] = set()
+
+    async def walk(days: DayRange, part: QueryStats) -> None:
+        async for page in client.candidate_pages(item.posting_id, days, part, seen):
+            out.add(page)
+            if on_page is not None:
+                on_page(page, _summed([probe, *walked], stats.total_count))  # progress against the probe's count
+
+    await asyncio.gather(*(walk(days, part) for days, part in zip(sub_ranges, walked, strict=True)))
+    totals = [part.total_count for part in walked]
+    return out.result(_summed([probe, *walked], None if None in totals else sum(t or 0 for t in totals)))
+
+
+def _summed(parts: Sequence[QueryStats], total_count: int | None) -> QueryStats:
+    merged = QueryStats()
+    for part in parts:
+        merged = merged.add(part)
+    merged.total_count = total_count
+    return merged
 
 
 async def fetch_slices(

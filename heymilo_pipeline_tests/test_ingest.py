@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ import pytest
 from heymilo_pipeline import ingest
 from heymilo_pipeline.api.client import HeyMiloClient
 from heymilo_pipeline.api.errors import SchemaError
+from heymilo_pipeline.api.stats import minimum_requests
 from heymilo_pipeline.api.windows import DayRange, midnight
+from heymilo_pipeline.quality import ScoreBounds
+from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app
 from heymilo_pipeline_tests.factories import DAY, record
 from heymilo_pipeline_tests.factories import client_settings as settings
 
@@ -63,3 +67,66 @@ def test_a_record_against_the_spec_fails_naming_the_record(tmp_path: Path) -> No
     records[2]["agent_summary"]["web_interview"]["highlights"] = "clear"
     with pytest.raises(SchemaError, match=rf"posting P1.*highlights \(record {records[2]['interview_id']}\)"):
         fetch(tmp_path, records)
+
+
+# --- a large range walked in day sub-ranges at once ----------------------------------------------------
+
+
+def test_split_days_covers_the_range_in_consecutive_parts() -> None:
+    days = DayRange(DAY, DAY + timedelta(days=9))
+    parts = ingest.split_days(days, 3)
+    assert [(p.first, p.last) for p in parts] == [
+        (DAY, DAY + timedelta(days=2)),
+        (DAY + timedelta(days=3), DAY + timedelta(days=6)),
+        (DAY + timedelta(days=7), DAY + timedelta(days=9)),
+    ]
+    assert ingest.split_days(DAYS, 4) == [DAYS]  # one day cannot be split
+
+
+@pytest.mark.parametrize(
+    ("total", "has_more", "days", "expected"),
+    [
+        (39 * 100, True, 90, 1),  # under SPLIT_MIN_PAGES: one walk
+        (40 * 100, True, 90, 2),  # 40 pages: two sub-ranges of 20
+        (100_000, True, 365, 4),  # capped by max_splits
+        (100_000, True, 1, 1),  # one day
+        (100_000, False, 90, 1),  # the first page was the last
+        (None, True, 90, 1),  # no total_count: nothing to judge by
+    ],
+)
+def test_splits_for(total: int | None, has_more: bool, days: int, expected: int) -> None:
+    span = DayRange(DAY, DAY + timedelta(days=days - 1))
+    assert ingest.splits_for(total, has_more, span, max_splits=4) == expected
+
+
+def test_a_large_posting_is_walked_in_sub_ranges_and_equals_the_api(tmp_path: Path) -> None:
+    tenant = Tenant(TenantSpec(seed=3, postings=4, candidates_per_posting=(6_000, 6_000)))
+    posting_id = next(p["id"] for p in tenant.postings() if p["status"] == "archived")
+    days = DayRange(tenant.spec.start, tenant.spec.end)
+    truth = {r["interview_id"] for r in tenant.truth() if r["posting_id"] == posting_id}
+    app = create_app(tenant, "k")
+    queries: list[tuple[str | None, str | None]] = []
+
+    class Recording(httpx.ASGITransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            queries.append((request.url.params.get("created_after"), request.url.params.get("starting_after")))
+            return await super().handle_async_request(request)
+
+    async def run() -> ingest.FetchedSlice:
+        async with HeyMiloClient(settings(tmp_path, api_key="k"), transport=Recording(app)) as client:
+            return await ingest.fetch_slice(client, ingest.Slice(posting_id, days), max_splits=3)
+
+    fetched = asyncio.run(run())
+    ids = fetched.candidates["interview_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == len(truth) and set(ids) == truth
+    assert fetched.raw.num_rows == len(truth)
+    # Three sub-ranges, each started once (no cursor) after the probe of the whole range.
+    starts = [after for after, cursor in queries if cursor is None]
+    assert len(starts) == 4 and len(set(starts)) == 3, starts
+    # The minimum for 6,000 candidates is 60 requests; the probe and one partial page a sub-range at most.
+    assert minimum_requests([len(truth)]) < fetched.stats.requests <= minimum_requests([len(truth)]) + 1 + 3
+    assert fetched.stats.requests == len(queries)
+    # The figures the data rules judge: rows received equal the sub-ranges' summed total_count.
+    assert fetched.stats.rows == fetched.stats.total_count
+    assert fetched.stats.kept == len(truth)
+    assert ingest.evaluate(fetched, ScoreBounds())["rows_match_total_count"].passed

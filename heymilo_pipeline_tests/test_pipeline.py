@@ -459,6 +459,11 @@ def test_a_headless_backfill_is_one_run_and_names_the_posting_that_failed(tmp_pa
         first = LAST - timedelta(days=4)
         failed = run_backfill(w.location(), instance, first, LAST, w.registered)
         runs = instance.get_runs(dg.RunsFilter(job_name="candidates_job"))
+        planned = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+            if e.dagster_event
+        ]
         loaded = set(
             query(tmp_path / "heymilo.duckdb", "SELECT DISTINCT posting_id FROM partition_loads")["posting_id"]
         )
@@ -466,6 +471,9 @@ def test_a_headless_backfill_is_one_run_and_names_the_posting_that_failed(tmp_pa
     assert failed == [victim]
     assert len(runs) == 1 and runs[0].tags["heymilo/kind"] == "backfill"
     assert loaded == set(registered) - {victim}
+    # One planned event per asset for the whole range (not one per posting-day: each costs a write).
+    assert len(planned) == 3 and all(p.partition is None for p in planned), planned
+    assert {len(p.partitions_subset) for p in planned} == {len(registered) * 5}
 
 
 def test_the_daily_listing_starts_the_days_candidate_runs(world: World) -> None:

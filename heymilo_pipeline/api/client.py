@@ -186,16 +186,19 @@ class HeyMiloClient:
         posting_id: str,
         days: DayRange | None = None,
         stats: QueryStats | None = None,
+        seen: set[str] | None = None,
     ) -> AsyncIterator[CandidatePage]:
         """Pages of one posting's candidates created in ``days`` (all of them when None).
 
-        Each candidate is yielded once. ``stats`` (if given) is updated as pages arrive.
+        Each candidate is yielded once. ``stats`` (if given) is updated as pages arrive. ``seen``: interview_ids
+        already yielded by other queries of the same slice (shared by its sub-ranges, so an undated candidate,
+        which every range may return, is kept once).
         """
         stats = stats if stats is not None else QueryStats()
         context = errors.RequestContext("fetching candidates", posting_id, str(days) if days else None)
         path = f"/api/v2/postings/{posting_id}/candidates"
         params = days.query_params() if days is not None else {}
-        seen: set[str] = set()
+        seen = set() if seen is None else seen
         number = 0
         pages = self._pages(path, params, _CandidateEnvelope, stats, context, _candidate_keys, posting_id)
         async for body, page, keys in pages:

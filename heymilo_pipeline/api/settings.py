@@ -29,7 +29,11 @@ class ConnectionSettings(BaseModel):
     backoff_initial: float = Field(0.5, ge=0, description="First backoff step in seconds (doubles, jittered).")
     backoff_max: float = Field(30.0, ge=0, description="Longest single backoff in seconds.")
     timeout_seconds: float = Field(30.0, gt=0, description="Deadline for one whole request, in seconds.")
-    max_concurrency: int = Field(4, ge=1, description="Postings fetched at once by one run.")
+    max_concurrency: int = Field(
+        4,
+        ge=1,
+        description="Postings fetched at once by one run, and day sub-ranges a large posting is walked in at once.",
+    )
 
     @field_validator("base_url")
     @classmethod

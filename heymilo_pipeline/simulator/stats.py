@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -23,12 +24,18 @@ class SimStats:
             self.requests_by_route: Counter[str] = Counter()
             self.statuses: Counter[int] = Counter()
             self.faults: Counter[str] = Counter()
+            # Wall-clock times of the first and the latest request served: the span a benchmark's rate is over.
+            self.first_at: float | None = None
+            self.last_at: float | None = None
             self._attempts.reset_max()
             self._limiter.reset_max()
 
     def request(self, route: str) -> None:
+        now = time.time()
         with self._lock:
             self.requests_by_route[route] += 1
+            self.first_at = now if self.first_at is None else self.first_at
+            self.last_at = now
 
     def attempt(self, key: str) -> None:
         self._attempts.hit(key)
@@ -53,4 +60,6 @@ class SimStats:
                 "rate_window_s": self._limiter.window_s,
                 "max_requests_in_window": self._limiter.max_in_window,
                 "max_attempts_in_window": self._attempts.max_in_window,
+                "first_request_at": self.first_at,
+                "last_request_at": self.last_at,
             }

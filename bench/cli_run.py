@@ -1,0 +1,77 @@
+"""The product as users run it: ``heymilo-pipeline postings`` then a timed ``heymilo-pipeline backfill``.
+
+A fresh data directory and a fresh Dagster instance (the ``dagster.yaml`` that ``make demo`` writes:
+default SQLite storage) under bench/.work; the settings come from the environment, as a user's do. The
+timed figure is the wall time of the ``backfill`` command, process start-up included.
+
+    python bench/cli_run.py --url URL --first 2025-01-01 --last 2025-12-31 [--posting ID ...] [--rate-limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import KEY, WORK_DIR, write_result
+
+from heymilo_pipeline.demo import DAGSTER_YAML
+from heymilo_pipeline.warehouse import query
+
+CLI = str(Path(sys.executable).with_name("heymilo-pipeline"))
+
+
+def reset_server_stats(url: str) -> None:
+    """Count only the backfill's requests (the simulator and bench/fake_api.py both answer this)."""
+    httpx.post(f"{url}/_sim/stats/reset", headers={"X-API-KEY": KEY}, trust_env=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--first", type=date.fromisoformat, required=True)
+    parser.add_argument("--last", type=date.fromisoformat, required=True)
+    parser.add_argument("--posting", action="append", default=[])
+    parser.add_argument("--rate-limit", type=int, default=1_000_000, help="HEYMILO_RATE_LIMIT (default: no pacing)")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the commands (repeatable)")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    WORK_DIR.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
+        home = Path(work) / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
+        env.update(
+            HEYMILO_API_KEY=KEY, HEYMILO_BASE_URL=args.url, HEYMILO_DATA_DIR=str(Path(work) / "data"),
+            HEYMILO_START_DATE=args.first.isoformat(), HEYMILO_RATE_LIMIT=str(args.rate_limit),
+            HEYMILO_POSTINGS=",".join(args.posting), DAGSTER_HOME=str(home),
+        )  # fmt: skip
+        env.update(item.split("=", 1) for item in args.env)
+        listed = subprocess.run([CLI, "postings"], env=env, cwd=work, capture_output=True, text=True)
+        if listed.returncode != 0:
+            raise SystemExit(f"heymilo-pipeline postings failed:\n{listed.stdout}\n{listed.stderr}")
+        reset_server_stats(args.url)
+        command = [CLI, "backfill", "--start", args.first.isoformat(), "--end", args.last.isoformat()]
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"heymilo-pipeline backfill failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        rows = int(query(Path(work) / "data" / "heymilo.duckdb", "SELECT count(*) AS n FROM candidates")["n"][0])
+        runs = len(re.findall(r"run [0-9a-f-]{36}: succeeded", done.stderr))
+    write_result(args.out, {"seconds": seconds, "candidates": rows, "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
