@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from heymilo_pipeline.defs.assets import candidate_tables, postings
+from heymilo_pipeline.defs.assets import TABLE_SPECS, candidate_tables, postings
 from heymilo_pipeline.defs.checks import warehouse_checks
 from heymilo_pipeline.defs.jobs import candidates_job, postings_job, rebuild_job, warehouse_checks_job
 from heymilo_pipeline.defs.partitions import candidate_partitions
@@ -20,7 +20,7 @@ def build_defs(settings: Settings, *, secrets_from_env: bool = True) -> dg.Defin
     """Everything of the code location for ``settings``: the partitions start at its start date, the audit runs
     at its deadline, and the resources show its every field."""
     return dg.Definitions(
-        assets=[postings, candidate_tables(candidate_partitions(settings.start_date))],
+        assets=[postings, candidate_tables(candidate_partitions(settings.start_date)), *TABLE_SPECS],
         asset_checks=[warehouse_checks],
         jobs=[candidates_job, postings_job, warehouse_checks_job, rebuild_job],
         schedules=[daily_update, daily_checks(settings.freshness_deadline_hour)],

@@ -120,11 +120,24 @@ def test_backfill_equals_the_ground_truth(world: World) -> None:
 
 
 def test_partitions_marked_materialized_equal_the_loads(world: World) -> None:
-    materialized = world.instance.get_materialized_partitions(dg.AssetKey("candidates"))
+    materialized = world.instance.get_materialized_partitions(dg.AssetKey("raw_candidates"))
     loads = query(world.data_dir / "heymilo.duckdb", "SELECT posting_id, partition_date FROM partition_loads")
     loaded = {f"{d.date().isoformat()}|{p}" for p, d in zip(loads["posting_id"], loads["partition_date"], strict=True)}
     expected = {f"{day.isoformat()}|{p}" for p in world.registered for day in DayRange(START, LAST).days}
     assert materialized == loaded == expected  # empty days included
+
+
+def test_the_duckdb_tables_are_recorded_whole_once_a_run(world: World) -> None:
+    """candidates and candidate_workflow_steps are whole tables: one materialization per run that loaded them,
+    with the table's row count, never one per partition."""
+    counts = world.warehouse.table_counts()
+    for asset, table in (("candidates", "candidates"), ("candidate_workflow_steps", "candidate_workflow_steps")):
+        latest = world.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        assert latest is not None and latest.asset_materialization is not None, asset
+        assert latest.asset_materialization.partition is None
+        assert latest.asset_materialization.metadata["dagster/row_count"].value == counts[table] > 0
+        published = latest.asset_materialization.metadata["postings_published"].value
+        assert set(published) <= set(world.registered) and published, published
 
 
 def test_requests_stay_within_five_percent_of_the_minimum(world: World) -> None:
@@ -155,18 +168,22 @@ def test_every_partition_shows_its_own_posting_day(world: World) -> None:
         per_day = defaultdict(int)
         for record in truth.get(posting_id, []):
             per_day[day_of(record["created_at"])] += 1
+        steps = query(
+            world.data_dir / "heymilo.duckdb",
+            "SELECT created_date, count(*) AS n FROM candidate_workflow_steps WHERE posting_id = ? GROUP BY 1",
+            [posting_id],
+        )
+        steps_per_day = {d.date(): n for d, n in zip(steps["created_date"], steps["n"], strict=True)}
         for day in (START, START + timedelta(days=9), LAST):
-            for asset, field in (("candidates", "dagster/row_count"), ("raw_candidates", "rows")):
-                event = world.instance.get_latest_materialization_event(dg.AssetKey(asset))  # any partition exists
-                assert event is not None
-                records = world.instance.fetch_materializations(
-                    dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key(posting_id, day)]),
-                    limit=1,
-                ).records
-                metadata = records[0].asset_materialization.metadata
-                assert metadata[field].value == per_day.get(day, 0), (asset, posting_id, day)
-                assert metadata["posting_id"].value == posting_id
-                assert metadata["posting_title"].value == titles[posting_id]  # which posting the id is
+            records = world.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_candidates"), asset_partitions=[key(posting_id, day)]),
+                limit=1,
+            ).records
+            metadata = records[0].asset_materialization.metadata
+            assert metadata["dagster/row_count"].value == per_day.get(day, 0), (posting_id, day)
+            assert metadata["workflow_step_rows"].value == steps_per_day.get(day, 0), (posting_id, day)
+            assert metadata["posting_id"].value == posting_id
+            assert metadata["posting_title"].value == titles[posting_id]  # which posting the id is
 
 
 def test_rerun_is_idempotent(world: World) -> None:
@@ -436,7 +453,7 @@ def test_a_posting_that_fails_stops_no_other(world: World, tmp_path: Path) -> No
         assert not result.success
         message = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
         assert f"posting {victim}, days {first}..{LAST}" in message and "404" in message
-        materialized = instance.get_materialized_partitions(dg.AssetKey("candidates"))
+        materialized = instance.get_materialized_partitions(dg.AssetKey("raw_candidates"))
         others = [p for p in w.registered if p != victim]
         assert materialized == {key(p, d) for p in others for d in DayRange(first, LAST).days}
         loads = query(tmp_path / "heymilo.duckdb", "SELECT DISTINCT posting_id FROM partition_loads")
@@ -471,8 +488,8 @@ def test_a_headless_backfill_is_one_run_and_names_the_posting_that_failed(tmp_pa
     assert failed == [victim]
     assert len(runs) == 1 and runs[0].tags["heymilo/kind"] == "backfill"
     assert loaded == set(registered) - {victim}
-    # One planned event per asset for the whole range (not one per posting-day: each costs a write).
-    assert len(planned) == 3 and all(p.partition is None for p in planned), planned
+    # One planned event for the whole range (not one per posting-day: each costs a write).
+    assert len(planned) == 1 and planned[0].partition is None, planned
     assert {len(p.partitions_subset) for p in planned} == {len(registered) * 5}
 
 

@@ -26,7 +26,7 @@ from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage, core_
 from heymilo_pipeline.discovery import Discovery, discover_postings
 from heymilo_pipeline.ingest import PostingResult, slices_from_keys, sync_postings
 from heymilo_pipeline.progress import BOARD
-from heymilo_pipeline.warehouse import WarehouseLockedError
+from heymilo_pipeline.warehouse import Warehouse, WarehouseLockedError
 
 GROUP = "heymilo"
 # Progress lines in the run log: at most one per this many seconds (every page would be thousands of events).
@@ -124,28 +124,34 @@ async def _confirmed_gone(heymilo: HeyMiloAPI, posting_ids: list[str]) -> list[s
 
 
 def _duckdb_table(key: dg.AssetKey, table: tables.TableSpec, description: str) -> dg.AssetSpec:
-    """A DuckDB table loaded from the lake's Parquet of raw_candidates, with its declared columns."""
+    """A DuckDB table, whole: every posting and day that raw_candidates has published, with its declared columns.
+
+    Not partitioned, and not run on its own: the step of raw_candidates publishes a posting's rows into it in
+    the same transaction as nothing else can, and records one materialization of it per run. Its per-partition
+    history is raw_candidates' (a grid of three identical assets cost three event-log writes a posting-day).
+    """
     return dg.AssetSpec(
         key,
         deps=[RAW_CANDIDATES_KEY],
         group_name=GROUP,
         kinds={"duckdb"},
-        skippable=True,
-        description=f"{description}; DuckDB table `{table.name}`.",
+        description=f"{description}; DuckDB table `{table.name}`, loaded by raw_candidates' runs, posting by "
+        "posting (materialize raw_candidates partitions to load it).",
         metadata={"dagster/column_schema": column_schema(table), "dagster/table_name": table.name},
     )
 
 
-CANDIDATE_SPECS = [
-    dg.AssetSpec(
-        RAW_CANDIDATES_KEY,
-        deps=[postings],
-        group_name=GROUP,
-        kinds={"api", "parquet"},
-        skippable=True,
-        description="Candidates fetched from the API per posting x UTC day (one range query per posting and "
-        "run), checked, then written to the lake: the raw records and flattened Parquet.",
-    ),
+RAW_CANDIDATES_SPEC = dg.AssetSpec(
+    RAW_CANDIDATES_KEY,
+    deps=[postings],
+    group_name=GROUP,
+    kinds={"api", "parquet", "duckdb"},
+    skippable=True,
+    description="Candidates fetched from the API per posting x UTC day (one range query per posting and run), "
+    "checked, written to the lake (the raw records and flattened Parquet), then loaded into the DuckDB tables "
+    "candidates and candidate_workflow_steps, posting by posting.",
+)
+TABLE_SPECS = [
     _duckdb_table(
         CANDIDATES_KEY, tables.CANDIDATES, "One row per candidate (interview_id, the table's key), flattened"
     ),
@@ -157,7 +163,7 @@ def candidate_tables(partitions: dg.MultiPartitionsDefinition) -> dg.AssetsDefin
     """The step that fetches and publishes candidates; its partitions start at HEYMILO_START_DATE."""
 
     @dg.multi_asset(
-        specs=CANDIDATE_SPECS,
+        specs=[RAW_CANDIDATES_SPEC],
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=SLICE_CHECK_SPECS,
@@ -234,6 +240,8 @@ def publish_candidates(
             "partitions publishes the rest.",
             allow_retries=False,
         ) from None
+    for event in progress.tables_loaded(warehouse):
+        context.log_event(event)
     yield from slice_results(results)
     failed = [r for r in results if r.error and not r.gone]
     gone = [r.posting_id for r in results if r.gone]
@@ -267,6 +275,8 @@ class _Progress:
         self.context = context
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="materializations")
         self.writes: list[Future[None]] = []
+        self.published: list[str] = []
+        self.steps = 0
         self.postings = postings
         self.labels = labels  # posting id -> (title, status): partition keys are ids, people know titles
         self.finished = 0
@@ -303,22 +313,39 @@ class _Progress:
             "fetched_days": _span(result),
             "posting_requests": result.stats.requests,
         }
-        events = []
-        for day in result.days:
-            partition = key(result.posting_id, day)
-            n, steps = result.rows_by_day.get(day, 0), result.steps_by_day.get(day, 0)
-            for asset, metadata in (
-                (RAW_CANDIDATES_KEY, {"rows": n, **shared}),
-                (CANDIDATES_KEY, {"dagster/row_count": n, **shared}),
-                (WORKFLOW_STEPS_KEY, {"dagster/row_count": steps, **shared}),
-            ):
-                events.append(dg.AssetMaterialization(asset_key=asset, partition=partition, metadata=metadata))
+        self.published.append(result.posting_id)
+        self.steps += sum(result.steps_by_day.values())
+        events = [
+            dg.AssetMaterialization(
+                asset_key=RAW_CANDIDATES_KEY,
+                partition=key(result.posting_id, day),
+                metadata={
+                    "dagster/row_count": result.rows_by_day.get(day, 0),
+                    "workflow_step_rows": result.steps_by_day.get(day, 0),
+                    **shared,
+                },
+            )
+            for day in result.days
+        ]
         self.writes.append(self.writer.submit(self._store, events))
         log.info(
             f"posting {result.posting_id}, days {_span(result)}: published {rows} candidates "
             f"({result.stats.requests} requests, {result.stats.retries} retries); "
             f"{self.finished}/{self.postings} postings done, {self.rows} candidates, {self.requests} requests so far"
         )
+
+    def tables_loaded(self, warehouse: Warehouse) -> Iterator[dg.AssetMaterialization]:
+        """One materialization of each DuckDB table for the run, once any posting was published into it."""
+        if not self.published:
+            return
+        counts = warehouse.table_counts()
+        shared = {"postings_published": dg.MetadataValue.json(sorted(self.published))}
+        for asset, table, rows in (
+            (CANDIDATES_KEY, tables.CANDIDATES, self.rows),
+            (WORKFLOW_STEPS_KEY, tables.WORKFLOW_STEPS, self.steps),
+        ):
+            metadata = {"dagster/row_count": counts[table.name], "rows_published_by_this_run": rows, **shared}
+            yield dg.AssetMaterialization(asset_key=asset, metadata=metadata)
 
     def _store(self, events: list[dg.AssetMaterialization]) -> None:
         for event in events:
