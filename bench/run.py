@@ -102,8 +102,15 @@ def bench_requests(report: Report) -> None:
     made = candidate_requests(stats)
     days = (spec.last - spec.first).days + 1
     report.add(section, "backfill", f"{len(ids)} postings x {days} days, {result['candidates']:,} candidates")
-    report.add(section, "candidate requests / minimum", f"{made:,} / {minimum:,} = {made / minimum:.3f}", "<= 1.02",
-               made / minimum <= 1.02)  # fmt: skip
+    # A large posting is walked in day sub-ranges: each may cost one request more, plus the first page (the probe).
+    from heymilo_pipeline.api.windows import DayRange
+    from heymilo_pipeline.ingest import splits_for
+
+    span = DayRange(spec.first, spec.last)
+    parts = [splits_for(n, n > 100, span, 2 * 4) for n in counts.values()]
+    allowed = minimum + sum(k + 1 for k in parts if k > 1)
+    report.add(section, "candidate requests / minimum", f"{made:,} / {minimum:,} = {made / minimum:.3f}",
+               f"<= (minimum + splits) / minimum = {allowed / minimum:.3f}", made <= allowed)  # fmt: skip
     report.add(section, "429s / retries", f"{stats['rate_limited']} / {result['client_stats']['retries']}")
     report.add(
         section,
@@ -451,10 +458,10 @@ def bench_overhead(report: Report) -> None:
     if results and dlt_name in results:
         speed = results[dlt_name]["seconds"] / results[ours_name]["seconds"]
         report.add(section, f"{key}: ours vs dlt", f"{speed:.2f}x faster", ">= 3x", speed >= 3)
-    # The same workspace under a rate limit, time-scaled 10x (300 per 6 s = 3,000/min, 20 ms answers).
+    # The same workspace under the key's real limit (300/min) with 200 ms answers, as against the API.
     spec = SimSpec(
-        postings=postings, candidates=(200, 600), first=YEAR_FIRST, last=last, rate_limit=300, rate_window_s=6.0,
-        latency_ms=20,
+        postings=postings, candidates=(200, 600), first=YEAR_FIRST, last=last, rate_limit=300, rate_window_s=60.0,
+        latency_ms=200,
     )  # fmt: skip
     tenant = spec.tenant()
     ids = common.wanted_postings(tenant)[: 5 if report.quick else 50]
@@ -462,48 +469,48 @@ def bench_overhead(report: Report) -> None:
         sim_stats(url, reset=True)
         result = bench_script(
             "cli_run", "--url", url, "--first", YEAR_FIRST.isoformat(), "--last", last.isoformat(),
-            "--rate-limit", "3000", *posting_args(ids),
+            "--rate-limit", "300", *posting_args(ids),
         )  # fmt: skip
         stats = sim_stats(url)
     if not failed(report, section, result):
         made = candidate_requests(stats)
-        needed = made / 50.0  # seconds the limiter alone requires at 3,000/min
+        needed = made / 5.0  # seconds the limiter alone requires at 300/min
         ratio = result["seconds"] / needed
         report.raw.setdefault("overhead", {})["rate-limited workspace"] = {**result, "stats": stats}
         report.add(
             section,
-            f"{len(ids)} postings x 90 days at 3,000/min (time-scaled 10x): wall / limiter time",
+            f"{len(ids)} postings x 90 days at 300/min, 200 ms answers: wall / limiter time",
             f"{result['seconds']:.1f} s / {needed:.1f} s = {ratio:.2f} ({made} requests, {stats['rate_limited']} 429s, "
             f"{result['candidates']:,} candidates)",
             "<= 1.3",
             ratio <= 1.3,
         )
-    # One large posting at the key's limit with slow answers, time-scaled 10x (300 per 6 s, 30 ms answers).
-    size = 5_000 if report.quick else 50_000
-    spec = SimSpec(postings=4, candidates=(size, size), rate_limit=300, rate_window_s=6.0, latency_ms=30)
+    # One large posting at the key's real limit (300/min) with 300 ms answers: ~100 s for 50,000 candidates.
+    size = 2_000 if report.quick else 50_000
+    spec = SimSpec(postings=4, candidates=(size, size), rate_limit=300, rate_window_s=60.0, latency_ms=300)
     tenant = spec.tenant()
     posting = common.wanted_postings(tenant)[0]
     with simulator(spec) as url:
         sim_stats(url, reset=True)
         result = bench_script(
             "cli_run", "--url", url, "--first", spec.first.isoformat(), "--last", spec.last.isoformat(),
-            "--rate-limit", "3000", "--posting", posting,
+            "--rate-limit", "300", "--posting", posting,
         )  # fmt: skip
         stats = sim_stats(url)
     if not failed(report, section, result):
         made, minimum = candidate_requests(stats), common.minimum_requests({posting: size})
-        share = span_rate(stats) * 60 / 3000
+        share = span_rate(stats) * 60 / 300
         report.raw.setdefault("overhead", {})["one posting at the limit"] = {**result, "stats": stats}
         report.add(
             section,
-            f"one posting of {size:,} at 300/min with 300 ms answers (time-scaled 10x): share of the limit",
+            f"one posting of {size:,} at 300/min with 300 ms answers: share of the limit",
             f"{share:.3f} ({made} requests, minimum {minimum}, {stats['rate_limited']} 429s)",
             ">= 0.95",
             share >= 0.95,
         )
-        # The probe and one partial last page per sub-range at most (max_concurrency: 4 sub-ranges).
-        report.add(section, "  its requests against the minimum", f"{made} / {minimum}", "<= minimum + 5",
-                   made <= minimum + 5)  # fmt: skip
+        # The probe, and one partial last page per sub-range at most (up to 2 x max_concurrency = 8 sub-ranges).
+        report.add(section, "  its requests against the minimum", f"{made} / {minimum}", "<= minimum + 8 + 1",
+                   made <= minimum + 9)  # fmt: skip
 
 
 # --- report -----------------------------------------------------------------------------------

@@ -189,8 +189,9 @@ async def fetch_slice(
 ) -> FetchedSlice:
     """One range query, flattened page by page; ``scrubber`` applies HEYMILO_PII to records and rows alike.
 
-    The first page tells the range's size (total_count). A large range spanning several days is then walked
-    as up to ``max_splits`` (default: the client's max_concurrency) day sub-ranges at once; the first page's
+    The first page tells the range's size (total_count). A large range spanning several days is then cut into
+    up to twice ``max_splits`` (default: the client's max_concurrency) day sub-ranges, ``max_splits`` of them
+    walked at once; the first page's
     request is the probe that told, its records come again with their sub-range. The slice's figures are the
     sub-ranges' summed (each sub-range's rows equal its own total_count), plus the probe's request.
     """
@@ -199,7 +200,9 @@ async def fetch_slice(
     pages = client.candidate_pages(item.posting_id, item.days, stats)
     first = await anext(pages)
     limit = client.settings.max_concurrency if max_splits is None else max_splits
-    parts = splits_for(stats.total_count, first.pagination.has_more, item.days, limit)
+    # Twice as many sub-ranges as walkers: they are cut by days, not by counts, so their sizes differ, and a
+    # walker that finishes early takes the next one instead of idling while the largest one ends alone.
+    parts = splits_for(stats.total_count, first.pagination.has_more, item.days, 2 * limit)
     if parts == 1:
         out.add(first)
         if on_page is not None:
@@ -237,7 +240,8 @@ async def fetch_slice(
             if on_page is not None:
                 on_page(page, _summed([probe, *walked], stats.total_count))  # progress against the probe's count
 
-    await asyncio.gather(*(walk(days, part) for days, part in zip(sub_ranges, walked, strict=True)))
+    walks = [lambda days=days, part=part: walk(days, part) for days, part in zip(sub_ranges, walked, strict=True)]
+    await gather_bounded(walks, limit)
     totals = [part.total_count for part in walked]
     return out.result(_summed([probe, *walked], None if None in totals else sum(t or 0 for t in totals)))
 

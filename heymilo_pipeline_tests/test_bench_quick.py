@@ -24,14 +24,20 @@ def test_quick_benchmarks_run_and_report_numbers(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = out.read_text()
     assert "| section | measure | value | target | result |" in text
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     sections = {r["section"] for r in rows}
-    wanted = {"1. Request efficiency", "2. Rate-limit utilisation", "3. Local processing", "5. Dagster overhead"}
+    wanted = {
+        "1. Request efficiency",
+        "2. Rate-limit utilisation",
+        "3. Local processing",
+        "5. Dagster overhead",
+        "6. Overhead (as users run it)",
+    }
     assert wanted <= sections
     assert not [r for r in rows if r["measure"] == "error"], [r["value"] for r in rows if r["measure"] == "error"]
     measured = {r["measure"]: r["value"] for r in rows}
