@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -110,6 +110,22 @@ def split_days(days: DayRange, parts: int) -> list[DayRange]:
     ]
 
 
+def split_by_counts(days: DayRange, counts: Mapping[date, int], parts: int) -> list[DayRange]:
+    """``days`` cut at day boundaries into at most ``parts`` sub-ranges holding about equal ``counts``."""
+    total = sum(counts.get(day, 0) for day in days.days)
+    if parts <= 1 or total == 0 or len(days) < 2:
+        return [days]
+    out: list[DayRange] = []
+    start, running = days.first, 0
+    for day in days.days[:-1]:
+        running += counts.get(day, 0)
+        if running >= total * (len(out) + 1) / parts and len(out) < parts - 1:
+            out.append(DayRange(start, day))
+            start = day + timedelta(days=1)
+    out.append(DayRange(start, days.last))
+    return out
+
+
 def splits_for(total_count: int | None, has_more: bool, days: DayRange, max_splits: int) -> int:
     """How many sub-ranges to walk a range in, from its first page: 1 unless it is large and spans days."""
     if not has_more or total_count is None or len(days) < 2:
@@ -186,22 +202,28 @@ async def fetch_slice(
     on_page: PageCallback | None = None,
     scrubber: Scrubber | None = None,
     max_splits: int | None = None,
+    known: Mapping[date, int] | None = None,
 ) -> FetchedSlice:
     """One range query, flattened page by page; ``scrubber`` applies HEYMILO_PII to records and rows alike.
 
-    The first page tells the range's size (total_count). A large range spanning several days is then cut into
-    up to twice ``max_splits`` (default: the client's max_concurrency) day sub-ranges, ``max_splits`` of them
-    walked at once; the first page's
-    request is the probe that told, its records come again with their sub-range. The slice's figures are the
+    A large range spanning several days is cut into up to twice ``max_splits`` (default: the client's
+    max_concurrency) day sub-ranges, ``max_splits`` of them walked at once. ``known``: the rows per day this
+    posting held at its last load; when they make the range large, the sub-ranges are cut to hold equal
+    counts and no request is spent to learn its size. Otherwise the first page tells (total_count): that
+    request is then the probe, and its records come again with their sub-range. The slice's figures are the
     sub-ranges' summed (each sub-range's rows equal its own total_count), plus the probe's request.
     """
-    stats = QueryStats()
+    limit = client.settings.max_concurrency if max_splits is None else max_splits
     out = _Flattener(item, scrubber)
+    expected = sum(known.get(day, 0) for day in item.days.days) if known else 0
+    # Twice as many sub-ranges as walkers: their sizes differ (by days, or by counts that have changed since),
+    # and a walker that finishes early takes the next one instead of idling while the largest one ends alone.
+    if known and (parts := splits_for(expected, True, item.days, 2 * limit)) > 1:
+        sub_ranges = split_by_counts(item.days, known, parts)
+        return await _walk(client, item, out, sub_ranges, limit, QueryStats(), expected, on_page)
+    stats = QueryStats()
     pages = client.candidate_pages(item.posting_id, item.days, stats)
     first = await anext(pages)
-    limit = client.settings.max_concurrency if max_splits is None else max_splits
-    # Twice as many sub-ranges as walkers: they are cut by days, not by counts, so their sizes differ, and a
-    # walker that finishes early takes the next one instead of idling while the largest one ends alone.
     parts = splits_for(stats.total_count, first.pagination.has_more, item.days, 2 * limit)
     if parts == 1:
         out.add(first)
@@ -213,15 +235,6 @@ async def fetch_slice(
                 on_page(page, stats)
         return out.result(stats)
     await pages.aclose()
-    sub_ranges = split_days(item.days, parts)
-    log.info(
-        "posting %s, days %s: %s candidates; walking %d day sub-ranges at once (%s)",
-        item.posting_id,
-        item.days,
-        stats.total_count,
-        len(sub_ranges),
-        ", ".join(map(str, sub_ranges)),
-    )
     # The probe's cost counts; its records do not (they come again with their sub-range).
     probe = QueryStats(
         requests=stats.requests,
@@ -231,6 +244,28 @@ async def fetch_slice(
         seconds=stats.seconds,
         waited_seconds=stats.waited_seconds,
     )
+    return await _walk(client, item, out, split_days(item.days, parts), limit, probe, stats.total_count, on_page)
+
+
+async def _walk(
+    client: HeyMiloClient,
+    item: Slice,
+    out: _Flattener,
+    sub_ranges: list[DayRange],
+    walkers: int,
+    probe: QueryStats,
+    expected: int | None,
+    on_page: PageCallback | None,
+) -> FetchedSlice:
+    log.info(
+        "posting %s, days %s: ~%s candidates; walking %d day sub-ranges, %d at once (%s)",
+        item.posting_id,
+        item.days,
+        expected,
+        len(sub_ranges),
+        walkers,
+        ", ".join(map(str, sub_ranges)),
+    )
     walked = [QueryStats() for _ in sub_ranges]
     seen: set[str] = set()
 
@@ -238,10 +273,10 @@ async def fetch_slice(
         async for page in client.candidate_pages(item.posting_id, days, part, seen):
             out.add(page)
             if on_page is not None:
-                on_page(page, _summed([probe, *walked], stats.total_count))  # progress against the probe's count
+                on_page(page, _summed([probe, *walked], expected))  # progress against the expected count
 
     walks = [lambda days=days, part=part: walk(days, part) for days, part in zip(sub_ranges, walked, strict=True)]
-    await gather_bounded(walks, limit)
+    await gather_bounded(walks, walkers)
     totals = [part.total_count for part in walked]
     return out.result(_summed([probe, *walked], None if None in totals else sum(t or 0 for t in totals)))
 
@@ -324,19 +359,21 @@ async def sync_postings(
     on_result: Callable[[PostingResult], None] | None = None,
     is_gone: Callable[[str], bool] | None = None,
     schema_ready: bool = False,
+    known: Mapping[str, Mapping[date, int]] | None = None,
 ) -> list[PostingResult]:
     """Fetch, check and publish every posting's slices, several postings at once; one posting's failure is
     recorded on its result and stops no other. ``on_result`` sees each result as soon as it is final (a
     published posting is then in the lake and in DuckDB). Publishing takes turns (one DuckDB writer).
     ``schema_ready``: the caller already ensured the warehouse schema; otherwise the first posting to publish
-    does, once."""
+    does, once. ``known``: per posting, its rows per day at the last load (how a large posting is split)."""
     turn = asyncio.Lock()
     schema = {"ready": schema_ready}
 
     async def one(posting_id: str, items: list[Slice]) -> PostingResult:
         result = PostingResult(posting_id, items)
         try:
-            fetched = [await fetch_slice(client, item, on_page, scrubber) for item in items]
+            counts = (known or {}).get(posting_id)
+            fetched = [await fetch_slice(client, item, on_page, scrubber, known=counts) for item in items]
         except (AuthenticationError, ConfigurationError):
             raise  # the same for every posting: stop the run
         except HeyMiloError as exc:

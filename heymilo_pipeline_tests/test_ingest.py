@@ -15,7 +15,7 @@ from heymilo_pipeline import ingest
 from heymilo_pipeline.api.client import HeyMiloClient
 from heymilo_pipeline.api.errors import SchemaError
 from heymilo_pipeline.api.stats import minimum_requests
-from heymilo_pipeline.api.windows import DayRange, midnight
+from heymilo_pipeline.api.windows import DayRange, day_of, midnight
 from heymilo_pipeline.quality import ScoreBounds
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app
 from heymilo_pipeline_tests.factories import DAY, record
@@ -130,3 +130,44 @@ def test_a_large_posting_is_walked_in_sub_ranges_and_equals_the_api(tmp_path: Pa
     assert fetched.stats.rows == fetched.stats.total_count
     assert fetched.stats.kept == len(truth)
     assert ingest.evaluate(fetched, ScoreBounds())["rows_match_total_count"].passed
+
+
+def test_split_by_counts_balances_the_rows() -> None:
+    days = DayRange(DAY, DAY + timedelta(days=5))
+    counts = {DAY: 100, DAY + timedelta(days=1): 10, DAY + timedelta(days=4): 90}
+    parts = ingest.split_by_counts(days, counts, 2)
+    assert [(p.first, p.last) for p in parts] == [(DAY, DAY), (DAY + timedelta(days=1), DAY + timedelta(days=5))]
+    assert ingest.split_by_counts(days, {}, 3) == [days]  # nothing known: one range
+
+
+def test_known_counts_split_a_large_posting_without_a_probe(tmp_path: Path) -> None:
+    """A re-fetch knows each day's rows from the last load: the sub-ranges hold equal counts and no request is
+    spent on learning the range's size."""
+    tenant = Tenant(TenantSpec(seed=3, postings=4, candidates_per_posting=(6_000, 6_000)))
+    posting_id = next(p["id"] for p in tenant.postings() if p["status"] == "archived")
+    days = DayRange(tenant.spec.start, tenant.spec.end)
+    truth = [r for r in tenant.truth() if r["posting_id"] == posting_id]
+    known: dict = {}
+    for r in truth:
+        known[day_of(r["created_at"])] = known.get(day_of(r["created_at"]), 0) + 1
+    app = create_app(tenant, "k")
+    starts: list[str | None] = []
+
+    class Recording(httpx.ASGITransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.params.get("starting_after") is None:
+                starts.append(request.url.params.get("created_after"))
+            return await super().handle_async_request(request)
+
+    async def run() -> ingest.FetchedSlice:
+        async with HeyMiloClient(settings(tmp_path, api_key="k"), transport=Recording(app)) as client:
+            return await ingest.fetch_slice(client, ingest.Slice(posting_id, days), max_splits=3, known=known)
+
+    fetched = asyncio.run(run())
+    assert sorted(fetched.candidates["interview_id"].to_pylist()) == sorted(r["interview_id"] for r in truth)
+    parts = ingest.split_by_counts(days, known, 3)
+    assert len(parts) == 3 and len(starts) == 3  # no probe of the whole range
+    sizes = [sum(n for d, n in known.items() if d in p.days) for p in parts]
+    assert max(sizes) - min(sizes) < 0.2 * len(truth) / 3, sizes
+    assert fetched.stats.requests <= minimum_requests([len(truth)]) + 3
+    assert fetched.stats.rows == fetched.stats.total_count

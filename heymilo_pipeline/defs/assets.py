@@ -24,7 +24,7 @@ from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKF
 from heymilo_pipeline.defs.partitions import POSTINGS, key, keys_of, register_postings
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage, core_logs_to
 from heymilo_pipeline.discovery import Discovery, discover_postings
-from heymilo_pipeline.ingest import PostingResult, slices_from_keys, sync_postings
+from heymilo_pipeline.ingest import PostingResult, Slice, slices_from_keys, sync_postings
 from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.warehouse import Warehouse, WarehouseLockedError
 
@@ -227,6 +227,8 @@ def publish_candidates(
                 # Deleted in HeyMilo and already unregistered by the latest listing: nothing to fetch any more.
                 is_gone=lambda posting_id: posting_id not in registered,
                 schema_ready=schema_ready,
+                # What each posting held at its last load: a large one is split by counts, with no probe.
+                known=_stored(warehouse, slices) if schema_ready else None,
             )
 
     try:
@@ -255,6 +257,11 @@ def publish_candidates(
             allow_retries=all(r.retryable for r in failed),
             metadata={"failed_postings": dg.MetadataValue.json({r.posting_id: r.error for r in failed})},
         )
+
+
+def _stored(warehouse: Warehouse, slices: list[Slice]) -> dict[str, dict[date, int]]:
+    span = DayRange(min(s.days.first for s in slices), max(s.days.last for s in slices))
+    return warehouse.rows_by_day(sorted({s.posting_id for s in slices}), span)
 
 
 def _span(result: PostingResult) -> str:
