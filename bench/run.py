@@ -305,7 +305,7 @@ def bench_dlt(report: Report) -> None:
     results: dict[str, dict[str, Any]] = {}
     with simulator(spec) as url:
         for name, script, extra in (
-            ("ours", "backfill", []),
+            ("core alone (bench/backfill.py, no Dagster): a floor", "backfill", []),
             ("dlt parquet", "dlt_run", ["--mode", "parquet"]),
             ("dlt defaults", "dlt_run", ["--mode", "default"]),
         ):
@@ -317,7 +317,7 @@ def bench_dlt(report: Report) -> None:
             report.raw.setdefault("dlt", {})[name] = result
             if failed(report, section, result):
                 return
-    ours = results["ours"]
+    ours = results["core alone (bench/backfill.py, no Dagster): a floor"]
     report.add(section, "backfill", f"{len(ids)} postings x 365 days, {ours['candidates']:,} candidates, loopback")
     for name, r in results.items():
         report.add(
@@ -327,13 +327,15 @@ def bench_dlt(report: Report) -> None:
             f"{r['candidates']:,} candidates",
         )
     best, default = results["dlt parquet"], results["dlt defaults"]
+    # "core" is the pipeline's core without Dagster (a floor, not the product); section 6 holds the product
+    # (the CLI) against dlt, with the targets.
     speed_best, speed_default = best["seconds"] / ours["seconds"], default["seconds"] / ours["seconds"]
-    report.add(section, "speed ours vs dlt parquet", f"{speed_best:.2f}x faster", ">= 3x", speed_best >= 3)
-    report.add(section, "speed ours vs dlt defaults", f"{speed_default:.2f}x faster", ">= 20x", speed_default >= 20)
-    report.add(section, "requests ours / dlt", f"{ours['requests']} / {best['requests']}", "<= 1",
+    report.add(section, "speed core vs dlt parquet", f"{speed_best:.2f}x faster")
+    report.add(section, "speed core vs dlt defaults", f"{speed_default:.2f}x faster")
+    report.add(section, "requests core / dlt", f"{ours['requests']} / {best['requests']}", "<= 1",
                ours["requests"] <= min(best["requests"], default["requests"]))  # fmt: skip
     share = ours["peak_rss"] / default["peak_rss"]
-    report.add(section, "peak RSS ours / dlt defaults", f"{share:.2f}", "<= 0.10", share <= 0.10)
+    report.add(section, "peak RSS core / dlt defaults", f"{share:.2f}")
 
 
 # --- 5. Dagster overhead ----------------------------------------------------------------------

@@ -108,16 +108,21 @@ class HeyMiloClient:
         self.limiter = limiter or settings.limiter()
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
+        self._slots = asyncio.Semaphore(4)
 
     def __repr__(self) -> str:  # the key is deliberately absent
         return f"HeyMiloClient(base_url={self.settings.base_url!r})"
 
     async def __aenter__(self) -> HeyMiloClient:
+        connections = max(4, self.settings.max_concurrency * 2)
+        # A request takes a connection before it takes its turn in the rate budget: a turn spent waiting for
+        # the pool would send requests in bursts the server's window counts together (429s).
+        self._slots = asyncio.Semaphore(connections)
         self._http = httpx.AsyncClient(
             base_url=self.settings.base_url,
             transport=self._transport,
             timeout=httpx.Timeout(self.settings.timeout_seconds),
-            limits=httpx.Limits(max_connections=max(4, self.settings.max_concurrency * 2)),
+            limits=httpx.Limits(max_connections=connections),
             headers={"Accept": "application/json", "User-Agent": "heymilo-pipeline"},
             follow_redirects=False,
         )
@@ -304,11 +309,20 @@ class HeyMiloClient:
         posting_id: str | None,
     ) -> Any:
         assert self._http is not None
-        stats.waited_seconds += await self.limiter.acquire()
-        stats.requests += 1
+        async with self._slots:
+            stats.waited_seconds += await self.limiter.acquire()
+            stats.requests += 1
+            response = await self._send(path, params, context)
+        stats.bytes += len(response.content)
+        if response.status_code >= 400:
+            raise self._error_for(response, stats, context, posting_id)
+        return _parse_json(response, context)
+
+    async def _send(self, path: str, params: dict[str, Any], context: errors.RequestContext) -> httpx.Response:
+        assert self._http is not None
         try:
             async with asyncio.timeout(self.settings.timeout_seconds):
-                response = await self._http.get(
+                return await self._http.get(
                     path, params=params, headers={"X-API-KEY": self.settings.api_key.get_secret_value()}
                 )
         except (TimeoutError, httpx.TimeoutException):
@@ -325,10 +339,6 @@ class HeyMiloClient:
             raise errors.TransportError(
                 f"connection failed ({type(exc).__name__}: {exc or 'no detail'})", context=context
             ) from None
-        stats.bytes += len(response.content)
-        if response.status_code >= 400:
-            raise self._error_for(response, stats, context, posting_id)
-        return _parse_json(response, context)
 
     def _error_for(
         self,
