@@ -55,7 +55,7 @@ def backfill(
     from heymilo_pipeline.api.settings import ClientSettings
     from heymilo_pipeline.api.stats import QueryStats
     from heymilo_pipeline.api.windows import DayRange
-    from heymilo_pipeline.ingest import Slice, evaluate, fetch_slice, write_lake
+    from heymilo_pipeline.ingest import Slice, evaluate, fetch_slice, splits_allowed, write_lake
     from heymilo_pipeline.lake import Lake
     from heymilo_pipeline.quality import ScoreBounds
     from heymilo_pipeline.warehouse import SliceFiles, Warehouse
@@ -89,14 +89,21 @@ def backfill(
         with duckdb_lock:
             warehouse.replace_slices([plan], "bench")
 
+    unstarted = [len(posting_ids)]
+
     async def one(client: HeyMiloClient, semaphore: asyncio.Semaphore, posting_id: str) -> None:
         nonlocal totals, rows
         async with semaphore:
+            unstarted[0] -= 1
 
             def on_page(page, stats) -> None:
                 request_times.append(time.perf_counter() - started)
 
-            fetched = await fetch_slice(client, Slice(posting_id, days), on_page)
+            # As the pipeline's runs do (ingest.sync_postings): split only once no posting is left waiting.
+            def splits() -> int:
+                return splits_allowed(unstarted[0], max_concurrency)
+
+            fetched = await fetch_slice(client, Slice(posting_id, days), on_page, max_splits=splits)
         findings = evaluate(fetched, ScoreBounds())
         if not all(f.passed for f in findings.values()):
             failed.append(posting_id)

@@ -110,6 +110,12 @@ def split_days(days: DayRange, parts: int) -> list[DayRange]:
     ]
 
 
+def splits_allowed(waiting: int, max_concurrency: int) -> int:
+    """Walkers a posting may split into when ``waiting`` postings of the run have not started yet: none while
+    they alone keep every walker busy (a split would only cost requests), all once the run's tail is near."""
+    return 1 if waiting >= max_concurrency else max_concurrency
+
+
 def split_by_counts(days: DayRange, counts: Mapping[date, int], parts: int) -> list[DayRange]:
     """``days`` cut at day boundaries into at most ``parts`` sub-ranges holding about equal ``counts``."""
     total = sum(counts.get(day, 0) for day in days.days)
@@ -201,20 +207,27 @@ async def fetch_slice(
     item: Slice,
     on_page: PageCallback | None = None,
     scrubber: Scrubber | None = None,
-    max_splits: int | None = None,
+    max_splits: int | Callable[[], int] | None = None,
     known: Mapping[date, int] | None = None,
 ) -> FetchedSlice:
     """One range query, flattened page by page; ``scrubber`` applies HEYMILO_PII to records and rows alike.
 
     A large range spanning several days is cut into up to twice ``max_splits`` (default: the client's
-    max_concurrency) day sub-ranges, ``max_splits`` of them walked at once. ``known``: the rows per day this
+    max_concurrency; a function is asked when the split is decided) day sub-ranges, ``max_splits`` of them
+    walked at once. ``known``: the rows per day this
     posting held at its last load; when they make the range large, the sub-ranges are cut to hold equal
     counts and no request is spent to learn its size. Otherwise the first page tells (total_count): that
     request is then the probe, and its records come again with their sub-range. The slice's figures are the
     sub-ranges' summed (each sub-range's rows equal its own total_count), plus the probe's request.
     """
-    limit = client.settings.max_concurrency if max_splits is None else max_splits
+
+    def walkers() -> int:
+        if max_splits is None:
+            return client.settings.max_concurrency
+        return max_splits() if callable(max_splits) else max_splits
+
     out = _Flattener(item, scrubber)
+    limit = walkers()
     expected = sum(known.get(day, 0) for day in item.days.days) if known else 0
     # Twice as many sub-ranges as walkers: their sizes differ (by days, or by counts that have changed since),
     # and a walker that finishes early takes the next one instead of idling while the largest one ends alone.
@@ -224,6 +237,7 @@ async def fetch_slice(
     stats = QueryStats()
     pages = client.candidate_pages(item.posting_id, item.days, stats)
     first = await anext(pages)
+    limit = walkers()  # now, after the first answer: other postings may have finished meanwhile
     parts = splits_for(stats.total_count, first.pagination.has_more, item.days, 2 * limit)
     if parts == 1:
         out.add(first)
@@ -368,12 +382,21 @@ async def sync_postings(
     does, once. ``known``: per posting, its rows per day at the last load (how a large posting is split)."""
     turn = asyncio.Lock()
     schema = {"ready": schema_ready}
+    groups = group_by_posting(slices)
+    unstarted = [len(groups)]
 
     async def one(posting_id: str, items: list[Slice]) -> PostingResult:
         result = PostingResult(posting_id, items)
+        unstarted[0] -= 1
         try:
             counts = (known or {}).get(posting_id)
-            fetched = [await fetch_slice(client, item, on_page, scrubber, known=counts) for item in items]
+
+            def splits() -> int:
+                return splits_allowed(unstarted[0], client.settings.max_concurrency)
+
+            fetched = [
+                await fetch_slice(client, item, on_page, scrubber, max_splits=splits, known=counts) for item in items
+            ]
         except (AuthenticationError, ConfigurationError):
             raise  # the same for every posting: stop the run
         except HeyMiloError as exc:
@@ -413,7 +436,6 @@ async def sync_postings(
             result.steps_by_day.update(_per_day(item.steps, item.slice.days))
         return _done(result, on_result)
 
-    groups = group_by_posting(slices)
     factories: list[Callable[[], Awaitable[PostingResult]]] = [
         lambda p=p, items=items: one(p, items) for p, items in groups.items()
     ]

@@ -171,3 +171,10 @@ def test_known_counts_split_a_large_posting_without_a_probe(tmp_path: Path) -> N
     assert max(sizes) - min(sizes) < 0.2 * len(truth) / 3, sizes
     assert fetched.stats.requests <= minimum_requests([len(truth)]) + 3
     assert fetched.stats.rows == fetched.stats.total_count
+
+
+def test_splits_are_allowed_only_for_the_runs_tail() -> None:
+    # While postings are still waiting to start, they keep every walker busy: a split would only cost requests.
+    assert ingest.splits_allowed(waiting=4, max_concurrency=4) == 1
+    assert ingest.splits_allowed(waiting=3, max_concurrency=4) == 4
+    assert ingest.splits_allowed(waiting=0, max_concurrency=2) == 2
