@@ -231,14 +231,15 @@ async def fetch_slice(
     expected = sum(known.get(day, 0) for day in item.days.days) if known else 0
     # Twice as many sub-ranges as walkers: their sizes differ (by days, or by counts that have changed since),
     # and a walker that finishes early takes the next one instead of idling while the largest one ends alone.
-    if known and (parts := splits_for(expected, True, item.days, 2 * limit)) > 1:
+    if known and limit > 1 and (parts := splits_for(expected, True, item.days, 2 * limit)) > 1:
         sub_ranges = split_by_counts(item.days, known, parts)
         return await _walk(client, item, out, sub_ranges, limit, QueryStats(), expected, on_page)
     stats = QueryStats()
     pages = client.candidate_pages(item.posting_id, item.days, stats)
     first = await anext(pages)
     limit = walkers()  # now, after the first answer: other postings may have finished meanwhile
-    parts = splits_for(stats.total_count, first.pagination.has_more, item.days, 2 * limit)
+    # One walker: sub-ranges walked one after another would only cost requests.
+    parts = splits_for(stats.total_count, first.pagination.has_more, item.days, 2 * limit) if limit > 1 else 1
     if parts == 1:
         out.add(first)
         if on_page is not None:

@@ -178,3 +178,18 @@ def test_splits_are_allowed_only_for_the_runs_tail() -> None:
     assert ingest.splits_allowed(waiting=4, max_concurrency=4) == 1
     assert ingest.splits_allowed(waiting=3, max_concurrency=4) == 4
     assert ingest.splits_allowed(waiting=0, max_concurrency=2) == 2
+
+
+def test_one_walker_never_splits(tmp_path: Path) -> None:
+    """max_splits=1 (a run with postings still waiting): one walk of the whole range, whatever its size."""
+    tenant = Tenant(TenantSpec(seed=3, postings=4, candidates_per_posting=(6_000, 6_000)))
+    posting_id = next(p["id"] for p in tenant.postings() if p["status"] == "archived")
+    days = DayRange(tenant.spec.start, tenant.spec.end)
+
+    async def run() -> ingest.FetchedSlice:
+        transport = httpx.ASGITransport(create_app(tenant, "k"))
+        async with HeyMiloClient(settings(tmp_path, api_key="k"), transport=transport) as client:
+            return await ingest.fetch_slice(client, ingest.Slice(posting_id, days), max_splits=1)
+
+    fetched = asyncio.run(run())
+    assert fetched.stats.requests == minimum_requests([fetched.candidates.num_rows]) == 60
