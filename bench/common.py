@@ -345,13 +345,27 @@ def replica_id(base_id: str, replica: int) -> str:
     return f"R{replica:02d}{base_id[3:]}"
 
 
+_INTERVIEW_ID = re.compile(rb'"interview_id":"([0-9A-F]{2})([0-9A-F]{14})"')
+
+
+def replica_cursor(cursor: str | None, base_id: str, new_id: str) -> str | None:
+    """The interview_id ``cursor`` as ``replicate`` renamed it."""
+    if cursor is None or new_id == base_id:
+        return cursor
+    return new_id[1:3] + cursor[2:]
+
+
 def replicate(pages: list[bytes], base_id: str, new_id: str) -> list[bytes]:
+    """The pages of another posting: its id, and interview_ids of its own (interview_id is the key of the
+    candidates table, so a copy with the same ids would replace the original's rows)."""
     if new_id == base_id:
         return pages
     old = b'"posting_id":"' + base_id.encode() + b'"'
     new = b'"posting_id":"' + new_id.encode() + b'"'
     url_old, url_new = f"/postings/{base_id}/".encode(), f"/postings/{new_id}/".encode()
-    return [p.replace(old, new).replace(url_old, url_new) for p in pages]
+    prefix = new_id[1:3].encode()  # the replica number, two digits
+    ids = rb'"interview_id":"' + prefix + rb"\2" + b'"'
+    return [_INTERVIEW_ID.sub(ids, p.replace(old, new).replace(url_old, url_new)) for p in pages]
 
 
 # --- machine facts --------------------------------------------------------------------------

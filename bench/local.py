@@ -27,7 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 import pyarrow as pa
-from common import YEAR_FIRST, YEAR_LAST, read_pages, replica_id, replicate, vm_hwm, vm_rss, write_result
+from common import (
+    YEAR_FIRST,
+    YEAR_LAST,
+    read_pages,
+    replica_cursor,
+    replica_id,
+    replicate,
+    vm_hwm,
+    vm_rss,
+    write_result,
+)
 
 
 def posting_plan(cache: Path, replicas: int, limit: int | None) -> list[tuple[str, str, dict]]:
@@ -77,7 +87,7 @@ def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
         served.clear()
         served[posting_id] = (
             replicate(read_pages(cache, base_id), base_id, posting_id),
-            {c: i for i, c in enumerate(entry["cursors"])},
+            {replica_cursor(c, base_id, posting_id): i for i, c in enumerate(entry["cursors"])},
         )
         t0 = time.perf_counter()
         fetched = asyncio.run(fetch(posting_id))
