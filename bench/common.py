@@ -352,7 +352,7 @@ def replica_cursor(cursor: str | None, base_id: str, new_id: str) -> str | None:
     """The interview_id ``cursor`` as ``replicate`` renamed it."""
     if cursor is None or new_id == base_id:
         return cursor
-    return new_id[1:3] + cursor[2:]
+    return "R" + new_id[2] + cursor[2:]
 
 
 def replicate(pages: list[bytes], base_id: str, new_id: str) -> list[bytes]:
@@ -363,7 +363,7 @@ def replicate(pages: list[bytes], base_id: str, new_id: str) -> list[bytes]:
     old = b'"posting_id":"' + base_id.encode() + b'"'
     new = b'"posting_id":"' + new_id.encode() + b'"'
     url_old, url_new = f"/postings/{base_id}/".encode(), f"/postings/{new_id}/".encode()
-    prefix = new_id[1:3].encode()  # the replica number, two digits
+    prefix = b"R" + new_id[2].encode()  # R and the replica's digit: never a hex pair, so never an original id
     ids = rb'"interview_id":"' + prefix + rb"\2" + b'"'
     return [_INTERVIEW_ID.sub(ids, p.replace(old, new).replace(url_old, url_new)) for p in pages]
 
