@@ -16,14 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, WORK_DIR, write_result
+from common import KEY, WORK_DIR, dagster_home, range_arguments, write_result
 
 from heymilo_pipeline.demo import DAGSTER_YAML
 from heymilo_pipeline.warehouse import query
@@ -37,27 +36,18 @@ def reset_server_stats(url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--first", type=date.fromisoformat, required=True)
-    parser.add_argument("--last", type=date.fromisoformat, required=True)
-    parser.add_argument("--posting", action="append", default=[])
+    parser = range_arguments(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--rate-limit", type=int, default=1_000_000, help="HEYMILO_RATE_LIMIT (default: no pacing)")
-    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the commands (repeatable)")
-    parser.add_argument("--out")
     args = parser.parse_args()
     WORK_DIR.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
-        home = Path(work) / "dagster_home"
-        home.mkdir()
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        home = dagster_home(Path(work), DAGSTER_YAML)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
         env.update(
             HEYMILO_API_KEY=KEY, HEYMILO_BASE_URL=args.url, HEYMILO_DATA_DIR=str(Path(work) / "data"),
             HEYMILO_START_DATE=args.first.isoformat(), HEYMILO_RATE_LIMIT=str(args.rate_limit),
             HEYMILO_POSTINGS=",".join(args.posting), DAGSTER_HOME=str(home),
         )  # fmt: skip
-        env.update(item.split("=", 1) for item in args.env)
         listed = subprocess.run([CLI, "postings"], env=env, cwd=work, capture_output=True, text=True)
         if listed.returncode != 0:
             raise SystemExit(f"heymilo-pipeline postings failed:\n{listed.stdout}\n{listed.stderr}")

@@ -8,6 +8,7 @@ machine is shared), and adds the peak to the document.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import os
@@ -79,6 +80,24 @@ def write_result(path: str | None, result: dict[str, Any]) -> None:
         Path(path).write_text(text)
     else:
         print(text)
+
+
+def range_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of a backfill script: the server, the days, the postings; and where the result goes."""
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--first", type=date.fromisoformat, required=True)
+    parser.add_argument("--last", type=date.fromisoformat, required=True)
+    parser.add_argument("--posting", action="append", default=[])
+    parser.add_argument("--out")
+    return parser
+
+
+def dagster_home(work: Path, config: str) -> Path:
+    """A fresh Dagster instance under ``work`` with ``config`` as its dagster.yaml."""
+    home = work / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(config)
+    return home
 
 
 # --- child processes ------------------------------------------------------------------------

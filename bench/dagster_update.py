@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, WORK_DIR, vm_hwm, write_result
+from common import KEY, WORK_DIR, dagster_home, vm_hwm, write_result
 
 
 def main() -> None:
@@ -31,9 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     WORK_DIR.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
-        home = Path(work) / "dagster_home"
-        home.mkdir()
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        home = dagster_home(Path(work), "telemetry:\n  enabled: false\n")
         os.environ.update(
             {
                 "HEYMILO_API_KEY": KEY,

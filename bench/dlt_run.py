@@ -15,22 +15,17 @@ import os
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, WORK_DIR, vm_hwm, write_result
+from common import KEY, WORK_DIR, range_arguments, vm_hwm, write_result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--first", type=date.fromisoformat, required=True)
-    parser.add_argument("--last", type=date.fromisoformat, required=True)
-    parser.add_argument("--posting", action="append", default=[])
+    parser = range_arguments(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--mode", choices=("default", "parquet"), default="default")
-    parser.add_argument("--out")
     args = parser.parse_args()
     WORK_DIR.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:

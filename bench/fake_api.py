@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import click
@@ -35,6 +35,8 @@ from common import KEY, YEAR_FIRST, YEAR_LAST
 
 from heymilo_pipeline.simulator import Tenant, TenantSpec
 from heymilo_pipeline.simulator.encoding import dumpb
+from heymilo_pipeline.simulator.params import date_range, limit_param
+from heymilo_pipeline.simulator.responses import ApiError, json_response
 
 
 @dataclass
@@ -79,19 +81,6 @@ class Workspace:
         return {p: len(self.candidates(p).ids) for p in self.owner}
 
 
-def _moment(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        text = value.replace("Z", "+00:00")
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)  # naive means UTC
-        return moment.timestamp()
-
-
 def _error(status: int, kind: str, code: str, message: str) -> Response:
     body = {"error": {"type": kind, "code": code, "message": message}}
     return Response(json.dumps(body), status, media_type="application/json")
@@ -104,7 +93,7 @@ def create_app(workspace: Workspace) -> Starlette:
     async def postings(request: Request) -> Response:
         if not authorized(request):
             return _error(401, "authentication_error", "invalid_api_key", "Invalid API key.")
-        limit = int(request.query_params.get("limit", 20))
+        limit = limit_param(request.query_params)
         cursor = request.query_params.get("starting_after")
         ids = [p["id"] for p in workspace.postings]
         begin = ids.index(cursor) + 1 if cursor else 0
@@ -119,12 +108,12 @@ def create_app(workspace: Workspace) -> Starlette:
         if posting_id not in workspace.owner:
             return _error(404, "invalid_request_error", "resource_missing", "No such posting.")
         query = request.query_params
-        limit = int(query.get("limit", 20))
-        if not 1 <= limit <= 100:
-            return Response(json.dumps({"detail": [{"loc": ["query", "limit"], "msg": "1..100"}]}), 422)
+        try:  # the simulator's own parsing of the parameters: the spec's rules and error bodies
+            limit, (after, before) = limit_param(query), date_range(query)
+        except ApiError as exc:
+            return json_response(exc.body, exc.status)
         data = workspace.candidates(posting_id)
         workspace.served()
-        after, before = _moment(query.get("created_after")), _moment(query.get("created_before"))
         lo = 0 if after is None else bisect.bisect_left(data.created_at, after)
         hi = len(data.ids) if before is None else bisect.bisect_right(data.created_at, before)
         begin = lo

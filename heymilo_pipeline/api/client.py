@@ -108,7 +108,7 @@ class HeyMiloClient:
         self.limiter = limiter or settings.limiter()
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
-        self._slots = asyncio.Semaphore(4)
+        self._slots: asyncio.Semaphore | None = None  # one per connection of the pool, made with it
 
     def __repr__(self) -> str:  # the key is deliberately absent
         return f"HeyMiloClient(base_url={self.settings.base_url!r})"
@@ -308,7 +308,7 @@ class HeyMiloClient:
         context: errors.RequestContext,
         posting_id: str | None,
     ) -> Any:
-        assert self._http is not None
+        assert self._http is not None and self._slots is not None
         async with self._slots:
             stats.waited_seconds += await self.limiter.acquire()
             stats.requests += 1
