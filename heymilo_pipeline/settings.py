@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from heymilo_pipeline.api.errors import ConfigurationError
-from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings
+from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings, PostgresURL
 from heymilo_pipeline.privacy import PiiMode, Scrubber
 from heymilo_pipeline.quality import ScoreBounds
 
@@ -35,6 +35,7 @@ ENVIRONMENT = {
     "HEYMILO_BACKOFF_INITIAL": "backoff_initial",
     "HEYMILO_BACKOFF_MAX": "backoff_max",
     "HEYMILO_DATA_DIR": "data_dir",
+    "HEYMILO_RATE_BUDGET_URL": "rate_budget_url",
     "HEYMILO_LOCK_TIMEOUT": "lock_timeout_seconds",
     "HEYMILO_START_DATE": "start_date",
     "HEYMILO_LOOKBACK_DAYS": "lookback_days",
@@ -143,6 +144,11 @@ class Settings(PipelineSettings, ConnectionSettings):
 
     api_key: SecretStr | None = Field(None, description="The HeyMilo API key (never logged, stored or shown).")
     data_dir: Path = Field(Path("data"), description="Root of the lake, the DuckDB file and the rate-limit state.")
+    rate_budget_url: PostgresURL | None = Field(
+        None,
+        description="A PostgreSQL URL: the API key's rate budget lives in that database, shared by every host that "
+        "reaches it (several machines, pods). Unset: a file under the data dir, shared by this machine's processes.",
+    )
     lock_timeout_seconds: float = Field(
         300.0, gt=0, description="How long a load waits for a DuckDB file held by another process (a notebook?)."
     )
@@ -166,7 +172,9 @@ class Settings(PipelineSettings, ConnectionSettings):
                 "to use the real API, or run against the simulator (make demo)."
             )
         connection = {name: getattr(self, name) for name in ConnectionSettings.model_fields}
-        return ClientSettings.build(**connection, api_key=self.api_key, state_dir=self.rate_limit_dir)
+        return ClientSettings.build(
+            **connection, api_key=self.api_key, state_dir=self.rate_limit_dir, budget_url=self.rate_budget_url
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

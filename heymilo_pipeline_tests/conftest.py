@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from starlette.applications import Starlette
@@ -34,3 +34,12 @@ def sim_get(sim_app: Starlette) -> SimGet:
 @pytest.fixture
 def faulty_get(sim_tenant: Tenant) -> Callable[[Faults], SimGet]:
     return lambda faults: make_get(create_app(sim_tenant, SIM_KEY, faults))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (fails, saying what to install, where there is none)."""
+    from heymilo_pipeline_tests.servers import postgres_server
+
+    with postgres_server() as url:
+        yield url

@@ -6,6 +6,9 @@ environment): ``settings_for`` builds it, ``Harness`` turns it into definitions 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -108,3 +111,20 @@ class Harness:
     @property
     def lake(self) -> Lake:
         return self.resource("storage").lake
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.Popen:
+    """``heymilo-pipeline ARGS`` in a process of its own with exactly ``env`` (a terminal user's command)."""
+    command = [sys.executable, "-m", "heymilo_pipeline.cli", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without any HEYMILO_ or DAGSTER_ variable: a command's settings are the test's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}

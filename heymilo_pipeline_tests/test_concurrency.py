@@ -6,9 +6,6 @@ per process), take turns on the DuckDB file, and leave tables equal to the groun
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +19,7 @@ from heymilo_pipeline.demo import DAGSTER_YAML
 from heymilo_pipeline.refresh import plan
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
-from heymilo_pipeline_tests.support import LAST, START
+from heymilo_pipeline_tests.support import LAST, START, clean_environ, cli, finish
 
 # Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
 pytestmark = pytest.mark.integration
@@ -35,17 +32,6 @@ KEY = "sk_test_CONCURRENT-5a4b3c2d"
 WINDOW_S, WINDOW_LIMIT, CLIENT_PER_MINUTE = 2.0, 20, 540
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "heymilo_pipeline.cli", *args]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finish(process: subprocess.Popen) -> str:
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-4000:]
-    return output
-
-
 def test_backfill_and_update_together_share_the_rate_limit(tmp_path: Path) -> None:
     tenant = Tenant(TenantSpec(seed=44, postings=4, start=START, end=LAST, candidates_per_posting=(1500, 2500)))
     faults = Faults(rate_limit=WINDOW_LIMIT, rate_window_s=WINDOW_S)
@@ -54,7 +40,7 @@ def test_backfill_and_update_together_share_the_rate_limit(tmp_path: Path) -> No
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     with serve_in_thread(create_app(tenant, KEY, faults)) as url:
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))},
+            **clean_environ(),
             "HEYMILO_API_KEY": KEY,
             "HEYMILO_BASE_URL": url,
             "HEYMILO_DATA_DIR": str(tmp_path / "data"),

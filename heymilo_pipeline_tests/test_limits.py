@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from heymilo_pipeline.api.limits import DEFAULT_HEADROOM, SharedRateLimiter
+from heymilo_pipeline.api.errors import ConfigurationError
+from heymilo_pipeline.api.limits import DEFAULT_HEADROOM, PostgresRateLimiter, SharedRateLimiter
+from heymilo_pipeline.settings import Settings
 
 
 def _take_slots(path: str, count: int, queue: multiprocessing.Queue) -> None:
@@ -68,8 +70,8 @@ def test_tasks_in_one_process_share_the_budget(tmp_path: Path) -> None:
 def test_pause_holds_every_user_of_the_key(tmp_path: Path) -> None:
     a = SharedRateLimiter(tmp_path / "k.gcra", requests_per_window=6000)
     b = SharedRateLimiter(tmp_path / "k.gcra", requests_per_window=6000)
-    until = time.time() + 5
-    a.pause_until(until)
+    until = time.time() + 5 - 1e-3
+    a.pause_for(5)
     assert b.reserve_slot() >= until
     assert 4 < b.reserve() <= 5.1
 
@@ -83,3 +85,13 @@ def test_one_file_per_key_and_the_key_is_not_in_it(tmp_path: Path) -> None:
     assert "SECRET" not in one.path.name
     assert b"SECRET" not in one.path.read_bytes()
     assert (one.path.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_budget_url_must_be_postgresql_and_is_never_shown() -> None:
+    with pytest.raises(ConfigurationError, match="HEYMILO_RATE_BUDGET_URL: Value error, must be a PostgreSQL URL") as e:
+        Settings.from_env({"HEYMILO_RATE_BUDGET_URL": "mysql://u:hunter2@h/db"})
+    assert "hunter2" not in str(e.value)
+    settings = Settings.from_env({"HEYMILO_RATE_BUDGET_URL": "postgresql://u:hunter2@h/db", "HEYMILO_API_KEY": "k"})
+    assert "hunter2" not in repr(settings) and "hunter2" not in repr(settings.client_settings())
+    assert isinstance(settings.client_settings().limiter(), PostgresRateLimiter)  # connects on first use only
+    assert isinstance(Settings.from_env({"HEYMILO_API_KEY": "k"}).client_settings().limiter(), SharedRateLimiter)

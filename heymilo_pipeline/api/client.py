@@ -1,7 +1,7 @@
 """The HeyMilo Public API client: cursor paging, inclusive day bounds, shared pacing, retries.
 
 One ``HeyMiloClient`` wraps one ``httpx.AsyncClient`` (keep-alive, one connection pool). Every
-request first takes a slot from the key's ``SharedRateLimiter`` (shared with other processes),
+request first takes a slot from the key's rate budget (``api.limits``, shared with other processes and hosts),
 then is retried on 429 / 5xx / timeouts / dropped connections / unparseable bodies with bounded
 exponential backoff and jitter (tenacity). 401, 404, 400 and 422 fail at once with the API's
 message: retrying them only burns the rate budget.
@@ -32,7 +32,7 @@ from tenacity import (
 )
 
 from heymilo_pipeline.api import errors
-from heymilo_pipeline.api.limits import SharedRateLimiter
+from heymilo_pipeline.api.limits import RateLimiter
 from heymilo_pipeline.api.models import (
     APIModel,
     CandidateList,
@@ -102,9 +102,10 @@ class HeyMiloClient:
         settings: ClientSettings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        limiter: SharedRateLimiter | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
+        self._own_limiter = limiter is None
         self.limiter = limiter or settings.limiter()
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
@@ -132,6 +133,8 @@ class HeyMiloClient:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._own_limiter:
+            self.limiter.close()
 
     # --- postings ---------------------------------------------------------------------------
 
@@ -356,7 +359,7 @@ class HeyMiloClient:
             stats.rate_limited += 1
             retry_after = _retry_after(response)
             pause = retry_after or self.settings.backoff_initial
-            self.limiter.pause_until(time.time() + pause)  # every process sharing the key waits, not just us
+            self.limiter.pause_for(pause)  # everyone sharing the key waits, not just us
         return errors.from_response(
             response.status_code,
             body,

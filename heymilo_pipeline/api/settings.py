@@ -6,14 +6,24 @@ The API package reads no environment: ``heymilo_pipeline.settings.Settings`` doe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from heymilo_pipeline.api.errors import ConfigurationError
-from heymilo_pipeline.api.limits import SharedRateLimiter
+from heymilo_pipeline.api.limits import POSTGRES_SCHEMES, PostgresRateLimiter, RateLimiter, SharedRateLimiter
 
 DEFAULT_BASE_URL = "https://api.heymilo.ai"
+
+
+def _postgres_url(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().startswith(POSTGRES_SCHEMES):
+        raise ValueError("must be a PostgreSQL URL (postgresql://user:password@host:port/database)")
+    return value
+
+
+# A URL that may hold a password: a secret, shown and logged as ********.
+PostgresURL = Annotated[SecretStr, AfterValidator(_postgres_url)]
 
 
 class ConnectionSettings(BaseModel):
@@ -50,6 +60,9 @@ class ClientSettings(ConnectionSettings):
     state_dir: Path = Field(
         Path("data/.ratelimit"), description="Where the shared rate budget lives (one file per key)."
     )
+    budget_url: PostgresURL | None = Field(
+        None, description="A PostgreSQL URL: the rate budget lives there instead, shared by every host."
+    )
 
     @field_validator("api_key")
     @classmethod
@@ -69,11 +82,8 @@ class ClientSettings(ConnectionSettings):
             )
             raise ConfigurationError(f"invalid HeyMilo client settings: {problems}") from None
 
-    def limiter(self) -> SharedRateLimiter:
-        return SharedRateLimiter.for_key(
-            self.state_dir,
-            self.api_key.get_secret_value(),
-            self.base_url,
-            self.requests_per_minute,
-            self.rate_window_seconds,
-        )
+    def limiter(self) -> RateLimiter:
+        key, rate = self.api_key.get_secret_value(), (self.requests_per_minute, self.rate_window_seconds)
+        if self.budget_url is not None:
+            return PostgresRateLimiter.for_key(self.budget_url.get_secret_value(), key, self.base_url, *rate)
+        return SharedRateLimiter.for_key(self.state_dir, key, self.base_url, *rate)

@@ -54,11 +54,16 @@ class HeyMiloAPI(dg.ConfigurableResource):
     state_dir: str = Field(
         "data/.ratelimit", description="Where the rate budget shared by every run of this key lives."
     )
+    rate_budget_url: str | None = Field(
+        None, description="HEYMILO_RATE_BUDGET_URL, bound with EnvVar when set: the budget in PostgreSQL, all hosts."
+    )
 
     def client_settings(self) -> ClientSettings:
         connection = {name: getattr(self, name) for name in ConnectionSettings.model_fields}
         try:
-            return ClientSettings.build(**connection, api_key=self.api_key, state_dir=Path(self.state_dir))
+            return ClientSettings.build(
+                **connection, api_key=self.api_key, state_dir=Path(self.state_dir), budget_url=self.rate_budget_url
+            )
         except ConfigurationError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
 
@@ -140,6 +145,7 @@ def build_resources(settings: Settings, *, secrets_from_env: bool = True) -> dic
             **values(ConnectionSettings),
             api_key=secret("HEYMILO_API_KEY", settings.api_key) or dg.EnvVar("HEYMILO_API_KEY"),
             state_dir=str(settings.rate_limit_dir),
+            rate_budget_url=secret("HEYMILO_RATE_BUDGET_URL", settings.rate_budget_url),
         ),
         "storage": Storage(data_dir=str(settings.data_dir), lock_timeout_seconds=settings.lock_timeout_seconds),
         "pipeline": Pipeline(

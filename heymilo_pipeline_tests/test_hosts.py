@@ -1,0 +1,209 @@
+"""Beyond one machine: hosts that share nothing but PostgreSQL share the Dagster instance and the API key's
+rate budget, with the instance configured as deploy/dagster.yaml configures it.
+
+A real PostgreSQL server (started by the session fixture, torn down after) holds both; "hosts" are processes
+with a data directory and a Dagster home of their own, so the only thing they can share is that database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import re
+import shutil
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import psycopg2
+import pytest
+import yaml
+
+from heymilo_pipeline.api.errors import ConfigurationError
+from heymilo_pipeline.api.limits import BUDGET_TABLE, PostgresRateLimiter, budget_id
+from heymilo_pipeline.api.settings import ClientSettings
+from heymilo_pipeline.api.windows import day_of
+from heymilo_pipeline.refresh import plan
+from heymilo_pipeline.settings import ENVIRONMENT
+from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
+from heymilo_pipeline.warehouse import query
+from heymilo_pipeline_tests.servers import new_database
+from heymilo_pipeline_tests.support import LAST, START, clean_environ, cli, finish
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+KEY = "sk_test_HOSTS-9f8e7d6c"
+# As in test_concurrency: the simulator allows 20 requests in any 2 s, each host is told 540/min (9/s). Two
+# hosts with budgets of their own send 18/s and meet 429s within seconds; sharing one they send 9/s together.
+WINDOW_S, WINDOW_LIMIT, CLIENT_PER_MINUTE = 2.0, 20, 540
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def budget_db(postgres_url: str) -> str:
+    return new_database(postgres_url, f"budget_{uuid.uuid4().hex[:8]}")
+
+
+def _take_slots(url: str, count: int, queue: multiprocessing.Queue) -> None:
+    limiter = PostgresRateLimiter(url, "shared", requests_per_window=1200, window_seconds=60.0, headroom=1.0)
+    queue.put([limiter.reserve_slot() for _ in range(count)])
+    limiter.close()
+
+
+def test_processes_share_one_budget_in_postgres(budget_db: str) -> None:
+    """Three processes taking 20 slots each get 60 distinct slots, never closer than the interval."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_take_slots, args=(budget_db, 20, queue)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    slots = sorted(slot for _ in workers for slot in queue.get(timeout=60))
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert len(slots) == 60
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert min(gaps) >= 60.0 / 1200 - 1e-6, min(gaps)
+
+
+def test_a_pause_holds_every_host(budget_db: str) -> None:
+    a = PostgresRateLimiter(budget_db, "k", requests_per_window=6000)
+    b = PostgresRateLimiter(budget_db, "k", requests_per_window=6000)
+    other = PostgresRateLimiter(budget_db, "other key", requests_per_window=6000)
+    a.pause_for(5)
+    assert 4.9 < b.reserve() <= 5.0
+    assert other.reserve() < 0.1  # another key's budget is its own
+    for limiter in (a, b, other):
+        limiter.close()
+
+
+def test_the_budget_survives_a_dropped_connection(budget_db: str) -> None:
+    limiter = PostgresRateLimiter(budget_db, "k", requests_per_window=600, headroom=1.0)
+    first = limiter.reserve_slot()
+    killer = psycopg2.connect(budget_db)
+    killer.autocommit = True
+    with killer.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                       ("heymilo-rate-budget",))  # fmt: skip
+    killer.close()
+    assert limiter.reserve_slot() == pytest.approx(first + 0.1)  # a new connection, the same schedule
+    limiter.close()
+
+
+def test_the_key_and_the_password_stay_out_of_the_database_and_the_errors(budget_db: str) -> None:
+    settings = ClientSettings.build(api_key="sk_live_SECRET", budget_url=budget_db)
+    limiter = settings.limiter()
+    assert isinstance(limiter, PostgresRateLimiter)
+    limiter.reserve()
+    limiter.close()
+    conn = psycopg2.connect(budget_db)
+    with conn.cursor() as cursor:
+        cursor.execute(f"SELECT budget FROM {BUDGET_TABLE}")
+        assert cursor.fetchall() == [(budget_id("sk_live_SECRET", settings.base_url),)]
+    conn.close()
+    host = budget_db.split("@", 1)[1].split("/", 1)[0]
+    unreachable = f"postgresql://heymilo:hunter2-PASSWORD@{host.split(':')[0]}:1/postgres"
+    broken = ClientSettings.build(api_key="sk_live_SECRET", budget_url=unreachable).limiter()
+    with pytest.raises(ConfigurationError) as raised:
+        broken.reserve()
+    message = str(raised.value)
+    assert "HEYMILO_RATE_BUDGET_URL" in message and "cannot be used" in message
+    assert "hunter2" not in message and "SECRET" not in message and "hunter2" not in repr(broken)
+
+
+def sqlalchemy_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def production_home(root: Path) -> Path:
+    """A Dagster home holding deploy/dagster.yaml, exactly as the image installs it."""
+    home = root / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def test_the_production_instance_loads(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/dagster.yaml: storage in PostgreSQL, runs in containers that get every setting compose passes."""
+    database = new_database(postgres_url, f"instance_{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", sqlalchemy_url(database))
+    with dg.DagsterInstance.from_config(str(production_home(tmp_path))) as instance:
+        storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
+        assert [type(s).__name__ for s in storages] == [
+            "PostgresRunStorage", "PostgresEventLogStorage", "PostgresScheduleStorage"
+        ]  # fmt: skip
+        launcher = instance.run_launcher
+        assert type(launcher).__name__ == "DockerRunLauncher"
+        assert instance.run_monitoring_enabled
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
+    passed = set(compose["x-environment"])
+    # A run container sees what the daemon passes on, and a variable listed but unset fails the launch: the two
+    # lists must be the same, and hold only settings the pipeline (or Dagster's storage) reads.
+    assert set(launcher.env_vars) == passed
+    assert passed - {"DAGSTER_POSTGRES_URL"} <= set(ENVIRONMENT)
+    assert {"HEYMILO_RATE_BUDGET_URL", "HEYMILO_API_KEY", "DAGSTER_POSTGRES_URL"} <= passed
+
+
+def _two_hosts(url: str, root: Path, shared: dict[str, str], tenant: Tenant, busiest: str) -> tuple[list[str], dict]:
+    """Host a backfills the busiest posting while host b runs the daily update, each from its own directories;
+    returns their outputs and the simulator's request statistics of the two."""
+    envs = []
+    for name in ("a", "b"):
+        host = root / name
+        envs.append({
+            **clean_environ(), **shared,
+            "HEYMILO_API_KEY": KEY, "HEYMILO_BASE_URL": url, "HEYMILO_DATA_DIR": str(host / "data"),
+            "HEYMILO_START_DATE": START.isoformat(), "HEYMILO_RATE_LIMIT": str(CLIENT_PER_MINUTE),
+            "HEYMILO_ACTIVE_DAYS": "0",  # the update's days must not depend on what the backfill loaded first
+            "DAGSTER_HOME": str(production_home(host)),
+        })  # fmt: skip
+        finish(cli(envs[-1], "postings"))
+    time.sleep(WINDOW_S)  # the listings' requests out of the window
+    httpx.post(f"{url}/_sim/stats/reset", headers={"X-API-KEY": KEY})
+    backfill = cli(envs[0], "backfill", "--start", START.isoformat(), "--end", LAST.isoformat(), "--posting", busiest)
+    update = cli(envs[1], "update", "--as-of", (LAST + timedelta(days=1)).isoformat())
+    outputs = [finish(backfill), finish(update)]
+    return outputs, httpx.get(f"{url}/_sim/stats", headers={"X-API-KEY": KEY}).json()
+
+
+def test_two_hosts_sharing_only_postgres_share_one_rate_budget(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = Tenant(TenantSpec(seed=45, postings=4, start=START, end=LAST, candidates_per_posting=(1500, 2500)))
+    registered = [p["id"] for p in tenant.postings() if not p["test_posting"]]
+    per_posting = Counter(r["posting_id"] for r in tenant.truth())
+    busiest = max(registered, key=lambda p: per_posting[p])
+    database = sqlalchemy_url(new_database(postgres_url, f"hosts_{uuid.uuid4().hex[:8]}"))  # one URL for both
+    faults = Faults(rate_limit=WINDOW_LIMIT, rate_window_s=WINDOW_S)
+    with serve_in_thread(create_app(tenant, KEY, faults)) as url:
+        # Without the shared budget (each host its own file) the same two commands overrun the key: the control.
+        _, alone = _two_hosts(url, tmp_path / "alone", {"DAGSTER_POSTGRES_URL": database}, tenant, busiest)
+        time.sleep(WINDOW_S)
+        shared = {"DAGSTER_POSTGRES_URL": database, "HEYMILO_RATE_BUDGET_URL": database}
+        outputs, stats = _two_hosts(url, tmp_path / "shared", shared, tenant, busiest)
+    assert alone["rate_limited"] > 0, alone
+    assert stats["rate_limited"] == 0, stats  # both hosts together stayed under the limit
+    assert stats["max_requests_in_window"] <= WINDOW_LIMIT
+    # Busy all along: the two together used most of the key (time-scaled: 10 requests a second).
+    requests = sum(stats["requests_by_route"].values())
+    assert requests > 60, stats
+    # Each host's tables are the truth of what it loaded.
+    updated = {d for r in plan(LAST + timedelta(days=1), START, 7, 7).ranges for d in r.days}
+    truth = [r for r in tenant.truth() if r["posting_id"] in registered and day_of(r["created_at"]) <= LAST]
+    expected = {
+        "a": {r["interview_id"] for r in truth if r["posting_id"] == busiest},
+        "b": {r["interview_id"] for r in truth if day_of(r["created_at"]) in updated},
+    }
+    for host, ids in expected.items():
+        table = query(tmp_path / "shared" / host / "data" / "heymilo.duckdb", "SELECT interview_id FROM candidates")
+        assert len(table) == len(ids) and set(table["interview_id"]) == ids, host
+    # Both hosts' runs are in the one instance in PostgreSQL, whichever home reads it.
+    run_ids = [m for output in outputs for m in re.findall(r"run ([0-9a-f-]{36}): succeeded", output)]
+    assert len(run_ids) >= 2
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", database)
+    with dg.DagsterInstance.from_config(str(tmp_path / "shared" / "a" / "dagster_home")) as instance:
+        assert all(instance.get_run_by_id(run_id) is not None for run_id in run_ids)
