@@ -27,11 +27,18 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--start-date", type=date.fromisoformat, required=True, help="HEYMILO_START_DATE")
     parser.add_argument("--rate-limit", type=int, default=300)
+    parser.add_argument(
+        "--postgres", metavar="URL", help="a database for the production profile: Dagster's storage and the rate budget"
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
     WORK_DIR.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
-        home = dagster_home(Path(work), "telemetry:\n  enabled: false\n")
+        config = "telemetry:\n  enabled: false\n"
+        if args.postgres:  # as deploy/dagster.yaml has it, minus the run launcher (runs execute here)
+            os.environ["DAGSTER_POSTGRES_URL"] = os.environ["HEYMILO_RATE_BUDGET_URL"] = args.postgres
+            config += "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_POSTGRES_URL\n"
+        home = dagster_home(Path(work), config)
         os.environ.update(
             {
                 "HEYMILO_API_KEY": KEY,
@@ -107,6 +114,7 @@ def main() -> None:
             "register_postings_seconds": t2 - t1,
             "yesterday": (today - timedelta(days=1)).isoformat(),
             "rss_self": vm_hwm(),
+            "storage": type(instance.event_log_storage).__name__,
         }
     write_result(args.out, result)
 

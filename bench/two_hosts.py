@@ -1,0 +1,66 @@
+"""Two hosts sharing one API key through PostgreSQL: each a ``heymilo-pipeline backfill`` with a data directory
+and a Dagster home of its own, started at once against a simulator that enforces the limit. Reports what the
+server saw: requests, 429s, and the rate over the span of the two against the limit.
+
+    python bench/two_hosts.py --url URL --postgres URL --first D --last D --posting A --posting B --rate-limit N
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import KEY, WORK_DIR, dagster_home, range_arguments, write_result
+
+from heymilo_pipeline.demo import DAGSTER_YAML
+
+CLI = str(Path(sys.executable).with_name("heymilo-pipeline"))
+
+
+def main() -> None:
+    parser = range_arguments(argparse.ArgumentParser(description=__doc__))
+    parser.add_argument("--postgres", required=True, help="the database both hosts share (HEYMILO_RATE_BUDGET_URL)")
+    parser.add_argument("--rate-limit", type=int, required=True, help="HEYMILO_RATE_LIMIT of each host")
+    args = parser.parse_args()
+    WORK_DIR.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
+        envs = []
+        for host, posting in zip("ab", args.posting, strict=True):  # one posting each
+            root = Path(work) / host
+            root.mkdir()
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
+            env.update(
+                HEYMILO_API_KEY=KEY, HEYMILO_BASE_URL=args.url, HEYMILO_DATA_DIR=str(root / "data"),
+                HEYMILO_START_DATE=args.first.isoformat(), HEYMILO_RATE_LIMIT=str(args.rate_limit),
+                HEYMILO_POSTINGS=posting, HEYMILO_RATE_BUDGET_URL=args.postgres,
+                DAGSTER_HOME=str(dagster_home(root, DAGSTER_YAML)),
+            )  # fmt: skip
+            listed = subprocess.run([CLI, "postings"], env=env, capture_output=True, text=True)
+            if listed.returncode != 0:
+                raise SystemExit(f"host {host}: heymilo-pipeline postings failed:\n{listed.stderr[-3000:]}")
+            envs.append(env)
+        time.sleep(float(httpx.get(f"{args.url}/_sim/stats", headers={"X-API-KEY": KEY}).json()["rate_window_s"]))
+        httpx.post(f"{args.url}/_sim/stats/reset", headers={"X-API-KEY": KEY})
+        command = [CLI, "backfill", "--start", args.first.isoformat(), "--end", args.last.isoformat()]
+        started = time.perf_counter()
+        hosts = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for env in envs]  # fmt: skip
+        errors = [host.communicate()[1] for host in hosts]
+        seconds = time.perf_counter() - started
+        if any(host.returncode for host in hosts):
+            raise SystemExit("a host's backfill failed:\n" + "\n".join(e[-3000:] for e in errors))
+    stats = httpx.get(f"{args.url}/_sim/stats", headers={"X-API-KEY": KEY}).json()
+    write_result(args.out, {"seconds": seconds, "stats": stats})
+
+
+if __name__ == "__main__":
+    main()
