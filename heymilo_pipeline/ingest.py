@@ -11,10 +11,12 @@ DuckDB file held by someone else) stop the run.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -72,6 +74,20 @@ class FetchedSlice:
         for day in self.candidates["created_date"].to_pylist():
             counts[day] = counts.get(day, 0) + 1
         return counts
+
+
+@contextmanager
+def startup_objects_frozen() -> Iterator[None]:
+    """While a run fetches, the collector's full passes skip what was alive before it began: the modules and
+    Dagster's definitions, hundreds of thousands of objects it would otherwise walk again and again while
+    records come and go (about 10 % of a 100,000-candidate backfill here). Only what exists now is frozen, not
+    the run's own objects; unfrozen after, so a long-lived process (a test session) collects as before."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def slices_from_keys(keys: Sequence[tuple[str, date]]) -> list[Slice]:

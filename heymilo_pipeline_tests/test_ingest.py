@@ -193,3 +193,16 @@ def test_one_walker_never_splits(tmp_path: Path) -> None:
 
     fetched = asyncio.run(run())
     assert fetched.stats.requests == minimum_requests([fetched.candidates.num_rows]) == 60
+
+
+def test_a_run_freezes_only_what_existed_before_it_and_thaws_after() -> None:
+    import gc
+
+    before = gc.get_freeze_count()
+    with ingest.startup_objects_frozen():
+        frozen = gc.get_freeze_count()
+        made_during: list = [[] for _ in range(1000)]
+        gc.collect()
+        assert frozen > before and gc.get_freeze_count() == frozen  # the run's own objects stay collectable
+        assert gc.is_tracked(made_during[0])
+    assert gc.get_freeze_count() == 0

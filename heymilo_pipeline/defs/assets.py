@@ -24,7 +24,7 @@ from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKF
 from heymilo_pipeline.defs.partitions import POSTINGS, key, keys_of, register_postings
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage, core_logs_to
 from heymilo_pipeline.discovery import Discovery, discover_postings
-from heymilo_pipeline.ingest import PostingResult, Slice, slices_from_keys, sync_postings
+from heymilo_pipeline.ingest import PostingResult, Slice, slices_from_keys, startup_objects_frozen, sync_postings
 from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.warehouse import Warehouse, WarehouseLockedError
 
@@ -232,7 +232,7 @@ def publish_candidates(
             )
 
     try:
-        with core_logs_to(context.log), progress:
+        with core_logs_to(context.log), progress, startup_objects_frozen():
             results = asyncio.run(run())
     except (AuthenticationError, ConfigurationError) as exc:
         raise _fail(exc) from None
