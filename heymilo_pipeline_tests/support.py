@@ -6,9 +6,12 @@ environment): ``settings_for`` builds it, ``Harness`` turns it into definitions 
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -128,3 +131,22 @@ def finish(process: subprocess.Popen) -> str:
 def clean_environ() -> dict[str, str]:
     """This process's environment without any HEYMILO_ or DAGSTER_ variable: a command's settings are the test's."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
+
+
+def slots_from_processes(take: Callable[..., None], state: str, processes: int = 3, count: int = 20) -> list[float]:
+    """Every slot that ``processes`` spawned processes took, ``count`` each, from the rate budget at ``state``:
+    ``take(state, count, queue)`` puts its list of slot starts on the queue. Sorted; checks each exited cleanly."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=take, args=(state, count, queue)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    slots = sorted(slot for _ in workers for slot in queue.get(timeout=60))
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    return slots
+
+
+def smallest_gap(slots: list[float]) -> float:
+    return min(b - a for a, b in itertools.pairwise(slots))

@@ -7,7 +7,6 @@ with a data directory and a Dagster home of their own, so the only thing they ca
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import re
 import shutil
@@ -32,7 +31,7 @@ from heymilo_pipeline.settings import ENVIRONMENT
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.servers import new_database
-from heymilo_pipeline_tests.support import LAST, START, clean_environ, cli, finish
+from heymilo_pipeline_tests.support import LAST, START, clean_environ, cli, finish, slots_from_processes, smallest_gap
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 KEY = "sk_test_HOSTS-9f8e7d6c"
@@ -56,18 +55,9 @@ def _take_slots(url: str, count: int, queue: multiprocessing.Queue) -> None:
 
 def test_processes_share_one_budget_in_postgres(budget_db: str) -> None:
     """Three processes taking 20 slots each get 60 distinct slots, never closer than the interval."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    workers = [ctx.Process(target=_take_slots, args=(budget_db, 20, queue)) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    slots = sorted(slot for _ in workers for slot in queue.get(timeout=60))
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    slots = slots_from_processes(_take_slots, budget_db)
     assert len(slots) == 60
-    gaps = [b - a for a, b in itertools.pairwise(slots)]
-    assert min(gaps) >= 60.0 / 1200 - 1e-6, min(gaps)
+    assert smallest_gap(slots) >= 60.0 / 1200 - 1e-6
 
 
 def test_a_pause_holds_every_host(budget_db: str) -> None:

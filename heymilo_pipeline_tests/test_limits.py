@@ -13,6 +13,7 @@ import pytest
 from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.limits import DEFAULT_HEADROOM, PostgresRateLimiter, SharedRateLimiter
 from heymilo_pipeline.settings import Settings
+from heymilo_pipeline_tests.support import slots_from_processes, smallest_gap
 
 
 def _take_slots(path: str, count: int, queue: multiprocessing.Queue) -> None:
@@ -35,20 +36,9 @@ def test_headroom_keeps_pacing_under_the_limit(tmp_path: Path) -> None:
 
 def test_processes_share_one_budget(tmp_path: Path) -> None:
     """Three processes taking 20 slots each get 60 distinct slots, never closer than the interval."""
-    path = str(tmp_path / "shared.gcra")
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    workers = [ctx.Process(target=_take_slots, args=(path, 20, queue)) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    slots = sorted(slot for _ in workers for slot in queue.get(timeout=60))
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    slots = slots_from_processes(_take_slots, str(tmp_path / "shared.gcra"))
     assert len(slots) == 60
-    interval = 60.0 / 1200
-    gaps = [b - a for a, b in itertools.pairwise(slots)]
-    assert min(gaps) >= interval - 1e-6, min(gaps)
+    assert smallest_gap(slots) >= 60.0 / 1200 - 1e-6
 
 
 def test_tasks_in_one_process_share_the_budget(tmp_path: Path) -> None:
