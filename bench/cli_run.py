@@ -10,7 +10,6 @@ timed figure is the wall time of the ``backfill`` command, process start-up incl
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -22,12 +21,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, WORK_DIR, dagster_home, range_arguments, write_result
+from common import CLI, KEY, WORK_DIR, range_arguments, user_environment, write_result
 
-from heymilo_pipeline.demo import DAGSTER_YAML
 from heymilo_pipeline.warehouse import query
-
-CLI = str(Path(sys.executable).with_name("heymilo-pipeline"))
 
 
 def reset_server_stats(url: str) -> None:
@@ -41,16 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     WORK_DIR.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
-        home = dagster_home(Path(work), DAGSTER_YAML)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
-        env.update(
-            HEYMILO_API_KEY=KEY, HEYMILO_BASE_URL=args.url, HEYMILO_DATA_DIR=str(Path(work) / "data"),
-            HEYMILO_START_DATE=args.first.isoformat(), HEYMILO_RATE_LIMIT=str(args.rate_limit),
-            HEYMILO_POSTINGS=",".join(args.posting), DAGSTER_HOME=str(home),
-        )  # fmt: skip
-        listed = subprocess.run([CLI, "postings"], env=env, cwd=work, capture_output=True, text=True)
-        if listed.returncode != 0:
-            raise SystemExit(f"heymilo-pipeline postings failed:\n{listed.stdout}\n{listed.stderr}")
+        env = user_environment(args, Path(work), args.rate_limit, args.posting)
         reset_server_stats(args.url)
         command = [CLI, "backfill", "--start", args.first.isoformat(), "--end", args.last.isoformat()]
         started = time.perf_counter()

@@ -100,6 +100,29 @@ def dagster_home(work: Path, config: str) -> Path:
     return home
 
 
+CLI = str(Path(sys.executable).with_name("heymilo-pipeline"))
+
+
+def user_environment(
+    args: argparse.Namespace, root: Path, rate_limit: int, postings: list[str], **extra: str
+) -> dict[str, str]:
+    """What a user's ``heymilo-pipeline`` commands see: this environment without any HEYMILO_ or DAGSTER_
+    variable, then ``args``' server and first day, a fresh data dir and Dagster home (make demo's) under
+    ``root``, and ``extra``. Registers the postings (``heymilo-pipeline postings``) before it returns."""
+    from heymilo_pipeline.demo import DAGSTER_YAML
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
+    env.update(
+        HEYMILO_API_KEY=KEY, HEYMILO_BASE_URL=args.url, HEYMILO_DATA_DIR=str(root / "data"),
+        HEYMILO_START_DATE=args.first.isoformat(), HEYMILO_RATE_LIMIT=str(rate_limit),
+        HEYMILO_POSTINGS=",".join(postings), DAGSTER_HOME=str(dagster_home(root, DAGSTER_YAML)), **extra,
+    )  # fmt: skip
+    listed = subprocess.run([CLI, "postings"], env=env, cwd=root, capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise SystemExit(f"heymilo-pipeline postings failed in {root}:\n{listed.stdout}\n{listed.stderr[-3000:]}")
+    return env
+
+
 # --- child processes ------------------------------------------------------------------------
 
 

@@ -17,9 +17,11 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, WORK_DIR, dagster_home, vm_hwm, write_result
+from common import KEY, REPO, WORK_DIR, dagster_home, vm_hwm, write_result
 
 
 def main() -> None:
@@ -35,9 +37,10 @@ def main() -> None:
     WORK_DIR.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
         config = "telemetry:\n  enabled: false\n"
-        if args.postgres:  # as deploy/dagster.yaml has it, minus the run launcher (runs execute here)
+        if args.postgres:  # deploy/dagster.yaml's storage; its run launcher is not used (runs execute here)
             os.environ["DAGSTER_POSTGRES_URL"] = os.environ["HEYMILO_RATE_BUDGET_URL"] = args.postgres
-            config += "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_POSTGRES_URL\n"
+            deployed = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+            config += yaml.safe_dump({"storage": deployed["storage"]})
         home = dagster_home(Path(work), config)
         os.environ.update(
             {

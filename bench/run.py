@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -361,24 +361,20 @@ def postgres() -> Iterator[str | None]:
     sys.path.insert(0, str(common.REPO))
     from heymilo_pipeline_tests.servers import postgres_server
 
-    try:
-        server = postgres_server()
-        url = server.__enter__()
-    except RuntimeError as exc:
-        print(f"  no PostgreSQL: {exc}", flush=True)
-        yield None
-        return
-    try:
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres_server())
+        except RuntimeError as exc:
+            print(f"  no PostgreSQL: {exc}", flush=True)
+            url = None
         yield url
-    finally:
-        server.__exit__(None, None, None)
 
 
 def fresh_database(url: str, name: str) -> str:
     """A new database on the server, as the SQLAlchemy URL Dagster's storage takes (the budget takes it too)."""
-    from heymilo_pipeline_tests.servers import new_database
+    from heymilo_pipeline_tests.servers import new_database, sqlalchemy_url
 
-    return new_database(url, name).replace("postgresql://", "postgresql+psycopg2://", 1)
+    return sqlalchemy_url(new_database(url, name))
 
 
 def bench_dagster(report: Report) -> None:

@@ -8,7 +8,6 @@ server saw: requests, 429s, and the rate over the span of the two against the li
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,11 +18,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, WORK_DIR, dagster_home, range_arguments, write_result
-
-from heymilo_pipeline.demo import DAGSTER_YAML
-
-CLI = str(Path(sys.executable).with_name("heymilo-pipeline"))
+from common import CLI, KEY, WORK_DIR, range_arguments, user_environment, write_result
 
 
 def main() -> None:
@@ -37,17 +32,7 @@ def main() -> None:
         for host, posting in zip("ab", args.posting, strict=True):  # one posting each
             root = Path(work) / host
             root.mkdir()
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
-            env.update(
-                HEYMILO_API_KEY=KEY, HEYMILO_BASE_URL=args.url, HEYMILO_DATA_DIR=str(root / "data"),
-                HEYMILO_START_DATE=args.first.isoformat(), HEYMILO_RATE_LIMIT=str(args.rate_limit),
-                HEYMILO_POSTINGS=posting, HEYMILO_RATE_BUDGET_URL=args.postgres,
-                DAGSTER_HOME=str(dagster_home(root, DAGSTER_YAML)),
-            )  # fmt: skip
-            listed = subprocess.run([CLI, "postings"], env=env, capture_output=True, text=True)
-            if listed.returncode != 0:
-                raise SystemExit(f"host {host}: heymilo-pipeline postings failed:\n{listed.stderr[-3000:]}")
-            envs.append(env)
+            envs.append(user_environment(args, root, args.rate_limit, [posting], HEYMILO_RATE_BUDGET_URL=args.postgres))
         time.sleep(float(httpx.get(f"{args.url}/_sim/stats", headers={"X-API-KEY": KEY}).json()["rate_window_s"]))
         httpx.post(f"{args.url}/_sim/stats/reset", headers={"X-API-KEY": KEY})
         command = [CLI, "backfill", "--start", args.first.isoformat(), "--end", args.last.isoformat()]

@@ -173,7 +173,7 @@ class Settings(PipelineSettings, ConnectionSettings):
             )
         connection = {name: getattr(self, name) for name in ConnectionSettings.model_fields}
         return ClientSettings.build(
-            **connection, api_key=self.api_key, state_dir=self.rate_limit_dir, budget_url=self.rate_budget_url
+            **connection, api_key=self.api_key, state_dir=self.rate_limit_dir, rate_budget_url=self.rate_budget_url
         )
 
     @classmethod

@@ -65,6 +65,12 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def sqlalchemy_url(url: str) -> str:
+    """``url`` as Dagster's storage takes it: SQLAlchemy's bare postgresql:// would look for psycopg 3, which
+    dagster-postgres does not bring (the rate budget takes this form too)."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
 def new_database(url: str, name: str) -> str:
     """A new empty database on the server of ``url``; returns its URL."""
     import psycopg2

@@ -30,7 +30,7 @@ from heymilo_pipeline.refresh import plan
 from heymilo_pipeline.settings import ENVIRONMENT
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
-from heymilo_pipeline_tests.servers import new_database
+from heymilo_pipeline_tests.servers import new_database, sqlalchemy_url
 from heymilo_pipeline_tests.support import LAST, START, clean_environ, cli, finish, slots_from_processes, smallest_gap
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -85,7 +85,7 @@ def test_the_budget_survives_a_dropped_connection(budget_db: str) -> None:
 
 
 def test_the_key_and_the_password_stay_out_of_the_database_and_the_errors(budget_db: str) -> None:
-    settings = ClientSettings.build(api_key="sk_live_SECRET", budget_url=budget_db)
+    settings = ClientSettings.build(api_key="sk_live_SECRET", rate_budget_url=budget_db)
     limiter = settings.limiter()
     assert isinstance(limiter, PostgresRateLimiter)
     limiter.reserve()
@@ -97,16 +97,12 @@ def test_the_key_and_the_password_stay_out_of_the_database_and_the_errors(budget
     conn.close()
     host = budget_db.split("@", 1)[1].split("/", 1)[0]
     unreachable = f"postgresql://heymilo:hunter2-PASSWORD@{host.split(':')[0]}:1/postgres"
-    broken = ClientSettings.build(api_key="sk_live_SECRET", budget_url=unreachable).limiter()
+    broken = ClientSettings.build(api_key="sk_live_SECRET", rate_budget_url=unreachable).limiter()
     with pytest.raises(ConfigurationError) as raised:
         broken.reserve()
     message = str(raised.value)
     assert "HEYMILO_RATE_BUDGET_URL" in message and "cannot be used" in message
     assert "hunter2" not in message and "SECRET" not in message and "hunter2" not in repr(broken)
-
-
-def sqlalchemy_url(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def production_home(root: Path) -> Path:

@@ -60,7 +60,7 @@ class ClientSettings(ConnectionSettings):
     state_dir: Path = Field(
         Path("data/.ratelimit"), description="Where the shared rate budget lives (one file per key)."
     )
-    budget_url: PostgresURL | None = Field(
+    rate_budget_url: PostgresURL | None = Field(
         None, description="A PostgreSQL URL: the rate budget lives there instead, shared by every host."
     )
 
@@ -84,6 +84,7 @@ class ClientSettings(ConnectionSettings):
 
     def limiter(self) -> RateLimiter:
         key, rate = self.api_key.get_secret_value(), (self.requests_per_minute, self.rate_window_seconds)
-        if self.budget_url is not None:
-            return PostgresRateLimiter.for_key(self.budget_url.get_secret_value(), key, self.base_url, *rate)
+        if self.rate_budget_url is not None:
+            url = self.rate_budget_url.get_secret_value()
+            return PostgresRateLimiter.for_key(url, key, self.base_url, *rate)
         return SharedRateLimiter.for_key(self.state_dir, key, self.base_url, *rate)

@@ -62,7 +62,7 @@ class HeyMiloAPI(dg.ConfigurableResource):
         connection = {name: getattr(self, name) for name in ConnectionSettings.model_fields}
         try:
             return ClientSettings.build(
-                **connection, api_key=self.api_key, state_dir=Path(self.state_dir), budget_url=self.rate_budget_url
+                **connection, api_key=self.api_key, state_dir=Path(self.state_dir), rate_budget_url=self.rate_budget_url
             )
         except ConfigurationError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
