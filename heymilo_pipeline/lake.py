@@ -170,9 +170,9 @@ class Lake:
         first and candidates last, so whatever a crash interrupts, no table file is newer than its raw
         file. Returns the files per month (keyed by the month's first day).
         """
-        candidates = _conform(candidates, CANDIDATES, posting_id, days)
-        steps = _conform(steps, WORKFLOW_STEPS, posting_id, days)
-        raw = _raw_table(posting_id, days, raw_records, candidates)
+        candidates = conform(candidates, CANDIDATES, posting_id, days)
+        steps = conform(steps, WORKFLOW_STEPS, posting_id, days)
+        raw = raw_table(posting_id, days, raw_records, candidates)
         months = sorted({month_of(d) for d in days.days})
         # A candidate now under one of these days leaves the day that held it before (its created_at
         # changed): interview_id is unique across the posting's lake, not only within a day.
@@ -348,7 +348,7 @@ def _holds_any(candidates_file: Path, interview_ids: pa.Array) -> bool:
     return bool(pc.any(pc.is_in(stored, value_set=interview_ids)).as_py())
 
 
-def _conform(table: pa.Table, spec: TableSpec, posting_id: str, days: DayRange) -> pa.Table:
+def conform(table: pa.Table, spec: TableSpec, posting_id: str, days: DayRange) -> pa.Table:
     """The table with its declared schema (descriptions included), if every row belongs to the slice."""
     if table.column_names != spec.names:
         raise ValueError(f"{spec.name}: columns {table.column_names} are not the declared {spec.names}")
@@ -377,7 +377,7 @@ def raw_json(records: Sequence[dict[str, Any]]) -> pa.Array:
     return pa.array([json_text(r) for r in records], pa.string())
 
 
-def _raw_table(
+def raw_table(
     posting_id: str, days: DayRange, raw: Sequence[dict[str, Any]] | pa.Table, candidates: pa.Table
 ) -> pa.Table:
     """The raw records as rows of RAW_RECORDS, each on its candidate's row (so its day, partition_day included).

@@ -60,9 +60,10 @@ class TableSpec:
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
 
-    def create_sql(self) -> str:
+    def create_sql(self, primary_key: bool = True) -> str:
+        """CREATE TABLE IF NOT EXISTS; ``primary_key`` False for engines without keys (DuckLake)."""
         lines = [f'"{c.name}" {c.sql_type}{"" if c.nullable else " NOT NULL"}' for c in self.columns]
-        if self.primary_key:
+        if self.primary_key and primary_key:
             lines.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in self.primary_key) + ")")
         return f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n    ' + ",\n    ".join(lines) + "\n)"
 

@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app
 from heymilo_pipeline_tests.factories import SIM_KEY, SimGet, make_get
+from heymilo_pipeline_tests.servers import S3Server
 
 # ~5 postings of 3-5k candidates: big enough for bulk ingests larger than a page, fast to build.
 SIM_SPEC = TenantSpec(seed=11, postings=5, candidates_per_posting=(3000, 5000))
@@ -43,3 +44,12 @@ def postgres_url() -> Iterator[str]:
 
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A throwaway S3 server (moto) with one bucket, for the session."""
+    from heymilo_pipeline_tests.servers import s3_server
+
+    with s3_server() as server:
+        yield server

@@ -1,6 +1,6 @@
-"""Throwaway servers the multi-host tests start themselves: a PostgreSQL cluster in a temporary directory on a
-free loopback port, torn down after. Where a binary is missing they fail saying what to install; they never
-skip, so a machine without PostgreSQL cannot pass the tests that need it."""
+"""Throwaway servers the multi-host tests start themselves, torn down after: a PostgreSQL cluster in a temporary
+directory on a free loopback port, and moto's S3 server on another. Where a binary is missing they fail saying
+what to install; they never skip, so a machine without them cannot pass the tests that need them."""
 
 from __future__ import annotations
 
@@ -9,16 +9,26 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 POSTGRES_MISSING = (
     "PostgreSQL's server programs (initdb, pg_ctl) are not on PATH. These tests start their own throwaway server: "
     "install PostgreSQL 14 or later (Debian/Ubuntu: apt-get install postgresql, then add /usr/lib/postgresql/<v>/bin "
     "to PATH; macOS: brew install postgresql@16) and run them again."
 )
+S3_MISSING = (
+    "moto's S3 server (the moto_server command) is not installed next to this Python. The shared-tables tests start "
+    "their own throwaway S3: pip install 'moto[server]' (the test extra has it) and run them again."
+)
+# Credentials moto accepts (any): what the tests' hosts get as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+S3_KEY_ID, S3_SECRET = "heymilo-test", "heymilo-test-secret"
 # initdb refuses to run as root; a root test run starts the server as this user instead.
 SERVER_USER = "postgres"
 
@@ -81,3 +91,62 @@ def new_database(url: str, name: str) -> str:
         cursor.execute(f'CREATE DATABASE "{name}"')
     conn.close()
     return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str  # http://127.0.0.1:<port>
+    bucket: str
+
+    def environ(self) -> dict[str, str]:
+        """AWS's usual variables for a client of this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every object key of the bucket under ``prefix``."""
+        return sorted(o["Key"] for page in self._client().get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ) for o in page.get("Contents", []))  # fmt: skip
+
+    def _client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+            region_name="us-east-1",
+        )
+
+
+@contextmanager
+def s3_server(bucket: str = "heymilo-lake") -> Iterator[S3Server]:
+    """moto's S3 server on a free loopback port, with one empty bucket."""
+    command = Path(sys.executable).parent / "moto_server"
+    if not command.is_file():
+        raise RuntimeError(S3_MISSING)
+    port = free_port()
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen([command, "-H", "127.0.0.1", "-p", str(port)], stdout=output, stderr=subprocess.STDOUT)
+        try:
+            server = S3Server(f"http://127.0.0.1:{port}", bucket)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    server._client().create_bucket(Bucket=bucket)
+                    break
+                except Exception:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        output.seek(0)
+                        raise RuntimeError(f"moto's S3 server did not start: {output.read()[-2000:]!r}") from None
+                    time.sleep(0.1)
+            yield server
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)

@@ -6,8 +6,9 @@ hooks, so the test watches for evidence of the phase and kills then:
 
 - Parquet: a hidden ``.part.parquet.tmp-*`` file appears in the lake (steps files are written before candidates
   files; one kill for each);
-- DuckDB: the run logged that the lake is written and the DuckDB load begins, and wrote ``heymilo.duckdb.wal``;
-  one kill at that moment, one 0.25 s later (the load may have committed by then). Each starts from the same older
+- DuckDB: the run logged that the lake is written and the DuckDB load begins, and one of its processes holds
+  ``heymilo.duckdb`` open (read off /proc: the load's connection, whatever DuckDB writes first); one kill at that
+  moment, one 0.25 s later (the load may have committed by then). Each starts from the same older
   DuckDB file.
 
 A phase the probe misses (the run finished first) is tried again, up to three times. The crash site first holds
@@ -168,7 +169,7 @@ def walk(root: Path) -> Iterator[Path]:
 
 
 Probe = Callable[[], dict[str, Any] | None]
-ProbeFactory = Callable[[int, LogTail], Probe]  # (launch time in ns, the run's log) -> probe
+ProbeFactory = Callable[[int, LogTail, int], Probe]  # (launch time in ns, the run's log, its process group) -> probe
 
 
 def parquet_temp(site: Site, under: str = "") -> Probe:
@@ -181,24 +182,41 @@ def parquet_temp(site: Site, under: str = "") -> Probe:
     return probe
 
 
-def loading(site: Site, launched_ns: int, log: LogTail, delay_s: float = 0.0) -> Probe:
-    """The load step has begun (its log line) and this run has written DuckDB's WAL (its first commit)."""
+def loading(site: Site, group: int, log: LogTail, delay_s: float = 0.0) -> Probe:
+    """The load step has begun: its log line, and a process of the run holds the DuckDB file open.
+
+    The file is open only while the warehouse works (it is closed between calls), and the line comes after the
+    lake's writes, so both together are the load itself. /proc, not DuckDB's WAL: which statement first writes
+    a WAL differs between DuckDB releases.
+    """
     state: dict[str, float] = {}
 
     def probe() -> dict[str, Any] | None:
         if "since" not in state:
-            try:
-                fresh_wal = site.wal.stat().st_mtime_ns >= launched_ns  # not a WAL left by an earlier kill
-            except FileNotFoundError:
-                return None
-            if not fresh_wal or LOAD_STARTED not in log.read():
+            if LOAD_STARTED not in log.read() or not holds_open(group, site.db):
                 return None
             state["since"] = time.monotonic()
         if time.monotonic() - state["since"] < delay_s:
             return None
-        return {"wal_at_kill": site.wal.exists(), "db_mtime_changed": site.db.stat().st_mtime_ns >= launched_ns}
+        return {"db_open_at_kill": holds_open(group, site.db), "wal_at_kill": site.wal.exists()}
 
     return probe
+
+
+def holds_open(group: int, path: Path) -> bool:
+    """Whether a process of the process group ``group`` has ``path`` open."""
+    target = str(path.resolve())
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != group:
+                continue
+            if any(os.readlink(fd.path) == target for fd in os.scandir(f"/proc/{entry.name}/fd")):
+                return True
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return False
 
 
 @dataclass
@@ -230,7 +248,7 @@ def kill_during(
         before = checksums(site.db) if site.db.exists() else {}
         launched_ns = time.time_ns()
         proc, log = site.start(url)
-        probe = make_probe(launched_ns, LogTail(log))
+        probe = make_probe(launched_ns, LogTail(log), proc.pid)
         started = time.monotonic()
         evidence = None
         try:
@@ -336,10 +354,14 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> CrashStory:
             kill_during(crash, url, "writing Parquet (candidates files)", lambda *_: parquet_temp(crash, "candidates"))
         )
         story.kills.append(
-            kill_during(crash, url, "loading DuckDB (load begun)", lambda t, log: loading(crash, t, log), older_db)
+            kill_during(
+                crash, url, "loading DuckDB (load begun)", lambda _, log, group: loading(crash, group, log), older_db
+            )
         )
         story.kills.append(
-            kill_during(crash, url, "loading DuckDB (+0.25 s)", lambda t, log: loading(crash, t, log, 0.25), older_db)
+            kill_during(
+                crash, url, "loading DuckDB (+0.25 s)", lambda _, log, group: loading(crash, group, log, 0.25), older_db
+            )
         )
         crash.run(url)
     story.final = checksums(crash.db)

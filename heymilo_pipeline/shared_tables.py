@@ -1,0 +1,399 @@
+"""The shared tables: DuckLake, with its catalog in PostgreSQL and its data files on S3 (or any path).
+
+What several hosts can share where the single-machine setup has local month files and one DuckDB file: every
+table the pipeline writes (``raw_candidates``, ``candidates``, ``candidate_workflow_steps``,
+``partition_loads``, ``postings``), with the same columns and comments as the DuckDB warehouse, minus the
+primary keys (DuckLake has none; a slice's replacement deletes what it inserts, so keys stay unique).
+
+- A slice (posting x days) is replaced in ONE DuckLake transaction: its raw records, rows, steps and the
+  days it covers. A host killed before the commit leaves data files no snapshot references, never a half
+  slice.
+- Two writers conflict when one deletes from a table the other inserts into (any posting): DuckLake refuses
+  the later commit. ``replace_slices`` then starts over from scratch, with jittered backoff, a bounded number
+  of times; nothing of the losing attempt is visible.
+- ``publish`` copies the tables into a DuckDB file for notebooks, in one transaction on that file (DuckDB's
+  lock on the file: one loader at a time), all read from one snapshot.
+- ``attach_sql`` is what an analyst runs to read the shared tables directly, read-only.
+
+DuckDB cannot download extensions here, so ducklake, httpfs and postgres_scanner are loaded from the
+``duckdb-extension-*`` wheels (the production extra); each is built for one DuckDB release.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import duckdb
+import pyarrow as pa
+
+from heymilo_pipeline.api.windows import DayRange
+from heymilo_pipeline.lake import conform, raw_table
+from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, RAW_RECORDS, WORKFLOW_STEPS, TableSpec
+
+log = logging.getLogger("heymilo_pipeline.shared_tables")
+
+LAKE = "heymilo_lake"  # the name the catalog is attached under
+EXTENSIONS = ("ducklake", "httpfs", "postgres_scanner")
+TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS, PARTITION_LOADS, POSTINGS)
+SLICE_TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS)  # what a slice replaces (partition_loads besides)
+# A conflict costs one attempt (a few hundred ms); more than this many in a row means a writer that never
+# lets go, not bad luck.
+ATTEMPTS = 8
+BACKOFF_S = (0.05, 2.0)  # first and largest pause between attempts, jittered
+_CONFLICT = "Transaction conflict"
+
+
+class SharedTablesError(RuntimeError):
+    """The shared tables cannot be reached or written; the message says which and what to do."""
+
+
+class SharedTablesBusyError(SharedTablesError):
+    """Other writers won every attempt at one commit."""
+
+
+@dataclass(frozen=True)
+class S3:
+    """Credentials and endpoint of S3-compatible storage (from AWS's usual environment variables)."""
+
+    key_id: str
+    secret: str
+    region: str = "us-east-1"
+    endpoint: str | None = None  # http(s)://host:port of a non-AWS server (MinIO, moto, R2 ...)
+
+    def __repr__(self) -> str:
+        return f"S3(region={self.region!r}, endpoint={self.endpoint!r})"  # never the key or secret
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> S3 | None:
+        key_id, secret = environ.get("AWS_ACCESS_KEY_ID"), environ.get("AWS_SECRET_ACCESS_KEY")
+        if not key_id or not secret:
+            return None
+        endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
+        region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return cls(key_id, secret, region, endpoint)
+
+    def secret_sql(self) -> str:
+        options = {"KEY_ID": self.key_id, "SECRET": self.secret, "REGION": self.region}
+        if self.endpoint:
+            parts = urlsplit(self.endpoint)
+            options |= {"ENDPOINT": parts.netloc or parts.path, "URL_STYLE": "path"}
+            use_ssl = "false" if parts.scheme == "http" else "true"
+        else:
+            use_ssl = "true"
+        listed = ", ".join(f"{name} {_literal(value)}" for name, value in options.items())
+        return f"CREATE OR REPLACE SECRET heymilo_s3 (TYPE s3, {listed}, USE_SSL {use_ssl})"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Where the shared tables live: a PostgreSQL database (the catalog) and a data path (s3://... or a dir)."""
+
+    url: str  # postgresql://user:password@host:port/db; the password is never shown
+    data_path: str
+    s3: S3 | None = None
+
+    def __post_init__(self) -> None:
+        if urlsplit(self.url).scheme.split("+")[0] not in ("postgresql", "postgres"):
+            raise SharedTablesError("the shared tables' catalog must be a postgresql:// URL")
+        if self.data_path.startswith("s3://") and self.s3 is None:
+            raise SharedTablesError(
+                f"the shared tables' data path {self.data_path} is on S3, but AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY are not set (and AWS_ENDPOINT_URL for storage other than AWS)"
+            )
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.shown_url!r}, {self.data_path!r})"
+
+    @property
+    def shown_url(self) -> str:
+        """The URL without its password: what errors and logs may name."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        user = f"{parts.username}@" if parts.username else ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"postgresql://{user}{host}{port}{parts.path}"
+
+    def attach_sql(self, read_only: bool = False) -> str:
+        """The ATTACH statement (after the extensions and the S3 secret); it holds the password, if any."""
+        dsn = self.url.replace("postgresql+psycopg2://", "postgresql://", 1)
+        options = [f"DATA_PATH {_literal(self.data_path)}"] + (["READ_ONLY"] if read_only else [])
+        return f"ATTACH {_literal('ducklake:postgres:' + dsn)} AS {LAKE} ({', '.join(options)})"
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An in-memory DuckDB connection (TimeZone UTC) whose default catalog is the shared tables."""
+        conn = duckdb.connect()
+        try:
+            conn.execute("SET TimeZone = 'UTC'")
+            self.attach(conn, read_only)
+            conn.execute(f"USE {LAKE}")
+            yield conn
+        finally:
+            conn.close()
+
+    def attach(self, conn: duckdb.DuckDBPyConnection, read_only: bool = False) -> None:
+        """Attach the shared tables to ``conn`` as ``heymilo_lake`` (extensions and S3 secret first)."""
+        for name in EXTENSIONS:
+            conn.execute(f"LOAD {_literal(str(extension_path(name)))}")
+        if self.s3 is not None:
+            conn.execute(self.s3.secret_sql())
+        try:
+            conn.execute(self.attach_sql(read_only))
+        except duckdb.Error as exc:
+            raise SharedTablesError(
+                f"cannot attach the shared tables (catalog {self.shown_url}, data {self.data_path}): "
+                f"{self._scrub(str(exc))}. Check that the database is reachable and that its user may create tables "
+                "(the first writer creates DuckLake's catalog tables)."
+            ) from None
+
+    def _scrub(self, text: str) -> str:
+        password = urlsplit(self.url).password
+        text = text.replace(self.url, self.shown_url)
+        return text.replace(password, "***") if password else text
+
+
+def extension_path(name: str) -> Path:
+    """The extension file a ``duckdb-extension-<name>`` wheel ships for the running DuckDB."""
+    package = f"duckdb_extension_{name}"
+    version = duckdb.__version__
+    wanted = f"pip install 'duckdb=={version}' 'duckdb-extension-{name.replace('_', '-')}=={version}'"
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise SharedTablesError(f"the DuckDB extension {name} is not installed: {wanted}") from None
+    path = Path(module.__file__ or "").parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.is_file():
+        built = sorted(p.name for p in path.parent.parent.glob("v*"))
+        raise SharedTablesError(
+            f"the DuckDB extension {name} was built for DuckDB {', '.join(built) or '?'}, not {duckdb.__version__}: "
+            f"{wanted}"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class SliceRows:
+    """One fetched slice as the shared tables take it: a posting x day range and every row it holds."""
+
+    posting_id: str
+    days: DayRange
+    raw: pa.Table  # lake.RAW_TEXTS: (interview_id, JSON text), row for row with candidates
+    candidates: pa.Table
+    steps: pa.Table
+
+
+class SharedTables:
+    """The pipeline's tables in one DuckLake (see the module docstring)."""
+
+    def __init__(self, catalog: Catalog, attempts: int = ATTEMPTS) -> None:
+        self.catalog = catalog
+        self.attempts = attempts
+        self.conflicts = 0  # commits lost to another writer (and then retried), since this object was made
+
+    def __repr__(self) -> str:
+        return f"SharedTables({self.catalog!r})"
+
+    def ensure_schema(self) -> None:
+        """Create missing tables and columns and apply every comment. Idempotent, and safe to race."""
+        with self.catalog.connect() as conn:
+            self._retrying(conn, "creating the tables", lambda: _create(conn))
+
+    def replace_slices(self, slices: Sequence[SliceRows], run_id: str) -> dict[str, int]:
+        """Replace every slice (its raw records, rows, steps and covered days) in ONE transaction.
+
+        Every slice is checked first (columns, posting, days), so a refused one writes nothing. A candidate now
+        under one of the days leaves whatever day or posting held it before. Returns rows inserted per table.
+        """
+        checked = [_checked(s) for s in slices]
+        where = "; ".join(f"posting {s.posting_id}, days {s.days}" for s in slices[:5])
+        with self.catalog.connect() as conn:
+            return self._retrying(conn, where, lambda: _replace(conn, checked, run_id))
+
+    def delete_posting(self, posting_id: str) -> dict[str, int]:
+        """Remove every row of one posting (all tables but postings), in one transaction."""
+        tables = (*SLICE_TABLES, PARTITION_LOADS)
+
+        def delete(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+            return {
+                t.name: conn.execute(f'DELETE FROM "{t.name}" WHERE posting_id = ?', [posting_id]).fetchone()[0]
+                for t in tables
+            }
+
+        with self.catalog.connect() as conn:
+            return self._retrying(conn, f"posting {posting_id}", lambda: delete(conn))
+
+    def read(self, table: TableSpec, posting_id: str | None = None, days: DayRange | None = None) -> pa.Table:
+        """A table's rows (optionally one posting and day range) as Arrow, with its declared schema."""
+        where, params = _where(posting_id, days)
+        with self.catalog.connect(read_only=True) as conn:
+            found = conn.execute(f'SELECT {_names(table)} FROM "{table.name}"{where}', params).to_arrow_table()
+        return found.cast(table.schema)
+
+    def loaded_days(self, posting_id: str) -> set[date]:
+        """The days of one posting the shared tables hold (loaded, empty or not)."""
+        sql = f'SELECT partition_date FROM "{PARTITION_LOADS.name}" WHERE posting_id = ?'
+        with self.catalog.connect(read_only=True) as conn:
+            return {day for (day,) in conn.execute(sql, [posting_id]).fetchall()}
+
+    def publish(self, path: Path | str) -> dict[str, int]:
+        """Copy every shared table into the DuckDB file at ``path``, in one transaction on the file.
+
+        The file gets the warehouse's schema (keys and comments: ``Warehouse.ensure_schema``) and exactly the
+        shared tables' rows of one snapshot. DuckDB's lock on the file makes loaders take turns; readers of the
+        file see the previous copy until the commit. Returns rows per table.
+        """
+        from heymilo_pipeline.warehouse import Warehouse  # the warehouse depends on the lake, not on this
+
+        warehouse = Warehouse(path)
+        warehouse.ensure_schema()
+        with warehouse.connect() as conn:
+            self.catalog.attach(conn, read_only=True)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                for table in (CANDIDATES, WORKFLOW_STEPS, PARTITION_LOADS, POSTINGS):
+                    names = _names(table)
+                    conn.execute(f'DELETE FROM "{table.name}"')
+                    conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {LAKE}."{table.name}"')
+                counts = {
+                    t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0]
+                    for t in (CANDIDATES, WORKFLOW_STEPS, PARTITION_LOADS, POSTINGS)
+                }
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return counts
+
+    def _retrying(self, conn: duckdb.DuckDBPyConnection, where: str, work: Any) -> Any:
+        pause = BACKOFF_S[0]
+        for attempt in range(1, self.attempts + 1):
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                result = work()
+                conn.execute("COMMIT")
+                return result
+            except duckdb.TransactionException as exc:
+                # A failed commit has already ended the transaction; a failed statement has not.
+                with suppress(duckdb.Error):
+                    conn.execute("ROLLBACK")
+                if _CONFLICT not in str(exc):
+                    raise
+                self.conflicts += 1
+                if attempt == self.attempts:
+                    raise SharedTablesBusyError(
+                        f"{where}: another writer of the shared tables won each of {self.attempts} attempts to "
+                        "commit; nothing of this write is in the tables. Rerun it: it replaces whole slices, so "
+                        "running it again is safe."
+                    ) from None
+                log.info("%s: commit conflicted with another writer (attempt %d); retrying", where, attempt)
+                time.sleep(pause * random.uniform(0.5, 1.5))
+                pause = min(pause * 2, BACKOFF_S[1])
+            except BaseException:
+                with suppress(duckdb.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        raise AssertionError("unreachable")
+
+
+def _create(conn: duckdb.DuckDBPyConnection) -> None:
+    for table in TABLES:
+        conn.execute(table.create_sql(primary_key=False))
+        listed = conn.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?", [LAKE, table.name]
+        )
+        existing = {name for (name,) in listed.fetchall()}
+        for column in table.columns:
+            if column.name not in existing:  # a column added in a later release; old rows get NULL
+                conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
+        for statement in table.comment_sql():
+            conn.execute(statement)
+
+
+def _checked(item: SliceRows) -> SliceRows:
+    candidates = conform(item.candidates, CANDIDATES, item.posting_id, item.days)
+    steps = conform(item.steps, WORKFLOW_STEPS, item.posting_id, item.days)
+    raw = raw_table(item.posting_id, item.days, item.raw, candidates)
+    return SliceRows(item.posting_id, item.days, raw, candidates, steps)
+
+
+def _replace(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceRows], run_id: str) -> dict[str, int]:
+    inserted = {t.name: 0 for t in SLICE_TABLES}
+    for item in slices:
+        bounds = [item.posting_id, item.days.first, item.days.last]
+        rows = {RAW_RECORDS.name: item.raw, CANDIDATES.name: item.candidates, WORKFLOW_STEPS.name: item.steps}
+        conn.register("heymilo_incoming_ids", item.candidates.select(["interview_id"]))
+        try:
+            # A candidate now under one of these days leaves whatever day (or posting) held it before:
+            # interview_id is the key of the whole table. Those days' counts change too.
+            moved = conn.execute(
+                "SELECT DISTINCT posting_id, created_date FROM candidates WHERE interview_id IN "
+                "(SELECT interview_id FROM heymilo_incoming_ids) "
+                "AND NOT (posting_id = ? AND created_date BETWEEN ? AND ?)",
+                bounds,
+            ).fetchall()
+            for table in SLICE_TABLES:
+                conn.execute(
+                    f'DELETE FROM "{table.name}" WHERE (posting_id = ? AND created_date BETWEEN ? AND ?) '
+                    "OR interview_id IN (SELECT interview_id FROM heymilo_incoming_ids)",
+                    bounds,
+                )
+                if rows[table.name].num_rows:
+                    conn.register("heymilo_incoming", rows[table.name])
+                    names = _names(table)
+                    conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM heymilo_incoming')
+                    conn.unregister("heymilo_incoming")
+                inserted[table.name] += rows[table.name].num_rows
+        finally:
+            conn.unregister("heymilo_incoming_ids")
+        conn.execute(
+            f'DELETE FROM "{PARTITION_LOADS.name}" WHERE posting_id = ? AND partition_date BETWEEN ? AND ?', bounds
+        )
+        conn.execute(_RECORD_LOADS, [item.posting_id, run_id, item.days.first, item.days.last])
+        for posting_id, day in moved:
+            conn.execute(
+                f'UPDATE "{PARTITION_LOADS.name}" SET rows = (SELECT count(*) FROM candidates '
+                "WHERE posting_id = ?1 AND created_date = ?2) WHERE posting_id = ?1 AND partition_date = ?2",
+                [posting_id, day],
+            )
+    return inserted
+
+
+# Every day of the slice, empty ones included, with its count (DuckLake has no keys: the caller deleted first).
+_RECORD_LOADS = f"""
+INSERT INTO "{PARTITION_LOADS.name}"
+SELECT ?1, d.day::DATE, coalesce(c.n, 0), now(), ?2
+FROM generate_series(?3::DATE, ?4::DATE, INTERVAL 1 DAY) AS d(day)
+LEFT JOIN (
+    SELECT created_date, count(*) AS n FROM candidates
+    WHERE posting_id = ?1 AND created_date BETWEEN ?3 AND ?4 GROUP BY created_date
+) AS c ON c.created_date = d.day::DATE
+"""
+
+
+def _where(posting_id: str | None, days: DayRange | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if posting_id is not None:
+        clauses.append("posting_id = ?")
+        params.append(posting_id)
+    if days is not None:
+        clauses.append("created_date BETWEEN ? AND ?")
+        params += [days.first, days.last]
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _names(table: TableSpec) -> str:
+    return ", ".join(f'"{n}"' for n in table.names)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

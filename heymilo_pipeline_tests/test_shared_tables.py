@@ -1,0 +1,319 @@
+"""The shared tables (DuckLake: catalog in a throwaway PostgreSQL, files on a throwaway S3): slice replacement in
+one transaction, writers from several processes on the same posting-month, a writer killed mid-commit, the DuckDB
+file published for notebooks, an analyst's read-only attach, and errors that keep the password out."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from heymilo_pipeline import shared_tables
+from heymilo_pipeline.api.models import CandidateResponse
+from heymilo_pipeline.api.windows import DayRange
+from heymilo_pipeline.flatten import flatten
+from heymilo_pipeline.lake import RAW_TEXTS, raw_json
+from heymilo_pipeline.shared_tables import (
+    S3,
+    Catalog,
+    SharedTables,
+    SharedTablesBusyError,
+    SharedTablesError,
+    SliceRows,
+    extension_path,
+)
+from heymilo_pipeline.tables import CANDIDATES, RAW_RECORDS, WORKFLOW_STEPS
+from heymilo_pipeline.warehouse import Warehouse
+from heymilo_pipeline_tests.factories import DAY, DAYS, fetched, fetched_on
+from heymilo_pipeline_tests.servers import S3Server, new_database
+
+SLICE_TABLE_NAMES = ("raw_candidates", "candidates", "candidate_workflow_steps")
+
+
+def slice_of(raw: list[dict[str, Any]], posting_id: str = "P1", days: DayRange = DAYS) -> SliceRows:
+    """Records as a fetch hands them over: flattened, and their JSON text row for row with the candidates."""
+    for record in raw:
+        record["posting_id"] = posting_id
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    by_id = dict(zip((r["interview_id"] for r in raw), raw_json(raw).to_pylist(), strict=True))
+    ids = candidates["interview_id"].to_pylist()
+    texts = pa.table({"interview_id": ids, "record": [by_id[i] for i in ids]}, schema=RAW_TEXTS)
+    return SliceRows(posting_id, days, texts, candidates, steps)
+
+
+def rows(tables: SharedTables, table: str = "candidates") -> list[tuple]:
+    with tables.catalog.connect(read_only=True) as conn:
+        return conn.execute(f"SELECT interview_id, posting_id, created_date FROM {table} ORDER BY ALL").fetchall()
+
+
+def keys_of(candidates: pa.Table) -> list[tuple]:
+    return list(zip(*(candidates[c].to_pylist() for c in ("interview_id", "posting_id", "created_date")), strict=True))
+
+
+def loads(tables: SharedTables) -> list[tuple]:
+    with tables.catalog.connect(read_only=True) as conn:
+        return conn.execute("SELECT posting_id, partition_date, rows FROM partition_loads ORDER BY ALL").fetchall()
+
+
+def new_catalog(postgres_url: str, s3: S3Server) -> Catalog:
+    name = f"lake_{uuid.uuid4().hex[:10]}"
+    return Catalog(new_database(postgres_url, name), f"s3://{s3.bucket}/{name}/", S3.from_environ(s3.environ()))
+
+
+@pytest.fixture
+def catalog(postgres_url: str, s3: S3Server) -> Catalog:
+    return new_catalog(postgres_url, s3)
+
+
+@pytest.fixture
+def shared(catalog: Catalog) -> SharedTables:
+    tables = SharedTables(catalog)
+    tables.ensure_schema()
+    return tables
+
+
+# --- fast: settings and messages (no servers) ---------------------------------------------------------------
+
+
+def test_s3_settings_from_the_usual_variables_never_show_the_secret() -> None:
+    assert S3.from_environ({"AWS_ACCESS_KEY_ID": "AK"}) is None  # half a credential is none
+    s3 = S3.from_environ(
+        {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "it's-secret", "AWS_ENDPOINT_URL": "http://minio:9000"}
+    )
+    assert s3 is not None and s3.region == "us-east-1"
+    assert "secret" not in repr(s3) and "AK" not in repr(s3)
+    sql = s3.secret_sql()
+    assert "SECRET 'it''s-secret'" in sql  # quoted, not injected
+    assert "ENDPOINT 'minio:9000'" in sql and "USE_SSL false" in sql and "URL_STYLE 'path'" in sql
+    aws = S3("AK", "S", "eu-west-1").secret_sql()
+    assert "ENDPOINT" not in aws and "USE_SSL true" in aws and "REGION 'eu-west-1'" in aws
+
+
+def test_a_catalog_names_what_is_missing_and_hides_its_password() -> None:
+    catalog = Catalog("postgresql+psycopg2://heymilo:hunter2@db:5432/lake", "/data/lake/")
+    assert "hunter2" not in repr(catalog) and catalog.shown_url == "postgresql://heymilo@db:5432/lake"
+    assert "ducklake:postgres:postgresql://heymilo:hunter2@db:5432/lake" in catalog.attach_sql()
+    assert "READ_ONLY" in catalog.attach_sql(read_only=True)
+    with pytest.raises(SharedTablesError, match="AWS_ACCESS_KEY_ID"):
+        Catalog("postgresql://db/lake", "s3://bucket/lake/")
+    with pytest.raises(SharedTablesError, match="postgresql://"):
+        Catalog("mysql://db/lake", "/data/lake/")
+    with pytest.raises(SharedTablesError, match=r"pip install 'duckdb==.*' 'duckdb-extension-nothing=="):
+        extension_path("nothing")
+    assert extension_path("ducklake").is_file()  # the production extra's wheel, for this DuckDB
+
+
+# --- with PostgreSQL and S3 --------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_slice_round_trips_with_its_empty_days_and_files_on_s3(shared: SharedTables, s3: S3Server) -> None:
+    raw = fetched_on(DAY, (300, 0, 200))  # beyond DuckLake's inlining: real files on S3
+    item = slice_of(raw)
+    inserted = shared.replace_slices([item], "run-1")
+    assert inserted == {"raw_candidates": 500, "candidates": 500, "candidate_workflow_steps": item.steps.num_rows}
+    back = shared.read(CANDIDATES, "P1", DAYS).sort_by("interview_id")
+    assert back.equals(item.candidates.cast(CANDIDATES.schema).sort_by("interview_id"))
+    steps = shared.read(WORKFLOW_STEPS).sort_by([("interview_id", "ascending"), ("step_id", "ascending")])
+    assert steps.equals(item.steps.cast(WORKFLOW_STEPS.schema).sort_by(
+        [("interview_id", "ascending"), ("step_id", "ascending")]
+    ))  # fmt: skip
+    assert sorted(shared.read(RAW_RECORDS)["record"].to_pylist()) == sorted(item.raw["record"].to_pylist())
+    assert loads(shared) == [("P1", DAY, 300), ("P1", DAY + timedelta(days=1), 0), ("P1", DAY + timedelta(days=2), 200)]
+    assert shared.loaded_days("P1") == set(DAYS.days)
+    prefix = shared.catalog.data_path.removeprefix(f"s3://{s3.bucket}/")
+    assert any(k.endswith(".parquet") for k in s3.keys(prefix)), "the rows should be in Parquet files on S3"
+
+
+@pytest.mark.integration
+def test_replacing_days_replaces_them_and_a_moved_candidate_leaves_its_old_day(shared: SharedTables) -> None:
+    shared.replace_slices([slice_of(fetched(per_day=(3, 0, 2)))], "run-1")
+    before = rows(shared)
+    # The last day again, now with one candidate; and candidate 1 (day 1) now created on day 3.
+    last = DayRange.single(DAYS.last)
+    again = fetched_on(DAYS.last, (1,), first=10)
+    moved = fetched_on(DAYS.last, (1,), first=0)  # interview_id of n=1, created on the last day now
+    shared.replace_slices([slice_of(again + moved, days=last)], "run-2")
+    after = rows(shared)
+    assert len(before) == 5 and len(after) == 4  # 3 - 1 moved on day 1, 2 -> 2 on the last day
+    assert [r for r in after if r[2] == DAY] == [r for r in before if r[2] == DAY and r[0] != moved[0]["interview_id"]]
+    assert {r[0] for r in after if r[2] == DAYS.last} == {again[0]["interview_id"], moved[0]["interview_id"]}
+    assert loads(shared)[0] == ("P1", DAY, 2)  # the day it left is recounted
+    assert len(rows(shared, "raw_candidates")) == 4
+    with pytest.raises(ValueError, match="outside the range"):  # checked before anything is written
+        shared.replace_slices([slice_of(fetched(per_day=(1,)), days=last)], "run-3")
+    assert rows(shared) == after
+
+
+def round_of(posting_id: str, first_day: int, n: int) -> SliceRows:
+    """Round ``n`` of a writer of ten days of one posting-month: its own candidates, 1-3 a day."""
+    days = DayRange(DAY + timedelta(days=first_day), DAY + timedelta(days=first_day + 9))
+    per_day = tuple((n + d) % 3 + 1 for d in range(10))
+    offset = {"P1": 0, "P2": 500_000}[posting_id] + 10_000 * first_day + 100 * n
+    return slice_of(fetched_on(days.first, per_day, first=offset), posting_id, days)
+
+
+def write_rounds(catalog: Catalog, posting_id: str, first_day: int, rounds: int, queue: Any) -> None:
+    """A writer host: ``rounds`` replacements of its ten days, each round a new version."""
+    tables = SharedTables(catalog, attempts=20)
+    for n in range(rounds):
+        tables.replace_slices([round_of(posting_id, first_day, n)], f"{posting_id}-{first_day}-{n}")
+    queue.put(tables.conflicts)
+
+
+@pytest.mark.integration
+def test_two_hosts_writing_one_posting_month_at_once_lose_nothing(catalog: Catalog) -> None:
+    SharedTables(catalog).ensure_schema()
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    rounds, writers = 6, (("P1", 0), ("P1", 10), ("P2", 0))
+    hosts = [ctx.Process(target=write_rounds, args=(catalog, p, first, rounds, queue)) for p, first in writers]
+    for host in hosts:
+        host.start()
+    for host in hosts:
+        host.join(timeout=240)
+        assert host.exitcode == 0, "a writer failed (its error is above)"
+    conflicts = [queue.get(timeout=10) for _ in hosts]
+    # Exactly every writer's last round: nothing lost, nothing doubled.
+    last = [round_of(p, first, rounds - 1).candidates for p, first in writers]
+    expected = sorted(row for t in last for row in keys_of(t))
+    tables = SharedTables(catalog)
+    assert rows(tables) == expected
+    assert len(rows(tables, "raw_candidates")) == len(expected)
+    assert len(loads(tables)) == 30
+    assert sum(conflicts) > 0, "the writers never collided: the test did not test the retry"
+
+
+@pytest.mark.integration
+def test_a_writer_that_keeps_losing_gives_up_with_what_to_do(catalog: Catalog) -> None:
+    tables = SharedTables(catalog, attempts=3)
+    tables.ensure_schema()
+    tables.replace_slices([slice_of(fetched(per_day=(2, 1, 1)))], "run-1")
+    before = rows(tables)
+    item = shared_tables._checked(slice_of(fetched(per_day=(1, 1, 1), first=50)))
+    with catalog.connect() as mine, catalog.connect() as other:
+        victim = other.execute("SELECT * FROM candidates ORDER BY interview_id LIMIT 1").to_arrow_table()
+        other.register("victim", victim)
+
+        def work() -> dict[str, int]:
+            # Between this writer's statements and its commit, another host deletes (and puts back) a row of
+            # the table it inserts into, every time: DuckLake refuses each commit.
+            written = shared_tables._replace(mine, [item], "run-2")
+            other.execute("DELETE FROM candidates WHERE interview_id = ?", [victim["interview_id"][0].as_py()])
+            other.execute("INSERT INTO candidates SELECT * FROM victim")
+            return written
+
+        with pytest.raises(
+            SharedTablesBusyError, match=r"posting P1, days .*: another writer .* each of 3 .* Rerun it"
+        ):
+            tables._retrying(mine, f"posting P1, days {DAYS}", work)
+    assert tables.conflicts == 3
+    assert rows(tables) == before  # nothing of the losing attempts
+
+
+def write_forever(catalog: Catalog, ready: Any) -> None:
+    """A host rewriting one big slice, round after round, until killed."""
+    tables = SharedTables(catalog)
+    n = 0
+    ready.set()
+    while True:
+        n += 1
+        tables.replace_slices([slice_of(fetched_on(DAY, (400, 400, 400), first=10_000 * n))], f"forever-{n}")
+
+
+@pytest.mark.integration
+def test_a_host_killed_mid_write_leaves_a_whole_snapshot(catalog: Catalog, s3: S3Server) -> None:
+    tables = SharedTables(catalog)
+    tables.ensure_schema()
+    tables.replace_slices([slice_of(fetched_on(DAY, (400, 400, 400)))], "before")
+    prefix = catalog.data_path.removeprefix(f"s3://{s3.bucket}/")
+    ctx = multiprocessing.get_context("spawn")
+    outcomes = []
+    for files in (1, 2, 3):
+        ready = ctx.Event()
+        host = ctx.Process(target=write_forever, args=(catalog, ready))
+        host.start()
+        assert ready.wait(60)
+        # Killed once the write in progress has put 1, 2, 3 new data files on S3 (one per table it reached).
+        seen = set(s3.keys(prefix))
+        deadline = time.monotonic() + 60
+        while len(set(s3.keys(prefix)) - seen) < files and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(host.pid, signal.SIGKILL)
+        host.join(timeout=30)
+        # Every table holds one and the same round: 1,200 candidates (ids n of that round), 400 a day.
+        ids = {t: sorted({i for i, _, _ in rows(tables, t)}) for t in SLICE_TABLE_NAMES}
+        rounds = {(int(i, 16) - 1) // 10_000 for i in ids["candidates"]}
+        outcomes.append(sorted(rounds))
+        assert len(ids["candidates"]) == 1200 and len(rounds) == 1, rounds
+        assert ids["raw_candidates"] == ids["candidates"] == ids["candidate_workflow_steps"]
+        assert loads(tables) == [("P1", d, 400) for d in DAYS.days]
+        with catalog.connect(read_only=True) as conn:
+            runs = conn.execute("SELECT DISTINCT run_id FROM partition_loads").fetchall()
+        assert runs == [(f"forever-{rounds.pop()}" if rounds != {0} else "before",)]
+    # The kills landed inside transactions: files on S3 that no snapshot of the catalog ever registered.
+    assert unregistered(catalog, s3), f"no kill hit a write in progress: {outcomes}"
+    tables.replace_slices([slice_of(fetched_on(DAY, (1, 1, 1)))], "after")  # nothing left locked or half-done
+    assert len(rows(tables)) == 3
+
+
+def unregistered(catalog: Catalog, s3: S3Server) -> list[str]:
+    """Data files on S3 that the catalog never registered (in any snapshot): what killed transactions wrote."""
+    with catalog.connect(read_only=True) as conn:
+        meta = "__ducklake_metadata_heymilo_lake"
+        known = {
+            path.rsplit("/", 1)[-1]
+            for (path,) in conn.execute(
+                f"SELECT path FROM {meta}.ducklake_data_file UNION ALL SELECT path FROM {meta}.ducklake_delete_file"
+            ).fetchall()
+        }
+    prefix = catalog.data_path.removeprefix(f"s3://{s3.bucket}/")
+    return [k for k in s3.keys(prefix) if k.rsplit("/", 1)[-1] not in known]
+
+
+@pytest.mark.integration
+def test_published_file_equals_the_shared_tables_and_analysts_attach_read_only(
+    shared: SharedTables, tmp_path: Path
+) -> None:
+    shared.replace_slices([slice_of(fetched(per_day=(3, 0, 2)))], "run-1")
+    shared.replace_slices([slice_of(fetched(per_day=(1, 1, 1), first=20), "P2")], "run-1")
+    db = tmp_path / "heymilo.duckdb"
+    counts = shared.publish(db)
+    assert counts["candidates"] == 8 and counts["partition_loads"] == 6
+    warehouse = Warehouse(db)
+    with warehouse.connect(read_only=True) as conn:
+        published = conn.execute(
+            "SELECT interview_id, posting_id, created_date FROM candidates ORDER BY ALL"
+        ).fetchall()
+        keys = conn.execute("SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'")
+        assert keys.fetchone()[0] >= 2  # the warehouse's schema, keys included
+    assert published == rows(shared)
+    # Published again after a change: the file follows (a replacement, not an append).
+    shared.replace_slices([slice_of(fetched(per_day=(1, 0, 0), first=20), "P2")], "run-2")
+    assert shared.publish(db)["candidates"] == 6
+    # An analyst reads the shared tables directly, and cannot write through that attach.
+    with shared.catalog.connect(read_only=True) as analyst:
+        assert analyst.execute("SELECT count(*) FROM candidates").fetchone()[0] == 6
+        with pytest.raises(duckdb.Error):
+            analyst.execute("DELETE FROM candidates")
+
+
+@pytest.mark.integration
+def test_an_unreachable_catalog_is_named_without_its_password(postgres_url: str, s3: S3Server) -> None:
+    port = int(postgres_url.rsplit(":", 1)[1].split("/")[0])
+    url = f"postgresql://heymilo:hunter2@127.0.0.1:{port + 1}/nowhere"  # nothing listens there
+    catalog = Catalog(url, f"s3://{s3.bucket}/nowhere/", S3.from_environ(s3.environ()))
+    with pytest.raises(SharedTablesError) as caught:
+        SharedTables(catalog).ensure_schema()
+    message = str(caught.value)
+    assert "hunter2" not in message and f"postgresql://heymilo@127.0.0.1:{port + 1}/nowhere" in message
+    assert "reachable" in message
