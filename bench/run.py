@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -582,33 +584,47 @@ def bench_hosts(report: Report) -> None:
     print(f"{section} ...", flush=True)
     # Time-scaled: 100 requests in any 10 s (600/min); each host is told the key's 600/min and shares it with the
     # other through PostgreSQL (HEYMILO_RATE_BUDGET_URL), each with a data directory and Dagster home of its own.
+    # Then the same on the whole production profile: the hosts also write the shared tables (catalog in the same
+    # PostgreSQL, files on the tests' S3 server) instead of files of their own.
     size = 2_000 if report.quick else 8_000
     spec = SimSpec(postings=6, candidates=(size, size), rate_limit=100, rate_window_s=10.0, latency_ms=50)
     ids = common.wanted_postings(spec.tenant())[:2]
-    with postgres() as server:
+    with postgres() as server, ExitStack() as stack:
         if server is None:
             report.add(section, "two hosts", "not run: no PostgreSQL (initdb, pg_ctl)", "runs", False)
             return
-        with simulator(spec) as url:
-            result = bench_script(
-                "two_hosts", "--url", url, "--postgres", fresh_database(server, "budget"), "--rate-limit", "600",
-                "--first", spec.first.isoformat(), "--last", spec.last.isoformat(), *posting_args(ids),
-            )  # fmt: skip
-    report.raw["hosts"] = result
-    if failed(report, section, result):
-        return
-    stats = result["stats"]
-    share = span_rate(stats) / 10.0
-    made = candidate_requests(stats)
-    report.add(
-        section,
-        f"two backfills of {size:,} candidates at once, 600/min shared (time-scaled: 100 per 10 s), 50 ms answers",
-        f"{made} requests in {result['seconds']:.1f} s, {stats['rate_limited']} 429s; "
-        f"most in any window {stats['max_requests_in_window']} of 100",
-        "0 429s",
-        stats["rate_limited"] == 0,
-    )
-    report.add(section, "  share of the limit the two used together", f"{share:.3f}", ">= 0.9", share >= 0.9)
+        from heymilo_pipeline_tests.servers import s3_server  # importable once postgres() put the repo on the path
+
+        s3 = stack.enter_context(s3_server())
+        results = {}
+        for variant, shared in (("files", []), ("shared tables", ["--shared-data", f"s3://{s3.bucket}/bench/"])):
+            with simulator(spec) as url, patch.dict(os.environ, s3.environ() if shared else {}):  # children inherit it
+                results[variant] = bench_script(
+                    "two_hosts", "--url", url, "--postgres", fresh_database(server, variant.replace(" ", "_")),
+                    "--rate-limit", "600", "--first", spec.first.isoformat(), "--last", spec.last.isoformat(),
+                    *posting_args(ids), *shared,
+                )  # fmt: skip
+    report.raw["hosts"] = results
+    for variant, result in results.items():
+        if failed(report, section, result):
+            continue
+        stats = result["stats"]
+        share = span_rate(stats) / 10.0
+        made = candidate_requests(stats)
+        where = "each writing its own files" if variant == "files" else "both writing the shared tables (S3)"
+        report.add(
+            section,
+            f"two backfills of {size:,} candidates at once, {where}, 600/min shared (time-scaled: 100 per 10 s), "
+            "50 ms answers",
+            f"{made} requests in {result['seconds']:.1f} s, {stats['rate_limited']} 429s; "
+            f"most in any window {stats['max_requests_in_window']} of 100",
+            "0 429s",
+            stats["rate_limited"] == 0,
+        )
+        report.add(section, "  share of the limit the two used together", f"{share:.3f}", ">= 0.9", share >= 0.9)
+        if "shared_rows" in result:
+            rows = result["shared_rows"]["candidates"]
+            report.add(section, "  candidates in the shared tables", f"{rows:,}", f"{2 * size:,}", rows == 2 * size)
 
 
 # --- report -----------------------------------------------------------------------------------

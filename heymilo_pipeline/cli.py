@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
 from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.refresh import RefreshPlan, todays_plan
 from heymilo_pipeline.settings import Settings
+from heymilo_pipeline.shared_tables import SharedTablesError
 from heymilo_pipeline.status import latest_check_results, report
+from heymilo_pipeline.warehouse import WarehouseLockedError
 
 
 def open_instance() -> dg.DagsterInstance:
@@ -329,6 +332,34 @@ def rebuild(location: Location) -> None:
     changing a column. The postings table is kept (the next listing refreshes it)."""
     if not location.execute("rebuild_job", open_instance()):
         raise click.ClickException("the rebuild failed; see the error above (the previous tables are untouched)")
+
+
+@main.command()
+@click.option(
+    "--to",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The DuckDB file to write. Default: heymilo.duckdb under HEYMILO_DATA_DIR.",
+)
+@click.pass_obj
+def publish(location: Location, target: Path | None) -> None:
+    """Copy the shared tables (HEYMILO_SHARED_CATALOG_URL) into a DuckDB file for notebooks: one snapshot, in one
+    transaction on the file; readers keep the previous copy until it commits, and loaders take turns."""
+    shared = location.settings.shared_tables()
+    if shared is None:
+        raise click.ClickException(
+            "HEYMILO_SHARED_CATALOG_URL and HEYMILO_SHARED_DATA_PATH are not set: without shared tables, the runs "
+            f"load {location.settings.duckdb_path} themselves and there is nothing to publish"
+        )
+    path = target or location.settings.duckdb_path
+    started = time.monotonic()
+    try:
+        counts = shared.publish(path)
+    except (SharedTablesError, WarehouseLockedError) as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = ", ".join(f"{table} {n:,}" for table, n in counts.items())
+    click.echo(f"published {rows} into {path} in {time.monotonic() - started:.1f}s")
 
 
 @main.command()

@@ -37,6 +37,7 @@ from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import flatten
 from heymilo_pipeline.lake import RAW_TEXTS, Lake, MonthFiles, raw_json
 from heymilo_pipeline.privacy import Scrubber
+from heymilo_pipeline.shared_tables import SharedWarehouse, SliceRows
 from heymilo_pipeline.tables import CANDIDATES, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import SliceFiles, Warehouse, WarehouseLockedError
 
@@ -476,7 +477,14 @@ def _per_day(table: pa.Table, days: DayRange) -> dict[date, int]:
 
 def publish(lake: Lake, warehouse: Warehouse, fetched: Sequence[FetchedSlice], run_id: str) -> dict[str, int]:
     """One posting's slices: the lake files, then its DuckDB rows in one transaction (after the lake, so a crash
-    in between leaves the lake newer than DuckDB, never the reverse). Returns rows inserted per table."""
+    in between leaves the lake newer than DuckDB, never the reverse). Returns rows inserted per table.
+
+    On the shared tables there is no separate lake: the raw records and the rows are one DuckLake transaction."""
+    posting_id = fetched[0].slice.posting_id if fetched else "?"
+    if isinstance(warehouse, SharedWarehouse):
+        log.info("posting %s: writing to the shared tables", posting_id)
+        rows = [SliceRows(f.slice.posting_id, f.slice.days, f.raw, f.candidates, f.steps) for f in fetched]
+        return warehouse.replace_rows(rows, run_id)
     plan = []
     for item in fetched:
         files = write_lake(lake, item)
@@ -488,5 +496,5 @@ def publish(lake: Lake, warehouse: Warehouse, fetched: Sequence[FetchedSlice], r
                 [f.steps for f in files.values()],
             )
         )
-    log.info("posting %s: lake written; loading into DuckDB", fetched[0].slice.posting_id if fetched else "?")
+    log.info("posting %s: lake written; loading into DuckDB", posting_id)
     return warehouse.replace_slices(plan, run_id)

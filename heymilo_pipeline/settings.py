@@ -8,6 +8,7 @@ data lives and how to reach the API. The Dagster code location shows every field
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings, PostgresURL
 from heymilo_pipeline.privacy import PiiMode, Scrubber
 from heymilo_pipeline.quality import ScoreBounds
+from heymilo_pipeline.shared_tables import SharedTables, shared_tables_at
 
 DEFAULT_START_DATE = date(2025, 1, 1)
 # Where things live under HEYMILO_DATA_DIR (the storage resource and the notebook helpers use these too).
@@ -36,6 +38,8 @@ ENVIRONMENT = {
     "HEYMILO_BACKOFF_MAX": "backoff_max",
     "HEYMILO_DATA_DIR": "data_dir",
     "HEYMILO_RATE_BUDGET_URL": "rate_budget_url",
+    "HEYMILO_SHARED_CATALOG_URL": "shared_catalog_url",
+    "HEYMILO_SHARED_DATA_PATH": "shared_data_path",
     "HEYMILO_LOCK_TIMEOUT": "lock_timeout_seconds",
     "HEYMILO_START_DATE": "start_date",
     "HEYMILO_LOOKBACK_DAYS": "lookback_days",
@@ -149,9 +153,26 @@ class Settings(PipelineSettings, ConnectionSettings):
         description="A PostgreSQL URL: the API key's rate budget lives in that database, shared by every host that "
         "reaches it (several machines, pods). Unset: a file under the data dir, shared by this machine's processes.",
     )
+    shared_catalog_url: PostgresURL | None = Field(
+        None,
+        description="A PostgreSQL URL: the tables live in a DuckLake whose catalog is that database, shared by every "
+        "host (with HEYMILO_SHARED_DATA_PATH). Unset: the lake's Parquet files and the DuckDB file under the data dir.",
+    )
+    shared_data_path: str | None = Field(
+        None,
+        description="Where the shared tables' Parquet files go: s3://bucket/prefix/ (credentials from "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and, for storage other than AWS, AWS_ENDPOINT_URL) or "
+        "a directory.",
+    )
     lock_timeout_seconds: float = Field(
         300.0, gt=0, description="How long a load waits for a DuckDB file held by another process (a notebook?)."
     )
+
+    @model_validator(mode="after")
+    def _shared_needs_both(self) -> Settings:
+        if (self.shared_catalog_url is None) != (self.shared_data_path is None):
+            raise ValueError("HEYMILO_SHARED_CATALOG_URL and HEYMILO_SHARED_DATA_PATH go together: set both or neither")
+        return self
 
     @property
     def lake_dir(self) -> Path:
@@ -175,6 +196,13 @@ class Settings(PipelineSettings, ConnectionSettings):
         return ClientSettings.build(
             **connection, api_key=self.api_key, state_dir=self.rate_limit_dir, rate_budget_url=self.rate_budget_url
         )
+
+    def shared_tables(self, environ: Mapping[str, str] | None = None) -> SharedTables | None:
+        """The shared tables, when configured (S3 credentials from AWS's variables, as every S3 client reads them)."""
+        if self.shared_catalog_url is None or self.shared_data_path is None:
+            return None
+        url = self.shared_catalog_url.get_secret_value()
+        return shared_tables_at(url, self.shared_data_path, os.environ if environ is None else environ)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

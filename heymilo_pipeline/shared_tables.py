@@ -25,20 +25,21 @@ import importlib
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import duckdb
 import pyarrow as pa
 
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.lake import conform, raw_table
+from heymilo_pipeline.lake import Lake, conform, raw_table
 from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, RAW_RECORDS, WORKFLOW_STEPS, TableSpec
+from heymilo_pipeline.warehouse import PostingsChange, SliceFiles, Warehouse
 
 log = logging.getLogger("heymilo_pipeline.shared_tables")
 
@@ -51,6 +52,7 @@ SLICE_TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS)  # what a slice replace
 ATTEMPTS = 8
 BACKOFF_S = (0.05, 2.0)  # first and largest pause between attempts, jittered
 _CONFLICT = "Transaction conflict"
+T = TypeVar("T")
 
 
 class SharedTablesError(RuntimeError):
@@ -59,6 +61,10 @@ class SharedTablesError(RuntimeError):
 
 class SharedTablesBusyError(SharedTablesError):
     """Other writers won every attempt at one commit."""
+
+
+# AWS's usual variables, read as every S3 client reads them (not HEYMILO_* settings).
+S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL")
 
 
 @dataclass(frozen=True)
@@ -205,8 +211,7 @@ class SharedTables:
 
     def ensure_schema(self) -> None:
         """Create missing tables and columns and apply every comment. Idempotent, and safe to race."""
-        with self.catalog.connect() as conn:
-            self._retrying(conn, "creating the tables", lambda: _create(conn))
+        self._write("creating the shared tables", _create)
 
     def replace_slices(self, slices: Sequence[SliceRows], run_id: str) -> dict[str, int]:
         """Replace every slice (its raw records, rows, steps and covered days) in ONE transaction.
@@ -216,8 +221,7 @@ class SharedTables:
         """
         checked = [_checked(s) for s in slices]
         where = "; ".join(f"posting {s.posting_id}, days {s.days}" for s in slices[:5])
-        with self.catalog.connect() as conn:
-            return self._retrying(conn, where, lambda: _replace(conn, checked, run_id))
+        return self._write(where, lambda conn: _replace(conn, checked, run_id))
 
     def delete_posting(self, posting_id: str) -> dict[str, int]:
         """Remove every row of one posting (all tables but postings), in one transaction."""
@@ -229,8 +233,7 @@ class SharedTables:
                 for t in tables
             }
 
-        with self.catalog.connect() as conn:
-            return self._retrying(conn, f"posting {posting_id}", lambda: delete(conn))
+        return self._write(f"posting {posting_id}", delete)
 
     def read(self, table: TableSpec, posting_id: str | None = None, days: DayRange | None = None) -> pa.Table:
         """A table's rows (optionally one posting and day range) as Arrow, with its declared schema."""
@@ -252,8 +255,6 @@ class SharedTables:
         shared tables' rows of one snapshot. DuckDB's lock on the file makes loaders take turns; readers of the
         file see the previous copy until the commit. Returns rows per table.
         """
-        from heymilo_pipeline.warehouse import Warehouse  # the warehouse depends on the lake, not on this
-
         warehouse = Warehouse(path)
         warehouse.ensure_schema()
         with warehouse.connect() as conn:
@@ -274,35 +275,101 @@ class SharedTables:
             conn.execute("COMMIT")
         return counts
 
-    def _retrying(self, conn: duckdb.DuckDBPyConnection, where: str, work: Any) -> Any:
+    def retrying(self, where: str, attempt: Callable[[], T]) -> T:
+        """``attempt()`` (one whole transaction), again while another writer wins the commit: at most
+        ``attempts`` times, with jittered exponential pauses. ``where`` names the write in the error."""
         pause = BACKOFF_S[0]
-        for attempt in range(1, self.attempts + 1):
-            conn.execute("BEGIN TRANSACTION")
+        for number in range(1, self.attempts + 1):
             try:
-                result = work()
-                conn.execute("COMMIT")
-                return result
+                return attempt()
             except duckdb.TransactionException as exc:
-                # A failed commit has already ended the transaction; a failed statement has not.
-                with suppress(duckdb.Error):
-                    conn.execute("ROLLBACK")
                 if _CONFLICT not in str(exc):
                     raise
                 self.conflicts += 1
-                if attempt == self.attempts:
+                if number == self.attempts:
                     raise SharedTablesBusyError(
                         f"{where}: another writer of the shared tables won each of {self.attempts} attempts to "
                         "commit; nothing of this write is in the tables. Rerun it: it replaces whole slices, so "
                         "running it again is safe."
                     ) from None
-                log.info("%s: commit conflicted with another writer (attempt %d); retrying", where, attempt)
+                log.info("%s: commit conflicted with another writer (attempt %d); retrying", where, number)
                 time.sleep(pause * random.uniform(0.5, 1.5))
                 pause = min(pause * 2, BACKOFF_S[1])
-            except BaseException:
-                with suppress(duckdb.Error):
-                    conn.execute("ROLLBACK")
-                raise
         raise AssertionError("unreachable")
+
+    def _write(self, where: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """``work(conn)`` in one transaction on one connection, retried on conflict."""
+        with self.catalog.connect() as conn:
+
+            def attempt() -> T:
+                conn.execute("BEGIN TRANSACTION")
+                try:
+                    result = work(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # A failed commit has already ended the transaction; a failed statement has not.
+                    with suppress(duckdb.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+                return result
+
+            return self.retrying(where, attempt)
+
+
+class SharedWarehouse(Warehouse):
+    """``Warehouse`` over the shared tables: the same reads and audits (unqualified names are the shared tables),
+    DuckLake's schema (no keys), writes retried on conflict, and slices written by ``SharedTables``.
+
+    There is no separate lake: the raw records are a table of the same catalog, written in the same transaction
+    as the rows, so the lake and the warehouse cannot disagree and ``rebuild`` has nothing to do.
+    """
+
+    def __init__(self, tables: SharedTables) -> None:
+        super().__init__(tables.catalog.data_path)
+        self.tables = tables
+
+    def __repr__(self) -> str:
+        return f"SharedWarehouse({self.tables.catalog!r})"
+
+    def exists(self) -> bool:
+        return True
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.tables.catalog.connect(read_only) as conn:
+            yield conn
+
+    def _ensure(self, conn: duckdb.DuckDBPyConnection) -> None:
+        _create(conn)
+
+    def ensure_schema(self) -> None:
+        self.tables.ensure_schema()
+
+    def replace_rows(self, slices: Sequence[SliceRows], run_id: str) -> dict[str, int]:
+        return self.tables.replace_slices(slices, run_id)
+
+    def replace_slices(self, slices: Sequence[SliceFiles], run_id: str) -> dict[str, int]:
+        raise TypeError("the shared tables take rows (replace_rows), not lake files")
+
+    def replace_postings(self, table: pa.Table) -> PostingsChange:
+        return self.tables.retrying("the postings listing", lambda: Warehouse.replace_postings(self, table))
+
+    def delete_posting(self, posting_id: str) -> dict[str, int]:
+        return self.tables.delete_posting(posting_id)
+
+    def rebuild(self, lake: Lake, run_id: str) -> dict[str, int]:
+        raise SharedTablesError(
+            "the shared tables hold the raw records in the same transactions as the rows: there is no separate lake "
+            "to rebuild them from. To refresh a notebook's DuckDB file, run `heymilo-pipeline publish`."
+        )
+
+    def lake_differences(self, lake: Lake) -> list[dict[str, Any]]:
+        return []  # one store (see the class docstring)
+
+
+def shared_tables_at(url: str, data_path: str, environ: Mapping[str, str]) -> SharedTables:
+    """The shared tables of a catalog URL and a data path, with S3 credentials from AWS's variables."""
+    return SharedTables(Catalog(url, data_path, S3.from_environ(environ)))
 
 
 def _create(conn: duckdb.DuckDBPyConnection) -> None:

@@ -88,6 +88,10 @@ class Warehouse:
     def __repr__(self) -> str:
         return f"Warehouse({str(self.path)!r})"
 
+    def exists(self) -> bool:
+        """Whether there is anything to read yet (a new warehouse is created by its first write)."""
+        return self.path.exists()
+
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection (TimeZone UTC), closed on exit; waits up to lock_timeout_s for another process."""
@@ -134,7 +138,10 @@ class Warehouse:
     def ensure_schema(self) -> None:
         """Create missing tables and columns, and (re)apply every table and column comment. Idempotent."""
         with self.connect() as conn:
-            _ensure_schema(conn)
+            self._ensure(conn)
+
+    def _ensure(self, conn: duckdb.DuckDBPyConnection) -> None:
+        _ensure_schema(conn)
 
     # --- loads ------------------------------------------------------------------------------
 
@@ -159,16 +166,21 @@ class Warehouse:
         incoming = table.cast(POSTINGS.schema)
         names = _names(POSTINGS)
         with self.connect() as conn:
-            _ensure_schema(conn)  # the postings asset may be the first to touch a new file
+            self._ensure(conn)  # the postings asset may be the first to touch a new file
             with _transaction(conn):
                 conn.register("incoming_postings", incoming)
+                # SELECT, then UPDATE: DuckLake (the shared tables) has no UPDATE ... RETURNING.
                 vanished = [
                     pid
                     for (pid,) in conn.execute(
-                        "UPDATE postings SET vanished_at = coalesce(vanished_at, now()) WHERE posting_id NOT IN "
-                        "(SELECT posting_id FROM incoming_postings) AND vanished_at IS NULL RETURNING posting_id"
+                        "SELECT posting_id FROM postings WHERE posting_id NOT IN "
+                        "(SELECT posting_id FROM incoming_postings) AND vanished_at IS NULL"
                     ).fetchall()
                 ]
+                if vanished:
+                    conn.execute(
+                        "UPDATE postings SET vanished_at = now() WHERE posting_id IN (SELECT unnest(?))", [vanished]
+                    )
                 conn.execute("DELETE FROM postings WHERE posting_id IN (SELECT posting_id FROM incoming_postings)")
                 conn.execute(f"INSERT INTO postings ({names}) SELECT {names} FROM incoming_postings")
                 conn.unregister("incoming_postings")
@@ -181,7 +193,7 @@ class Warehouse:
         """Remove every candidate row of a posting (candidates, steps, partition_loads), in one transaction."""
         deleted = {}
         with self.connect() as conn:
-            _ensure_schema(conn)
+            self._ensure(conn)
             with _transaction(conn):
                 for table in (WORKFLOW_STEPS, CANDIDATES, PARTITION_LOADS):
                     sql = f'DELETE FROM "{table.name}" WHERE posting_id = ?'
@@ -299,7 +311,7 @@ class Warehouse:
     def oldest_unfinished_day(self, since: date) -> date | None:
         """The oldest created_date on or after ``since`` holding a candidate no recruiter decision has closed
         (not shortlisted, dismissed or knocked out); None without such a day or without a DuckDB file."""
-        if not self.path.exists():
+        if not self.exists():
             return None
         sql = (
             "SELECT min(created_date) FROM candidates WHERE created_date >= ? "
@@ -317,7 +329,7 @@ class Warehouse:
 
     def posting_labels(self) -> dict[str, tuple[str, str]]:
         """Per posting, (title, status) of the latest listing: what a person recognises a posting id by."""
-        if not self.path.exists():
+        if not self.exists():
             return {}
         with self.connect(read_only=True) as conn:
             rows = conn.execute("SELECT posting_id, title, status FROM postings").fetchall()

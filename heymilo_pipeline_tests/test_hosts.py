@@ -28,9 +28,11 @@ from heymilo_pipeline.api.settings import ClientSettings
 from heymilo_pipeline.api.windows import day_of
 from heymilo_pipeline.refresh import plan
 from heymilo_pipeline.settings import ENVIRONMENT
+from heymilo_pipeline.shared_tables import S3_VARIABLES, shared_tables_at
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
+from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, RAW_RECORDS
 from heymilo_pipeline.warehouse import query
-from heymilo_pipeline_tests.servers import new_database, sqlalchemy_url
+from heymilo_pipeline_tests.servers import S3Server, new_database, sqlalchemy_url
 from heymilo_pipeline_tests.support import LAST, START, clean_environ, cli, finish, slots_from_processes, smallest_gap
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -130,13 +132,21 @@ def test_the_production_instance_loads(postgres_url: str, tmp_path: Path, monkey
     # A run container sees what the daemon passes on, and a variable listed but unset fails the launch: the two
     # lists must be the same, and hold only settings the pipeline (or Dagster's storage) reads.
     assert set(launcher.env_vars) == passed
-    assert passed - {"DAGSTER_POSTGRES_URL"} <= set(ENVIRONMENT)
-    assert {"HEYMILO_RATE_BUDGET_URL", "HEYMILO_API_KEY", "DAGSTER_POSTGRES_URL"} <= passed
+    assert passed - {"DAGSTER_POSTGRES_URL"} - set(S3_VARIABLES) <= set(ENVIRONMENT)
+    shared = {"HEYMILO_SHARED_CATALOG_URL", "HEYMILO_SHARED_DATA_PATH", *S3_VARIABLES}
+    assert {"HEYMILO_RATE_BUDGET_URL", "HEYMILO_API_KEY", "DAGSTER_POSTGRES_URL", *shared} <= passed
 
 
 def _two_hosts(url: str, root: Path, shared: dict[str, str], tenant: Tenant, busiest: str) -> tuple[list[str], dict]:
     """Host a backfills the busiest posting while host b runs the daily update, each from its own directories;
     returns their outputs and the simulator's request statistics of the two."""
+    outputs, stats, _ = _two_hosts_with_env(url, root, shared, tenant, busiest)
+    return outputs, stats
+
+
+def _two_hosts_with_env(
+    url: str, root: Path, shared: dict[str, str], tenant: Tenant, busiest: str
+) -> tuple[list[str], dict, list[dict[str, str]]]:
     envs = []
     for name in ("a", "b"):
         host = root / name
@@ -153,7 +163,7 @@ def _two_hosts(url: str, root: Path, shared: dict[str, str], tenant: Tenant, bus
     backfill = cli(envs[0], "backfill", "--start", START.isoformat(), "--end", LAST.isoformat(), "--posting", busiest)
     update = cli(envs[1], "update", "--as-of", (LAST + timedelta(days=1)).isoformat())
     outputs = [finish(backfill), finish(update)]
-    return outputs, httpx.get(f"{url}/_sim/stats", headers={"X-API-KEY": KEY}).json()
+    return outputs, httpx.get(f"{url}/_sim/stats", headers={"X-API-KEY": KEY}).json(), envs
 
 
 def test_two_hosts_sharing_only_postgres_share_one_rate_budget(
@@ -193,3 +203,64 @@ def test_two_hosts_sharing_only_postgres_share_one_rate_budget(
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", database)
     with dg.DagsterInstance.from_config(str(tmp_path / "shared" / "a" / "dagster_home")) as instance:
         assert all(instance.get_run_by_id(run_id) is not None for run_id in run_ids)
+
+
+def test_two_hosts_sharing_postgres_and_s3_write_one_set_of_tables(
+    postgres_url: str, s3: S3Server, tmp_path: Path
+) -> None:
+    """The production profile whole: Dagster, the rate budget and the tables' catalog in one PostgreSQL database,
+    the tables' files on S3. Host a backfills the busiest posting while host b runs the daily update, each from
+    its own directories: both write the same tables, under one budget; then b publishes the DuckDB file."""
+    tenant = Tenant(TenantSpec(seed=46, postings=4, start=START, end=LAST, candidates_per_posting=(1500, 2500)))
+    registered = [p["id"] for p in tenant.postings() if not p["test_posting"]]
+    per_posting = Counter(r["posting_id"] for r in tenant.truth())
+    busiest = max(registered, key=lambda p: per_posting[p])
+    database = sqlalchemy_url(new_database(postgres_url, f"production_{uuid.uuid4().hex[:8]}"))
+    data_path = f"s3://{s3.bucket}/hosts-{uuid.uuid4().hex[:8]}/"
+    shared = {
+        "DAGSTER_POSTGRES_URL": database, "HEYMILO_RATE_BUDGET_URL": database,
+        "HEYMILO_SHARED_CATALOG_URL": database, "HEYMILO_SHARED_DATA_PATH": data_path, **s3.environ(),
+    }  # fmt: skip
+    with serve_in_thread(create_app(tenant, KEY, Faults(rate_limit=WINDOW_LIMIT, rate_window_s=WINDOW_S))) as url:
+        outputs, stats, envs = _two_hosts_with_env(url, tmp_path, shared, tenant, busiest)
+    assert stats["rate_limited"] == 0, stats
+    assert stats["max_requests_in_window"] <= WINDOW_LIMIT
+    # No host wrote a DuckDB file or lake files of its own: the tables are the shared ones.
+    for host in ("a", "b"):
+        data = tmp_path / host / "data"
+        assert not (data / "heymilo.duckdb").exists() and not list((data / "lake").rglob("*.parquet")), host
+    # The shared tables hold exactly the truth of what the two loaded together: every row once, as the API has it.
+    updated = {d for r in plan(LAST + timedelta(days=1), START, 7, 7).ranges for d in r.days}
+    truth = {
+        r["interview_id"]: r
+        for r in tenant.truth()
+        if r["posting_id"] in registered and day_of(r["created_at"]) <= LAST
+        and (r["posting_id"] == busiest or day_of(r["created_at"]) in updated)
+    }  # fmt: skip
+    tables = shared_tables_at(database, data_path, s3.environ())
+    stored = tables.read(CANDIDATES).select(["interview_id", "posting_id", "status", "score"]).to_pylist()
+    assert len(stored) == len(truth) and {r["interview_id"] for r in stored} == set(truth)
+    assert all((r["posting_id"], r["status"], r["score"]) == (
+        truth[r["interview_id"]]["posting_id"], truth[r["interview_id"]]["status"], truth[r["interview_id"]]["score"]
+    ) for r in stored)  # fmt: skip
+    raw_ids = tables.read(RAW_RECORDS)["interview_id"].to_pylist()
+    assert sorted(raw_ids) == sorted(truth)
+    loaded = tables.read(PARTITION_LOADS)
+    assert loaded.num_rows == len(set(zip(loaded["posting_id"].to_pylist(), loaded["partition_date"].to_pylist(),
+                                          strict=True)))  # fmt: skip
+    assert tables.read(POSTINGS).num_rows == len(tenant.postings())
+    # The update's checks ran on the shared tables.
+    # The update's audits ran on the shared tables (completeness fails: most days were never backfilled).
+    for check in ("candidates:unique_interview_id", "candidate_workflow_steps:steps_reference_candidates"):
+        assert re.search(rf"{check}\s+passed", outputs[1]), outputs[1][-3000:]
+    # Host b publishes the DuckDB file its notebooks read: the shared tables, row for row.
+    published = finish(cli(envs[1], "publish"))
+    assert f"candidates {len(truth):,}" in published, published
+    in_file = query(tmp_path / "b" / "data" / "heymilo.duckdb", "SELECT interview_id FROM candidates")
+    assert sorted(in_file["interview_id"]) == sorted(truth)
+    requests = sum(stats["requests_by_route"].values())
+    print(
+        f"\nshared tables, two hosts: {requests} requests, {stats['rate_limited']} 429s, at most "
+        f"{stats['max_requests_in_window']} of {WINDOW_LIMIT} in any {WINDOW_S:g} s; {len(stored)} candidates stored, "
+        f"{len(truth)} in the truth; {len(in_file)} published"
+    )

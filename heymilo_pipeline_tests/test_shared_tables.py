@@ -204,18 +204,19 @@ def test_a_writer_that_keeps_losing_gives_up_with_what_to_do(catalog: Catalog) -
         victim = other.execute("SELECT * FROM candidates ORDER BY interview_id LIMIT 1").to_arrow_table()
         other.register("victim", victim)
 
-        def work() -> dict[str, int]:
+        def attempt() -> dict[str, int]:
             # Between this writer's statements and its commit, another host deletes (and puts back) a row of
             # the table it inserts into, every time: DuckLake refuses each commit.
+            mine.execute("BEGIN TRANSACTION")
             written = shared_tables._replace(mine, [item], "run-2")
             other.execute("DELETE FROM candidates WHERE interview_id = ?", [victim["interview_id"][0].as_py()])
             other.execute("INSERT INTO candidates SELECT * FROM victim")
+            mine.execute("COMMIT")
             return written
 
-        with pytest.raises(
-            SharedTablesBusyError, match=r"posting P1, days .*: another writer .* each of 3 .* Rerun it"
-        ):
-            tables._retrying(mine, f"posting P1, days {DAYS}", work)
+        busy = r"posting P1, days .*: another writer .* each of 3 .* Rerun it"
+        with pytest.raises(SharedTablesBusyError, match=busy):
+            tables.retrying(f"posting P1, days {DAYS}", attempt)
     assert tables.conflicts == 3
     assert rows(tables) == before  # nothing of the losing attempts
 

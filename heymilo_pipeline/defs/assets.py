@@ -199,7 +199,7 @@ def publish_candidates(
     warehouse = storage.warehouse(on_wait=context.log.warning)
     # An existing file gets its schema before the first request (a file held elsewhere fails the run at once);
     # a new one is created by the first posting to publish, so a run that fetches nothing leaves no file.
-    schema_ready = warehouse.path.exists()
+    schema_ready = warehouse.exists()
     if schema_ready:
         try:
             warehouse.ensure_schema()

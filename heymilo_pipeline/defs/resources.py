@@ -5,6 +5,7 @@
 """
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings
 from heymilo_pipeline.lake import Lake
 from heymilo_pipeline.settings import DUCKDB_NAME, LAKE_NAME, VARIABLE, PipelineSettings, Settings, problems
+from heymilo_pipeline.shared_tables import SharedTablesError, SharedWarehouse, shared_tables_at
 from heymilo_pipeline.warehouse import Warehouse
 
 
@@ -72,10 +74,15 @@ class HeyMiloAPI(dg.ConfigurableResource):
 
 
 class Storage(dg.ConfigurableResource):
-    """The Parquet lake and the DuckDB warehouse under one data directory."""
+    """The Parquet lake and the DuckDB warehouse under one data directory; or, with a shared catalog, the tables
+    in a DuckLake that every host shares (catalog in PostgreSQL, files on S3)."""
 
     data_dir: str = setting("data_dir")
     lock_timeout_seconds: float = setting("lock_timeout_seconds")
+    shared_catalog_url: str | None = Field(
+        None, description="HEYMILO_SHARED_CATALOG_URL, bound with EnvVar when set: the shared tables' catalog."
+    )
+    shared_data_path: str | None = setting("shared_data_path")
 
     def ensure_writable(self) -> None:
         """Fail before fetching anything when the data directory cannot take our files."""
@@ -96,6 +103,16 @@ class Storage(dg.ConfigurableResource):
         return Lake(Path(self.data_dir) / LAKE_NAME)
 
     def warehouse(self, on_wait: Callable[[str], None] | None = None) -> Warehouse:
+        """The DuckDB file under the data dir or, when configured, the shared tables."""
+        if self.shared_catalog_url and self.shared_data_path:
+            # Outside a run (the CLI's plan, a test) the field is still the EnvVar itself, not its value.
+            url = self.shared_catalog_url
+            url = url.get_value() or "" if isinstance(url, dg.EnvVar) else url
+            try:
+                # S3 credentials: AWS's variables, as every S3 client reads them.
+                return SharedWarehouse(shared_tables_at(url, self.shared_data_path, os.environ))
+            except SharedTablesError as exc:
+                raise dg.Failure(str(exc), allow_retries=False) from None
         return Warehouse(Path(self.data_dir) / DUCKDB_NAME, lock_timeout_s=self.lock_timeout_seconds, on_wait=on_wait)
 
 
@@ -147,7 +164,12 @@ def build_resources(settings: Settings, *, secrets_from_env: bool = True) -> dic
             state_dir=str(settings.rate_limit_dir),
             rate_budget_url=secret("HEYMILO_RATE_BUDGET_URL", settings.rate_budget_url),
         ),
-        "storage": Storage(data_dir=str(settings.data_dir), lock_timeout_seconds=settings.lock_timeout_seconds),
+        "storage": Storage(
+            data_dir=str(settings.data_dir),
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+            shared_catalog_url=secret("HEYMILO_SHARED_CATALOG_URL", settings.shared_catalog_url),
+            shared_data_path=settings.shared_data_path,
+        ),
         "pipeline": Pipeline(
             **values(PipelineSettings, exclude=("pii_key",)), pii_key=secret("HEYMILO_PII_KEY", settings.pii_key)
         ),
