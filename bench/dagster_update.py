@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument(
         "--postgres", metavar="URL", help="a database for the production profile: Dagster's storage and the rate budget"
     )
+    parser.add_argument(
+        "--shared-data", metavar="PATH", help="with --postgres: the tables in DuckLake, catalog there, files here"
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
     WORK_DIR.mkdir(exist_ok=True)
@@ -41,6 +44,11 @@ def main() -> None:
             os.environ["DAGSTER_POSTGRES_URL"] = os.environ["HEYMILO_RATE_BUDGET_URL"] = args.postgres
             deployed = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
             config += yaml.safe_dump({"storage": deployed["storage"]})
+        if args.shared_data:  # S3 credentials: AWS's variables, from the caller
+            os.environ["HEYMILO_SHARED_CATALOG_URL"], os.environ["HEYMILO_SHARED_DATA_PATH"] = (
+                args.postgres,
+                args.shared_data,
+            )
         home = dagster_home(Path(work), config)
         os.environ.update(
             {
@@ -61,10 +69,10 @@ def main() -> None:
         from heymilo_pipeline.settings import Settings
 
         imported = time.perf_counter() - t0
-        timings = {"write_lake": 0.0}
+        timings = {"publish": 0.0}
         spans: list[tuple[float, float]] = []  # fetches run concurrently: the API time is the union of their spans
         requests = {"n": 0, "rows": 0}
-        fetch_slice, write_lake = ingest.fetch_slice, ingest.write_lake
+        fetch_slice, publish = ingest.fetch_slice, ingest.publish
 
         async def timed_fetch(*a, **k):
             started = time.perf_counter()
@@ -76,14 +84,14 @@ def main() -> None:
             requests["rows"] += fetched.candidates.num_rows
             return fetched
 
-        def timed_write(*a, **k):
+        def timed_publish(*a, **k):  # the lake files and the DuckDB load, or the shared tables' transaction
             started = time.perf_counter()
             try:
-                return write_lake(*a, **k)
+                return publish(*a, **k)
             finally:
-                timings["write_lake"] += time.perf_counter() - started
+                timings["publish"] += time.perf_counter() - started
 
-        ingest.fetch_slice, ingest.write_lake = timed_fetch, timed_write
+        ingest.fetch_slice, ingest.publish = timed_fetch, timed_publish
         instance = dg.DagsterInstance.get()
         location = cli.Location.build(Settings.from_env())
         t1 = time.perf_counter()
@@ -110,7 +118,7 @@ def main() -> None:
             "requests": requests["n"],
             "wall_seconds": wall,
             "api_seconds": timings["fetch"],
-            "write_lake_seconds": timings["write_lake"],
+            "publish_seconds": timings["publish"],
             "overhead_seconds": wall - timings["fetch"],
             "wall_over_api": wall / timings["fetch"] if timings["fetch"] else None,
             "import_seconds": imported,

@@ -8,8 +8,12 @@ with a data directory and a Dagster home of their own, so the only thing they ca
 from __future__ import annotations
 
 import multiprocessing
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -30,7 +34,7 @@ from heymilo_pipeline.refresh import plan
 from heymilo_pipeline.settings import ENVIRONMENT
 from heymilo_pipeline.shared_tables import S3_VARIABLES, shared_tables_at
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
-from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, RAW_RECORDS
+from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, RAW_RECORDS, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.servers import S3Server, new_database, sqlalchemy_url
 from heymilo_pipeline_tests.support import LAST, START, clean_environ, cli, finish, slots_from_processes, smallest_gap
@@ -263,4 +267,72 @@ def test_two_hosts_sharing_postgres_and_s3_write_one_set_of_tables(
         f"\nshared tables, two hosts: {requests} requests, {stats['rate_limited']} 429s, at most "
         f"{stats['max_requests_in_window']} of {WINDOW_LIMIT} in any {WINDOW_S:g} s; {len(stored)} candidates stored, "
         f"{len(truth)} in the truth; {len(in_file)} published"
+    )
+
+
+def test_a_host_killed_while_writing_the_shared_tables_leaves_whole_postings(
+    postgres_url: str, s3: S3Server, tmp_path: Path
+) -> None:
+    """kill -9 of a backfill just as it begins writing a posting to the shared tables, after one with candidates:
+    every posting is then in the tables whole (all its days, raw records and steps) or not at all; the rerun
+    completes them."""
+    tenant = Tenant(TenantSpec(seed=47, postings=4, start=START, end=LAST, candidates_per_posting=(1500, 2500)))
+    registered = [p["id"] for p in tenant.postings() if not p["test_posting"]]
+    database = new_database(postgres_url, f"killed_{uuid.uuid4().hex[:8]}")
+    data_path = f"s3://{s3.bucket}/killed-{uuid.uuid4().hex[:8]}/"
+    env = {
+        **clean_environ(), **s3.environ(),
+        "HEYMILO_API_KEY": KEY, "HEYMILO_DATA_DIR": str(tmp_path / "data"), "HEYMILO_START_DATE": START.isoformat(),
+        "HEYMILO_SHARED_CATALOG_URL": database, "HEYMILO_SHARED_DATA_PATH": data_path,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }  # fmt: skip
+    (tmp_path / "dagster_home").mkdir()
+    truth = [r for r in tenant.truth() if r["posting_id"] in registered and day_of(r["created_at"]) <= LAST]
+    backfill = ["backfill", "--start", START.isoformat(), "--end", LAST.isoformat()]
+    tables = shared_tables_at(database, data_path, s3.environ())
+    with serve_in_thread(create_app(tenant, KEY)) as url:
+        env["HEYMILO_BASE_URL"] = url
+        finish(cli(env, "postings"))
+        command = [sys.executable, "-m", "heymilo_pipeline.cli", "--verbose", *backfill]
+        host = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        holding = {r["posting_id"] for r in truth}
+        written: list[str] = []
+        seen = []
+        assert host.stdout is not None
+        for line in host.stdout:
+            seen.append(line)
+            if found := re.search(r"posting (\S+): writing to the shared tables", line):
+                # The next posting's write begins after one with candidates began (and, most likely, committed).
+                if set(written) & holding:
+                    os.killpg(host.pid, signal.SIGKILL)
+                    break
+                written.append(found.group(1))
+        host.wait(timeout=60)
+        assert host.returncode == -signal.SIGKILL, "".join(seen[-40:])
+        # Whole postings only: each stored posting has every day, its candidates as the API has them, their raw
+        # records and steps; the days' counts agree.
+        # (A posting's days are in partition_loads even when they hold no candidate.)
+        loads = tables.read(PARTITION_LOADS).to_pylist()
+        stored = {r["posting_id"] for r in loads}
+        assert stored < set(registered), stored  # killed before the last posting was written
+        assert stored & holding, "no posting with candidates was stored before the kill"
+        days = (LAST - START).days + 1
+        assert len(loads) == days * len(stored)  # every day of each stored posting
+        per_day = Counter((r["posting_id"], day_of(r["created_at"])) for r in truth if r["posting_id"] in stored)
+        assert all(r["rows"] == per_day[(r["posting_id"], r["partition_date"])] for r in loads)
+        expected = {r["interview_id"] for r in truth if r["posting_id"] in stored}
+        assert sorted(tables.read(CANDIDATES)["interview_id"].to_pylist()) == sorted(expected)
+        assert sorted(tables.read(RAW_RECORDS)["interview_id"].to_pylist()) == sorted(expected)
+        steps = set(tables.read(WORKFLOW_STEPS)["interview_id"].to_pylist())
+        assert steps <= expected and steps == {r["interview_id"] for r in truth if r["posting_id"] in stored
+                                               and r.get("workflow", {}).get("steps")}  # fmt: skip
+        # The rerun completes the tables: every posting, every candidate once.
+        finish(cli(env, *backfill))
+    final = tables.read(CANDIDATES)["interview_id"].to_pylist()
+    assert sorted(final) == sorted(r["interview_id"] for r in truth)
+    print(
+        f"\nkilled writing posting {len(written) + 1}: {len(stored)} whole posting(s), {len(expected)} candidates "
+        f"stored; {len(final)} after the rerun"
     )

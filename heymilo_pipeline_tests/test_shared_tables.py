@@ -308,6 +308,27 @@ def test_published_file_equals_the_shared_tables_and_analysts_attach_read_only(
             analyst.execute("DELETE FROM candidates")
 
 
+def publish_into(catalog: Catalog, path: str, queue: Any) -> None:
+    queue.put(SharedTables(catalog).publish(path)["candidates"])
+
+
+@pytest.mark.integration
+def test_loaders_publishing_one_file_at_once_take_turns(shared: SharedTables, tmp_path: Path) -> None:
+    shared.replace_slices([slice_of(fetched_on(DAY, (300, 300, 300)))], "run-1")
+    db = tmp_path / "heymilo.duckdb"
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    loaders = [ctx.Process(target=publish_into, args=(shared.catalog, str(db), queue)) for _ in range(3)]
+    for loader in loaders:
+        loader.start()
+    for loader in loaders:
+        loader.join(timeout=120)
+        assert loader.exitcode == 0  # each waited for the file rather than fail on DuckDB's lock
+    assert [queue.get(timeout=10) for _ in loaders] == [900, 900, 900]
+    with Warehouse(db).connect(read_only=True) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT interview_id) FROM candidates").fetchone() == (900, 900)
+
+
 @pytest.mark.integration
 def test_an_unreachable_catalog_is_named_without_its_password(postgres_url: str, s3: S3Server) -> None:
     port = int(postgres_url.rsplit(":", 1)[1].split("/")[0])
