@@ -4,10 +4,16 @@ import dagster as dg
 
 from heymilo_pipeline.defs.assets import TABLE_SPECS, candidate_tables, postings
 from heymilo_pipeline.defs.checks import warehouse_checks
-from heymilo_pipeline.defs.jobs import candidates_job, postings_job, rebuild_job, warehouse_checks_job
+from heymilo_pipeline.defs.jobs import (
+    candidates_job,
+    postings_job,
+    rebuild_job,
+    shared_tables_maintenance_job,
+    warehouse_checks_job,
+)
 from heymilo_pipeline.defs.partitions import candidate_partitions
 from heymilo_pipeline.defs.resources import build_resources
-from heymilo_pipeline.defs.schedules import daily_checks, daily_update
+from heymilo_pipeline.defs.schedules import daily_checks, daily_update, shared_tables_maintenance
 from heymilo_pipeline.defs.sensors import new_postings, update_after_postings
 from heymilo_pipeline.settings import Settings
 
@@ -19,11 +25,15 @@ CODE_LOCATION_NAME = "heymilo_pipeline"
 def build_defs(settings: Settings, *, secrets_from_env: bool = True) -> dg.Definitions:
     """Everything of the code location for ``settings``: the partitions start at its start date, the audit runs
     at its deadline, and the resources show its every field."""
+    # The shared tables' upkeep exists only where there are shared tables.
+    shared = settings.shared_catalog_url is not None
     return dg.Definitions(
         assets=[postings, candidate_tables(candidate_partitions(settings.start_date)), *TABLE_SPECS],
         asset_checks=[warehouse_checks],
-        jobs=[candidates_job, postings_job, warehouse_checks_job, rebuild_job],
-        schedules=[daily_update, daily_checks(settings.freshness_deadline_hour)],
+        jobs=[candidates_job, postings_job, warehouse_checks_job, rebuild_job]
+        + ([shared_tables_maintenance_job] if shared else []),
+        schedules=[daily_update, daily_checks(settings.freshness_deadline_hour)]
+        + ([shared_tables_maintenance] if shared else []),
         sensors=[new_postings, update_after_postings],
         resources=build_resources(settings, secrets_from_env=secrets_from_env),
     )

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -52,6 +52,8 @@ SLICE_TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS)  # what a slice replace
 # lets go, not bad luck.
 ATTEMPTS = 8
 BACKOFF_S = (0.05, 2.0)  # first and largest pause between attempts, jittered
+# How long maintenance keeps expired snapshots (time travel) and a killed write's files.
+RETENTION = timedelta(days=1)
 _CONFLICT = "Transaction conflict"
 T = TypeVar("T")
 
@@ -280,6 +282,24 @@ class SharedTables:
         sql = f'SELECT partition_date FROM "{PARTITION_LOADS.name}" WHERE posting_id = ?'
         with self.session() as conn:
             return {day for (day,) in conn.execute(sql, [posting_id]).fetchall()}
+
+    def maintain(self, keep: timedelta = RETENTION) -> dict[str, int]:
+        """Compact and forget: merge the small files that daily updates add, expire snapshots older than ``keep``
+        and delete their files, and delete files that killed writes left (older than ``keep`` too, so a write in
+        progress keeps its own). Until then a deleted candidate is still in older snapshots' files: ``keep`` is
+        how long personal data outlives its deletion. Returns how many of each were done."""
+        since = f"now() - INTERVAL '{int(keep.total_seconds())} seconds'"
+        steps = {
+            "files_merged": f"CALL ducklake_merge_adjacent_files('{LAKE}')",
+            "snapshots_expired": f"CALL ducklake_expire_snapshots('{LAKE}', older_than => {since})",
+            "old_files_deleted": f"CALL ducklake_cleanup_old_files('{LAKE}', cleanup_all => true)",
+            "orphaned_files_deleted": f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => {since})",
+        }
+        done = {}
+        with self.session() as conn:
+            for name, sql in steps.items():
+                done[name] = self.retrying(f"maintenance ({name})", lambda sql=sql: len(conn.execute(sql).fetchall()))
+        return done
 
     def publish(self, path: Path | str) -> dict[str, int]:
         """Copy every shared table into the DuckDB file at ``path``, in one transaction on the file.

@@ -112,6 +112,23 @@ def test_a_catalog_names_what_is_missing_and_hides_its_password() -> None:
     assert extension_path("ducklake").is_file()  # the production extra's wheel, for this DuckDB
 
 
+def test_the_upkeep_job_exists_only_with_shared_tables() -> None:
+    from heymilo_pipeline.definitions import build_defs
+    from heymilo_pipeline.settings import Settings
+
+    local = build_defs(Settings(), secrets_from_env=False)
+    shared = build_defs(
+        Settings(shared_catalog_url="postgresql://db/lake", shared_data_path="/data/lake/"), secrets_from_env=False
+    )
+    names = {d.name for d in shared.resolve_all_job_defs()} - {d.name for d in local.resolve_all_job_defs()}
+    assert names == {"shared_tables_maintenance_job"}
+    assert [s.name for s in shared.schedules or []] == [s.name for s in local.schedules or []] + [
+        "shared_tables_maintenance"
+    ]
+    with pytest.raises(Exception, match="both or neither"):
+        Settings(shared_catalog_url="postgresql://db/lake")
+
+
 # --- with PostgreSQL and S3 --------------------------------------------------------------------------------
 
 
@@ -306,6 +323,33 @@ def test_published_file_equals_the_shared_tables_and_analysts_attach_read_only(
         assert analyst.execute("SELECT count(*) FROM candidates").fetchone()[0] == 6
         with pytest.raises(duckdb.Error):
             analyst.execute("DELETE FROM candidates")
+
+
+@pytest.mark.integration
+def test_upkeep_leaves_no_file_holding_a_deleted_posting(shared: SharedTables, s3: S3Server) -> None:
+    for n in range(3):  # three versions of P1, and one of P2
+        shared.replace_slices([slice_of(fetched_on(DAY, (300, 300, 300), first=10_000 * n))], f"run-{n}")
+    shared.replace_slices([slice_of(fetched_on(DAY, (200,), first=90_000), "P2", DayRange.single(DAY))], "run-p2")
+    prefix = shared.catalog.data_path.removeprefix(f"s3://{s3.bucket}/")
+    before = s3.keys(prefix)
+    shared.delete_posting("P1")
+    assert rows(shared) and {p for _, p, _ in rows(shared)} == {"P2"}
+
+    def posting_ids_in_files() -> set[str]:
+        # What any reader of the bucket (not only through the catalog) can still find there.
+        with shared.session() as conn:
+            found = conn.execute(
+                "SELECT DISTINCT posting_id FROM read_parquet(?, union_by_name = true) WHERE posting_id IS NOT NULL",
+                [f"{shared.catalog.data_path}**/*.parquet"],
+            ).fetchall()
+        return {p for (p,) in found}
+
+    assert "P1" in posting_ids_in_files()  # deleted from the tables, still in older snapshots' files
+    done = shared.maintain(keep=timedelta(0))
+    assert done["snapshots_expired"] > 0 and done["old_files_deleted"] > 0, done
+    assert posting_ids_in_files() == {"P2"}
+    assert len(s3.keys(prefix)) < len(before)
+    assert {p for _, p, _ in rows(shared)} == {"P2"} and len(rows(shared, "raw_candidates")) == 200
 
 
 def publish_into(catalog: Catalog, path: str, queue: Any) -> None:

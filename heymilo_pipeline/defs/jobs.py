@@ -1,11 +1,16 @@
-"""Jobs: candidates (partitioned), postings, the warehouse checks, and the rebuild of DuckDB from the lake."""
+"""Jobs: candidates (partitioned), postings, the warehouse checks, the rebuild of DuckDB from the lake, and the
+shared tables' maintenance (production profile only)."""
+
+from datetime import timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from heymilo_pipeline.defs.assets import postings
 from heymilo_pipeline.defs.checks import warehouse_checks
 from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
 from heymilo_pipeline.defs.resources import Storage
+from heymilo_pipeline.shared_tables import SharedWarehouse
 from heymilo_pipeline.tables import CANDIDATES, WORKFLOW_STEPS
 
 # The slice rules (checks of raw_candidates) run inside the step; the warehouse checks (of the DuckDB tables,
@@ -48,3 +53,29 @@ def rebuild_warehouse(context: dg.OpExecutionContext, storage: Storage) -> None:
 )
 def rebuild_job() -> None:
     rebuild_warehouse()
+
+
+class MaintenanceConfig(dg.Config):
+    keep_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Keep snapshots (time travel) and killed writes' files this long; older ones go, "
+        "and with them deleted candidates' rows.",
+    )
+
+
+@dg.op(description="Compact the shared tables' files, expire old snapshots and delete the files nothing needs.")
+def maintain_shared_tables(context: dg.OpExecutionContext, config: MaintenanceConfig, storage: Storage) -> None:
+    warehouse = storage.warehouse()
+    if not isinstance(warehouse, SharedWarehouse):
+        raise dg.Failure("HEYMILO_SHARED_CATALOG_URL is not set: there are no shared tables to maintain")
+    done = warehouse.tables.maintain(timedelta(hours=config.keep_hours))
+    context.log.info(f"shared tables maintained: {done}")
+
+
+@dg.job(
+    description="The shared tables' upkeep (HEYMILO_SHARED_CATALOG_URL): merge small files, expire snapshots "
+    "older than a day and delete the files they held, delete files killed writes left."
+)
+def shared_tables_maintenance_job() -> None:
+    maintain_shared_tables()

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 
 from heymilo_pipeline.defs.checks import AS_OF_TAG
-from heymilo_pipeline.defs.jobs import postings_job, warehouse_checks_job
+from heymilo_pipeline.defs.jobs import postings_job, shared_tables_maintenance_job, warehouse_checks_job
 from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
 from heymilo_pipeline.refresh import RefreshPlan
 
@@ -76,3 +76,13 @@ def daily_checks(deadline_hour: int) -> dg.ScheduleDefinition:
         return dg.RunRequest(run_key=f"checks-{as_of.isoformat()}", tags={AS_OF_TAG: str(as_of)})
 
     return _daily_checks
+
+
+# An hour before the daily update (03:00 UTC), so its merges do not contend with the update's writes.
+shared_tables_maintenance = dg.ScheduleDefinition(
+    name="shared_tables_maintenance",
+    job=shared_tables_maintenance_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    description="Every day at 02:00 UTC: the shared tables' upkeep (production profile only).",
+)
