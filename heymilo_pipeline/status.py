@@ -8,7 +8,8 @@ import dagster as dg
 
 from heymilo_pipeline.defs.partitions import POSTINGS
 from heymilo_pipeline.settings import Settings
-from heymilo_pipeline.warehouse import query
+from heymilo_pipeline.shared_tables import SharedWarehouse
+from heymilo_pipeline.warehouse import Warehouse
 
 
 def latest_check_results(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[str, str, str]]:
@@ -33,29 +34,25 @@ def latest_check_results(instance: dg.DagsterInstance, defs: dg.Definitions) -> 
 
 def report(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance) -> str:
     lines = [f"data directory: {settings.data_dir.resolve()}"]
-    path = settings.duckdb_path
-    if path.exists():
-        counts = query(
-            path,
-            "SELECT table_name, estimated_size FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name",
-        )
-        lines.append(f"DuckDB {path}:")
-        for name in counts["table_name"]:
-            n = query(path, f'SELECT count(*) AS n FROM "{name}"')["n"][0]
-            lines.append(f"  {name:<26} {n:>10,} rows")
-        loads = query(
-            path,
-            "SELECT posting_id, count(*) AS days, min(partition_date) AS first, max(partition_date) AS last, "
-            "sum(rows)::BIGINT AS rows FROM partition_loads GROUP BY posting_id ORDER BY posting_id",
-        )
-        if len(loads):
+    shared = settings.shared_tables()
+    warehouse = Warehouse(settings.duckdb_path) if shared is None else SharedWarehouse(shared)
+    where = f"DuckDB {settings.duckdb_path}"
+    if shared is not None:
+        where = f"shared tables (catalog {shared.catalog.shown_url}, files {shared.catalog.data_path})"
+    if warehouse.exists():
+        lines.append(f"{where}:")
+        lines += [f"  {name:<26} {n:>10,} rows" for name, n in sorted(warehouse.table_counts().items())]
+        with warehouse.connect(read_only=True) as conn:
+            loads = conn.execute(
+                "SELECT posting_id, count(*), min(partition_date), max(partition_date), sum(rows)::BIGINT "
+                "FROM partition_loads GROUP BY posting_id ORDER BY posting_id"
+            ).fetchall()
+        if loads:
             lines.append("loaded partitions (posting: days, range, rows):")
-            for row in loads.itertuples():
-                lines.append(
-                    f"  {row.posting_id}: {row.days} days, {row.first:%Y-%m-%d}..{row.last:%Y-%m-%d}, {row.rows} rows"
-                )
+            lines += [f"  {posting}: {days} days, {first:%Y-%m-%d}..{last:%Y-%m-%d}, {rows} rows"
+                      for posting, days, first, last, rows in loads]  # fmt: skip
     else:
-        lines.append(f"DuckDB {path}: not created yet (run a backfill)")
+        lines.append(f"{where}: not created yet (run a backfill)")
     registered = instance.get_dynamic_partitions(POSTINGS)
     materialized = instance.get_materialized_partitions(dg.AssetKey("candidates"))
     lines.append(f"registered postings: {len(registered)}; materialized candidate partitions: {len(materialized)}")

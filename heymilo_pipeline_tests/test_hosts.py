@@ -181,11 +181,15 @@ def test_two_hosts_sharing_only_postgres_share_one_rate_budget(
     faults = Faults(rate_limit=WINDOW_LIMIT, rate_window_s=WINDOW_S)
     with serve_in_thread(create_app(tenant, KEY, faults)) as url:
         # Without the shared budget (each host its own file) the same two commands overrun the key: the control.
-        _, alone = _two_hosts(url, tmp_path / "alone", {"DAGSTER_POSTGRES_URL": database}, tenant, busiest)
+        _, alone, alone_envs = _two_hosts_with_env(
+            url, tmp_path / "alone", {"DAGSTER_POSTGRES_URL": database}, tenant, busiest
+        )
         time.sleep(WINDOW_S)
         shared = {"DAGSTER_POSTGRES_URL": database, "HEYMILO_RATE_BUDGET_URL": database}
         outputs, stats = _two_hosts(url, tmp_path / "shared", shared, tenant, busiest)
     assert alone["rate_limited"] > 0, alone
+    status = finish(cli(alone_envs[1], "status"))  # each host reports its own DuckDB file
+    assert re.search(r"DuckDB .*heymilo\.duckdb:\n(.*\n)*  candidates +[1-9][\d,]* rows", status), status
     assert stats["rate_limited"] == 0, stats  # both hosts together stayed under the limit
     assert stats["max_requests_in_window"] <= WINDOW_LIMIT
     # Busy all along: the two together used most of the key (time-scaled: 10 requests a second).
@@ -262,6 +266,9 @@ def test_two_hosts_sharing_postgres_and_s3_write_one_set_of_tables(
     assert f"candidates {len(truth):,}" in published, published
     in_file = query(tmp_path / "b" / "data" / "heymilo.duckdb", "SELECT interview_id FROM candidates")
     assert sorted(in_file["interview_id"]) == sorted(truth)
+    status = finish(cli(envs[0], "status"))  # either host reports the shared tables
+    assert re.search(rf"\n  candidates +{len(truth):,} rows", status), status
+    assert "shared tables (catalog postgresql://" in status and "production_" in status, status
     requests = sum(stats["requests_by_route"].values())
     print(
         f"\nshared tables, two hosts: {requests} requests, {stats['rate_limited']} 429s, at most "
