@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 import dagster as dg
+import duckdb
 from dotenv import load_dotenv  # what dagster uses to read .env, so both read it alike
 
 from heymilo_pipeline import terminal
@@ -346,17 +347,18 @@ def rebuild(location: Location) -> None:
 def publish(location: Location, target: Path | None) -> None:
     """Copy the shared tables (HEYMILO_SHARED_CATALOG_URL) into a DuckDB file for notebooks: one snapshot, in one
     transaction on the file; readers keep the previous copy until it commits, and loaders take turns."""
-    shared = location.settings.shared_tables()
-    if shared is None:
-        raise click.ClickException(
-            "HEYMILO_SHARED_CATALOG_URL and HEYMILO_SHARED_DATA_PATH are not set: without shared tables, the runs "
-            f"load {location.settings.duckdb_path} themselves and there is nothing to publish"
-        )
-    path = target or location.settings.duckdb_path
+    settings = location.settings
+    path = target or settings.duckdb_path
     started = time.monotonic()
     try:
-        counts = shared.publish(path)
-    except (SharedTablesError, WarehouseLockedError) as exc:
+        shared = settings.shared_tables()
+        if shared is None:
+            raise click.ClickException(
+                "HEYMILO_SHARED_CATALOG_URL and HEYMILO_SHARED_DATA_PATH are not set: without shared tables, the "
+                f"runs load {settings.duckdb_path} themselves and there is nothing to publish"
+            )
+        counts = shared.publish(path, lock_timeout_s=settings.lock_timeout_seconds)
+    except (SharedTablesError, WarehouseLockedError, duckdb.Error) as exc:
         raise click.ClickException(str(exc)) from None
     rows = ", ".join(f"{table} {n:,}" for table, n in counts.items())
     click.echo(f"published {rows} into {path} in {time.monotonic() - started:.1f}s")

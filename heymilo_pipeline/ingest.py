@@ -37,7 +37,7 @@ from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import flatten
 from heymilo_pipeline.lake import RAW_TEXTS, Lake, MonthFiles, raw_json
 from heymilo_pipeline.privacy import Scrubber
-from heymilo_pipeline.shared_tables import SharedWarehouse, SliceRows
+from heymilo_pipeline.shared_tables import SharedTablesBusyError, SharedWarehouse, SliceRows
 from heymilo_pipeline.tables import CANDIDATES, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import SliceFiles, Warehouse, WarehouseLockedError
 
@@ -445,6 +445,9 @@ async def sync_postings(
                 await asyncio.to_thread(publish, lake, warehouse, fetched, run_id)
             except WarehouseLockedError:
                 raise  # every posting would wait as long again
+            except SharedTablesBusyError as exc:  # other hosts' writes won: a later attempt will not meet them
+                result.error, result.retryable = str(exc), True  # it names the posting and the days
+                return _done(result, on_result)
             except Exception as exc:  # one posting's storage error (a bug, a full disk) must not stop the others
                 log.exception("posting %s: publishing failed", posting_id)
                 result.error = f"{where}: publishing failed ({type(exc).__name__}: {exc}); its previous rows stay"

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -19,7 +19,9 @@ from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings, PostgresURL
 from heymilo_pipeline.privacy import PiiMode, Scrubber
 from heymilo_pipeline.quality import ScoreBounds
-from heymilo_pipeline.shared_tables import SharedTables, shared_tables_at
+
+if TYPE_CHECKING:
+    from heymilo_pipeline.shared_tables import SharedTables
 
 DEFAULT_START_DATE = date(2025, 1, 1)
 # Where things live under HEYMILO_DATA_DIR (the storage resource and the notebook helpers use these too).
@@ -201,6 +203,8 @@ class Settings(PipelineSettings, ConnectionSettings):
         """The shared tables, when configured (S3 credentials from AWS's variables, as every S3 client reads them)."""
         if self.shared_catalog_url is None or self.shared_data_path is None:
             return None
+        from heymilo_pipeline.shared_tables import shared_tables_at  # DuckDB and the lake: only when asked
+
         url = self.shared_catalog_url.get_secret_value()
         return shared_tables_at(url, self.shared_data_path, os.environ if environ is None else environ)
 

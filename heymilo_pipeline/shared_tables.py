@@ -37,10 +37,19 @@ from urllib.parse import urlsplit
 import duckdb
 import pyarrow as pa
 
+from heymilo_pipeline.api.limits import POSTGRES_SCHEMES, libpq_url
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.lake import Lake, conform, raw_table
-from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, RAW_RECORDS, WORKFLOW_STEPS, TableSpec
-from heymilo_pipeline.warehouse import PostingsChange, SliceFiles, Warehouse
+from heymilo_pipeline.tables import (
+    CANDIDATES,
+    PARTITION_LOADS,
+    POSTINGS,
+    RAW_RECORDS,
+    WAREHOUSE_TABLES,
+    WORKFLOW_STEPS,
+    TableSpec,
+)
+from heymilo_pipeline.warehouse import DOUBLED_IDS, PostingsChange, SliceFiles, Warehouse
 
 log = logging.getLogger("heymilo_pipeline.shared_tables")
 
@@ -50,8 +59,11 @@ TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS, PARTITION_LOADS, POSTINGS)
 SLICE_TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS)  # what a slice replaces (partition_loads besides)
 # A conflict costs one attempt (a few hundred ms); more than this many in a row means a writer that never
 # lets go, not bad luck.
-ATTEMPTS = 8
-BACKOFF_S = (0.05, 2.0)  # first and largest pause between attempts, jittered
+# Every slice write deletes from and inserts into the same tables, so two writers at once always conflict and
+# one starts over; with the pauses below, 12 attempts wait up to ~40 s in all, enough for hosts that each commit
+# in well under a second.
+ATTEMPTS = 12
+BACKOFF_S = (0.1, 5.0)  # first and largest pause between attempts, jittered
 # How long maintenance keeps expired snapshots (time travel) and a killed write's files.
 RETENTION = timedelta(days=1)
 _CONFLICT = "Transaction conflict"
@@ -67,7 +79,10 @@ class SharedTablesBusyError(SharedTablesError):
 
 
 # AWS's usual variables, read as every S3 client reads them (not HEYMILO_* settings).
-S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL")
+S3_VARIABLES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,7 @@ class S3:
     secret: str
     region: str = "us-east-1"
     endpoint: str | None = None  # http(s)://host:port of a non-AWS server (MinIO, moto, R2 ...)
+    session_token: str | None = None  # temporary credentials (an assumed role)
 
     def __repr__(self) -> str:
         return f"S3(region={self.region!r}, endpoint={self.endpoint!r})"  # never the key or secret
@@ -89,16 +105,18 @@ class S3:
             return None
         endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        return cls(key_id, secret, region, endpoint)
+        return cls(key_id, secret, region, endpoint, environ.get("AWS_SESSION_TOKEN") or None)
 
     def secret_sql(self) -> str:
         options = {"KEY_ID": self.key_id, "SECRET": self.secret, "REGION": self.region}
+        if self.session_token:
+            options["SESSION_TOKEN"] = self.session_token
+        use_ssl = "true"
         if self.endpoint:
-            parts = urlsplit(self.endpoint)
-            options |= {"ENDPOINT": parts.netloc or parts.path, "URL_STYLE": "path"}
+            # AWS's variable is a URL; a bare host:port is taken as HTTPS, as the AWS CLI would.
+            parts = urlsplit(self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}")
+            options |= {"ENDPOINT": parts.netloc, "URL_STYLE": "path"}
             use_ssl = "false" if parts.scheme == "http" else "true"
-        else:
-            use_ssl = "true"
         listed = ", ".join(f"{name} {_literal(value)}" for name, value in options.items())
         return f"CREATE OR REPLACE SECRET heymilo_s3 (TYPE s3, {listed}, USE_SSL {use_ssl})"
 
@@ -112,8 +130,10 @@ class Catalog:
     s3: S3 | None = None
 
     def __post_init__(self) -> None:
-        if urlsplit(self.url).scheme.split("+")[0] not in ("postgresql", "postgres"):
-            raise SharedTablesError("the shared tables' catalog must be a postgresql:// URL")
+        if not self.url.startswith(POSTGRES_SCHEMES):
+            raise SharedTablesError(
+                f"the shared tables' catalog must be a PostgreSQL URL ({', '.join(POSTGRES_SCHEMES)}...)"
+            )
         if self.data_path.startswith("s3://") and self.s3 is None:
             raise SharedTablesError(
                 f"the shared tables' data path {self.data_path} is on S3, but AWS_ACCESS_KEY_ID and "
@@ -134,7 +154,7 @@ class Catalog:
 
     def attach_sql(self, read_only: bool = False) -> str:
         """The ATTACH statement (after the extensions and the S3 secret); it holds the password, if any."""
-        dsn = self.url.replace("postgresql+psycopg2://", "postgresql://", 1)
+        dsn = libpq_url(self.url)
         options = [f"DATA_PATH {_literal(self.data_path)}"] + (["READ_ONLY"] if read_only else [])
         return f"ATTACH {_literal('ducklake:postgres:' + dsn)} AS {LAKE} ({', '.join(options)})"
 
@@ -145,8 +165,9 @@ class Catalog:
         try:
             conn.execute("SET TimeZone = 'UTC'")
             self.attach(conn, read_only)
-            conn.execute(f"USE {LAKE}")
-            yield conn
+            with self.scrubbed():
+                conn.execute(f"USE {LAKE}")
+                yield conn
         finally:
             conn.close()
 
@@ -161,14 +182,27 @@ class Catalog:
         except duckdb.Error as exc:
             raise SharedTablesError(
                 f"cannot attach the shared tables (catalog {self.shown_url}, data {self.data_path}): "
-                f"{self._scrub(str(exc))}. Check that the database is reachable and that its user may create tables "
+                f"{self.scrub(str(exc))}. Check that the database is reachable and that its user may create tables "
                 "(the first writer creates DuckLake's catalog tables)."
             ) from None
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
+        """``text`` without the URL's password (DuckDB's postgres extension repeats the URL in its errors)."""
         password = urlsplit(self.url).password
-        text = text.replace(self.url, self.shown_url)
+        for url in (self.url, libpq_url(self.url)):
+            text = text.replace(url, self.shown_url)
         return text.replace(password, "***") if password else text
+
+    @contextmanager
+    def scrubbed(self) -> Iterator[None]:
+        """DuckDB errors raised in the block, of the same type, without the password."""
+        try:
+            yield
+        except duckdb.Error as exc:
+            text = self.scrub(str(exc))
+            if text == str(exc):
+                raise
+            raise type(exc)(text) from None
 
 
 def extension_path(name: str) -> Path:
@@ -232,17 +266,14 @@ class SharedTables:
                 self._base = base
             cursor = self._base.cursor()
         try:
-            cursor.execute("SET TimeZone = 'UTC'")
-            cursor.execute(f"USE {LAKE}")
-            yield cursor
+            # After the attach, DuckDB opens PostgreSQL connections as it needs them (a dropped one, a bigger
+            # pool), even for USE: their errors repeat the URL, password included.
+            with self.catalog.scrubbed():
+                cursor.execute("SET TimeZone = 'UTC'")
+                cursor.execute(f"USE {LAKE}")
+                yield cursor
         finally:
             cursor.close()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._base is not None:
-                self._base.close()
-                self._base = None
 
     def ensure_schema(self) -> None:
         """Create missing tables and columns and apply every comment. Idempotent, and safe to race."""
@@ -301,27 +332,36 @@ class SharedTables:
                 done[name] = self.retrying(f"maintenance ({name})", lambda sql=sql: len(conn.execute(sql).fetchall()))
         return done
 
-    def publish(self, path: Path | str) -> dict[str, int]:
-        """Copy every shared table into the DuckDB file at ``path``, in one transaction on the file.
+    def publish(self, path: Path | str, lock_timeout_s: float = 300.0) -> dict[str, int]:
+        """Copy the warehouse's tables (candidates, steps, partition_loads, postings; not the raw records) from the
+        shared tables into the DuckDB file at ``path``, in one transaction on the file.
 
-        The file gets the warehouse's schema (keys and comments: ``Warehouse.ensure_schema``) and exactly the
-        shared tables' rows of one snapshot. DuckDB's lock on the file makes loaders take turns; readers of the
-        file see the previous copy until the commit. Returns rows per table.
+        The file gets the warehouse's schema (keys and comments) and exactly the shared tables' rows of one
+        snapshot. DuckDB's lock on the file makes loaders take turns (each waits up to ``lock_timeout_s``); readers
+        of the file see the previous copy until the commit. Returns rows per table.
         """
-        warehouse = Warehouse(path)
+        with self.session():
+            pass  # an unreachable catalog fails here, before the file is created or touched
+        warehouse = Warehouse(path, lock_timeout_s=lock_timeout_s)
         warehouse.ensure_schema()
         with warehouse.connect() as conn:
             self.catalog.attach(conn, read_only=True)
             conn.execute("BEGIN TRANSACTION")
             try:
-                for table in (CANDIDATES, WORKFLOW_STEPS, PARTITION_LOADS, POSTINGS):
-                    names = _names(table)
-                    conn.execute(f'DELETE FROM "{table.name}"')
-                    conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {LAKE}."{table.name}"')
-                counts = {
-                    t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0]
-                    for t in (CANDIDATES, WORKFLOW_STEPS, PARTITION_LOADS, POSTINGS)
-                }
+                with self.catalog.scrubbed():
+                    for table in WAREHOUSE_TABLES:
+                        names = _names(table)
+                        conn.execute(f'DELETE FROM "{table.name}"')
+                        conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {LAKE}."{table.name}"')
+                    counts = {
+                        t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0] for t in WAREHOUSE_TABLES
+                    }
+            except duckdb.ConstraintException as exc:
+                conn.execute("ROLLBACK")
+                raise SharedTablesError(
+                    f"the shared tables hold a key twice, which the DuckDB file refuses ({exc}); {path} keeps its "
+                    "previous copy. The warehouse checks (unique_interview_id) name the rows."
+                ) from None
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -338,7 +378,8 @@ class SharedTables:
             except duckdb.TransactionException as exc:
                 if _CONFLICT not in str(exc):
                     raise
-                self.conflicts += 1
+                with self._lock:
+                    self.conflicts += 1
                 if number == self.attempts:
                     raise SharedTablesBusyError(
                         f"{where}: another writer of the shared tables won each of {self.attempts} attempts to "
@@ -389,11 +430,12 @@ class SharedWarehouse(Warehouse):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.tables.session() as conn:  # read_only or not: the pipeline's own reads never write
+        # One attached catalog for reads and writes: read_only is the caller's intent, not enforced here.
+        with self.tables.session() as conn:
             yield conn
 
     def _ensure(self, conn: duckdb.DuckDBPyConnection) -> None:
-        _create(conn)
+        pass  # ensure_schema, in a transaction of its own, before any write of this class
 
     def ensure_schema(self) -> None:
         self.tables.ensure_schema()
@@ -405,6 +447,7 @@ class SharedWarehouse(Warehouse):
         raise TypeError("the shared tables take rows (replace_rows), not lake files")
 
     def replace_postings(self, table: pa.Table) -> PostingsChange:
+        self.tables.ensure_schema()  # the postings asset may be the first to touch a new catalog
         return self.tables.retrying("the postings listing", lambda: Warehouse.replace_postings(self, table))
 
     def delete_posting(self, posting_id: str) -> dict[str, int]:
@@ -416,8 +459,36 @@ class SharedWarehouse(Warehouse):
             "to rebuild them from. To refresh a notebook's DuckDB file, run `heymilo-pipeline publish`."
         )
 
+    # The audits that compare DuckDB with the lake compare the rows with the raw records here, the shared
+    # tables' own lake: written in the same transactions, they can still disagree after a bug or a hand edit.
+
+    def duplicate_interview_ids(self, lake: Lake, limit: int = 10) -> dict[str, Any]:
+        found = {}
+        with self.connect(read_only=True) as conn:
+            for where, table in (("duckdb", CANDIDATES.name), ("lake", RAW_RECORDS.name)):
+                rows = conn.execute(DOUBLED_IDS.format(f'"{table}"')).fetchall()
+                examples = [
+                    {"interview_id": i, "times": n, "postings": p, "days": [str(d) for d in ds]}
+                    for i, n, p, ds in rows[:limit]
+                ]
+                found[where] = {"count": len(rows), "examples": examples}
+        return found
+
     def lake_differences(self, lake: Lake) -> list[dict[str, Any]]:
-        return []  # one store (see the class docstring)
+        sql = f"""
+            WITH db AS (SELECT interview_id, posting_id, created_date FROM "{CANDIDATES.name}"),
+            raw AS (SELECT interview_id, posting_id, created_date FROM "{RAW_RECORDS.name}"),
+            only_db AS (SELECT posting_id, count(*) AS n FROM (FROM db EXCEPT ALL FROM raw) GROUP BY 1),
+            only_raw AS (SELECT posting_id, count(*) AS n FROM (FROM raw EXCEPT ALL FROM db) GROUP BY 1)
+            SELECT coalesce(d.posting_id, r.posting_id), coalesce(d.n, 0), coalesce(r.n, 0)
+            FROM only_db d FULL JOIN only_raw r ON d.posting_id = r.posting_id ORDER BY 1
+        """
+        with self.connect(read_only=True) as conn:
+            return [
+                {"table": CANDIDATES.name, "posting_id": posting_id,
+                 "rows_only_in_duckdb": only_db, "rows_only_in_lake": only_raw}
+                for posting_id, only_db, only_raw in conn.execute(sql).fetchall()
+            ]  # fmt: skip
 
 
 def shared_tables_at(url: str, data_path: str, environ: Mapping[str, str]) -> SharedTables:
@@ -426,17 +497,27 @@ def shared_tables_at(url: str, data_path: str, environ: Mapping[str, str]) -> Sh
 
 
 def _create(conn: duckdb.DuckDBPyConnection) -> None:
+    """Missing tables and columns, and comments that differ (each changed statement is a catalog write; an
+    unchanged schema writes nothing, so runs do not pile up empty snapshots)."""
+    comments = {
+        (table, column): comment
+        for table, column, comment in conn.execute(
+            "SELECT table_name, NULL, comment FROM duckdb_tables() WHERE database_name = ?1 UNION ALL "
+            "SELECT table_name, column_name, comment FROM duckdb_columns() WHERE database_name = ?1",
+            [LAKE],
+        ).fetchall()
+    }
     for table in TABLES:
-        conn.execute(table.create_sql(primary_key=False))
-        listed = conn.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?", [LAKE, table.name]
-        )
-        existing = {name for (name,) in listed.fetchall()}
+        if (table.name, None) not in comments:
+            conn.execute(table.create_sql(primary_key=False))
         for column in table.columns:
-            if column.name not in existing:  # a column added in a later release; old rows get NULL
+            if (table.name, None) in comments and (table.name, column.name) not in comments:
+                # A column added in a later release; old rows get NULL.
                 conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
-        for statement in table.comment_sql():
-            conn.execute(statement)
+        wanted = [(None, table.description)] + [(c.name, c.description) for c in table.columns]
+        for (column, text), statement in zip(wanted, table.comment_sql(), strict=True):
+            if comments.get((table.name, column)) != text:
+                conn.execute(statement)
 
 
 def _checked(item: SliceRows) -> SliceRows:

@@ -43,6 +43,11 @@ _READ = "read_parquet(?, hive_partitioning = false)"  # the lake's paths are nev
 # Every month file of a table at once: files written before a column was added lack it (read as NULL).
 _READ_ALL = "read_parquet(?, hive_partitioning = false, union_by_name = true)"
 _WITHIN_DAYS = "created_date BETWEEN ? AND ?"
+# interview_ids stored more than once in a source ({}): (id, times, postings, days)
+DOUBLED_IDS = (
+    "SELECT interview_id, count(*) AS n, list(DISTINCT posting_id) AS postings, "
+    "list(created_date ORDER BY created_date) AS days FROM {} GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"
+)
 
 
 _RECORD_LOADS = """
@@ -236,8 +241,7 @@ class Warehouse:
     def duplicate_interview_ids(self, lake: Lake, limit: int = 10) -> dict[str, Any]:
         """interview_ids stored more than once, in DuckDB and across the lake's candidate files."""
         lake_files = [str(p) for p in lake.paths(CANDIDATES.name)]
-        doubled = "SELECT interview_id, count(*) AS n, list(DISTINCT posting_id) AS postings, "
-        doubled += "list(created_date ORDER BY created_date) AS days FROM {} GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"
+        doubled = DOUBLED_IDS
         with self.connect(read_only=True) as conn:
             found = {}
             for where, source, params in (

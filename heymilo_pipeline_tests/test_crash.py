@@ -169,7 +169,7 @@ def walk(root: Path) -> Iterator[Path]:
 
 
 Probe = Callable[[], dict[str, Any] | None]
-ProbeFactory = Callable[[int, LogTail, int], Probe]  # (launch time in ns, the run's log, its process group) -> probe
+ProbeFactory = Callable[[LogTail, int], Probe]  # (the run's log, its process group) -> probe
 
 
 def parquet_temp(site: Site, under: str = "") -> Probe:
@@ -246,9 +246,8 @@ def kill_during(
             site.wal.unlink(missing_ok=True)  # a killed run's WAL holds only its committed schema statements
             shutil.copy2(restore_db, site.db)
         before = checksums(site.db) if site.db.exists() else {}
-        launched_ns = time.time_ns()
         proc, log = site.start(url)
-        probe = make_probe(launched_ns, LogTail(log), proc.pid)
+        probe = make_probe(LogTail(log), proc.pid)
         started = time.monotonic()
         evidence = None
         try:
@@ -355,12 +354,12 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> CrashStory:
         )
         story.kills.append(
             kill_during(
-                crash, url, "loading DuckDB (load begun)", lambda _, log, group: loading(crash, group, log), older_db
+                crash, url, "loading DuckDB (load begun)", lambda log, group: loading(crash, group, log), older_db
             )
         )
         story.kills.append(
             kill_during(
-                crash, url, "loading DuckDB (+0.25 s)", lambda _, log, group: loading(crash, group, log, 0.25), older_db
+                crash, url, "loading DuckDB (+0.25 s)", lambda log, group: loading(crash, group, log, 0.25), older_db
             )
         )
         crash.run(url)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg2
 import pyarrow as pa
 import pytest
 
@@ -21,17 +22,19 @@ from heymilo_pipeline import shared_tables
 from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import flatten
-from heymilo_pipeline.lake import RAW_TEXTS, raw_json
+from heymilo_pipeline.lake import RAW_TEXTS, Lake, raw_json
 from heymilo_pipeline.shared_tables import (
+    LAKE,
     S3,
     Catalog,
     SharedTables,
     SharedTablesBusyError,
     SharedTablesError,
+    SharedWarehouse,
     SliceRows,
     extension_path,
 )
-from heymilo_pipeline.tables import CANDIDATES, RAW_RECORDS, WORKFLOW_STEPS
+from heymilo_pipeline.tables import CANDIDATES, POSTINGS, RAW_RECORDS, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import Warehouse
 from heymilo_pipeline_tests.factories import DAY, DAYS, fetched, fetched_on
 from heymilo_pipeline_tests.servers import S3Server, new_database
@@ -350,6 +353,83 @@ def test_upkeep_leaves_no_file_holding_a_deleted_posting(shared: SharedTables, s
     assert posting_ids_in_files() == {"P2"}
     assert len(s3.keys(prefix)) < len(before)
     assert {p for _, p, _ in rows(shared)} == {"P2"} and len(rows(shared, "raw_candidates")) == 200
+
+
+def snapshots(tables: SharedTables) -> int:
+    with tables.session() as conn:
+        return conn.execute(f"SELECT count(*) FROM {LAKE}.snapshots()").fetchone()[0]
+
+
+@pytest.mark.integration
+def test_an_unchanged_schema_writes_no_snapshot(shared: SharedTables) -> None:
+    before = snapshots(shared)
+    shared.ensure_schema()
+    SharedWarehouse(shared).replace_postings(POSTINGS.empty())  # what each listing does first
+    assert snapshots(shared) == before
+
+
+@pytest.mark.integration
+def test_the_lake_audits_fail_on_planted_bad_rows(shared: SharedTables) -> None:
+    shared.replace_slices([slice_of(fetched(per_day=(3, 0, 2)))], "run-1")
+    warehouse = SharedWarehouse(shared)
+    assert warehouse.lake_differences(Lake("/nowhere")) == []
+    assert {w: f["count"] for w, f in warehouse.duplicate_interview_ids(Lake("/nowhere")).items()} == {
+        "duckdb": 0, "lake": 0
+    }  # fmt: skip
+    with shared.session() as conn:  # a hand edit: one raw record twice, one candidate without its raw record
+        conn.execute("INSERT INTO raw_candidates SELECT * FROM raw_candidates LIMIT 1")
+        conn.execute("DELETE FROM raw_candidates WHERE interview_id = (SELECT max(interview_id) FROM raw_candidates)")
+    doubled = warehouse.duplicate_interview_ids(Lake("/nowhere"))
+    assert doubled["lake"]["count"] == 1 and doubled["duckdb"]["count"] == 0
+    differences = warehouse.lake_differences(Lake("/nowhere"))
+    assert differences == [
+        {"table": "candidates", "posting_id": "P1", "rows_only_in_duckdb": 1, "rows_only_in_lake": 1}
+    ]
+
+
+@pytest.mark.integration
+def test_publishing_refuses_doubled_keys_and_an_unreachable_catalog_touches_no_file(
+    shared: SharedTables, postgres_url: str, s3: S3Server, tmp_path: Path
+) -> None:
+    shared.replace_slices([slice_of(fetched(per_day=(3, 0, 2)))], "run-1")
+    db = tmp_path / "heymilo.duckdb"
+    shared.publish(db)
+    with shared.session() as conn:
+        conn.execute("INSERT INTO candidates SELECT * FROM candidates LIMIT 1")
+    with pytest.raises(SharedTablesError, match=r"hold a key twice.*keeps its previous copy.*unique_interview_id"):
+        shared.publish(db)
+    with Warehouse(db).connect(read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM candidates").fetchone()[0] == 5
+    port = int(postgres_url.rsplit(":", 1)[1].split("/")[0])
+    nowhere = Catalog(f"postgresql://heymilo@127.0.0.1:{port + 1}/x", f"s3://{s3.bucket}/x/", shared.catalog.s3)
+    with pytest.raises(SharedTablesError, match="cannot attach"):
+        SharedTables(nowhere).publish(tmp_path / "other.duckdb")
+    assert not (tmp_path / "other.duckdb").exists()
+
+
+@pytest.mark.integration
+def test_errors_after_the_attach_never_show_the_password(postgres_url: str, s3: S3Server) -> None:
+    name = f"lake_{uuid.uuid4().hex[:10]}"
+    database = new_database(postgres_url, name)
+    # The test server trusts every local user, so any password gets in: the URL carries one, as production's do.
+    url = database.replace("postgresql://heymilo@", "postgresql://heymilo:hunter2@", 1)
+    tables = SharedTables(Catalog(url, f"s3://{s3.bucket}/{name}/", S3.from_environ(s3.environ())), attempts=1)
+    tables.ensure_schema()
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:  # the database goes away under the attached catalog
+            cursor.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        with pytest.raises(duckdb.Error) as caught:
+            tables.read(CANDIDATES)
+        message = str(caught.value)
+        assert ("hunter2" not in message and "***" not in message) or "hunter2" not in message
+        assert "hunter2" not in message, message
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        admin.close()
 
 
 def publish_into(catalog: Catalog, path: str, queue: Any) -> None:

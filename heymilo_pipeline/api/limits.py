@@ -43,6 +43,11 @@ BUDGET_TABLE = "heymilo_rate_budget"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
 
 
+def libpq_url(url: str) -> str:
+    """``url`` as libpq (psycopg2, DuckDB's postgres extension) takes it: without SQLAlchemy's driver name."""
+    return url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+
 def budget_id(api_key: str, base_url: str) -> str:
     """The budget's name: a hash of key and URL. The same key always meets the same budget, and the key itself
     is never written anywhere."""
@@ -155,7 +160,7 @@ class PostgresRateLimiter(RateLimiter):
         headroom: float = DEFAULT_HEADROOM,
     ) -> None:
         super().__init__(requests_per_window, window_seconds, headroom)
-        self._url = url.replace("postgresql+psycopg2://", "postgresql://", 1)  # a password, maybe: never shown
+        self._url = libpq_url(url)  # a password, maybe: never shown
         self.budget = budget
         self._lock = threading.Lock()
         self._conn: Any = None
