@@ -215,6 +215,15 @@ class Settings(PipelineSettings, ConnectionSettings):
         values: dict[str, Any] = {name: env[var] for var, name in ENVIRONMENT.items() if env.get(var)}
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return cls(**values)
+            settings = cls(**values)
         except ValidationError as exc:
             raise ConfigurationError(f"invalid settings: {problems(exc)}") from None
+        if (settings.shared_data_path or "").startswith("s3://") and not (
+            env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")
+        ):
+            # Found when the code location loads, not at the first run's first write.
+            raise ConfigurationError(
+                f"HEYMILO_SHARED_DATA_PATH is on S3 ({settings.shared_data_path}), but AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY are not set (and AWS_ENDPOINT_URL for storage other than AWS)"
+            )
+        return settings

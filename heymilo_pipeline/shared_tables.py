@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -307,12 +307,6 @@ class SharedTables:
         with self.session() as conn:
             found = conn.execute(f'SELECT {_names(table)} FROM "{table.name}"{where}', params).to_arrow_table()
         return found.cast(table.schema)
-
-    def loaded_days(self, posting_id: str) -> set[date]:
-        """The days of one posting the shared tables hold (loaded, empty or not)."""
-        sql = f'SELECT partition_date FROM "{PARTITION_LOADS.name}" WHERE posting_id = ?'
-        with self.session() as conn:
-            return {day for (day,) in conn.execute(sql, [posting_id]).fetchall()}
 
     def maintain(self, keep: timedelta = RETENTION) -> dict[str, int]:
         """Compact and forget: merge the small files that daily updates add, expire snapshots older than ``keep``
