@@ -49,7 +49,7 @@ from heymilo_pipeline.tables import (
     WORKFLOW_STEPS,
     TableSpec,
 )
-from heymilo_pipeline.warehouse import DOUBLED_IDS, PostingsChange, SliceFiles, Warehouse
+from heymilo_pipeline.warehouse import DOUBLED_IDS, LOADS_OF_SLICE, PostingsChange, SliceFiles, Warehouse
 
 log = logging.getLogger("heymilo_pipeline.shared_tables")
 
@@ -563,16 +563,8 @@ def _replace(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceRows], run_i
     return inserted
 
 
-# Every day of the slice, empty ones included, with its count (DuckLake has no keys: the caller deleted first).
-_RECORD_LOADS = f"""
-INSERT INTO "{PARTITION_LOADS.name}"
-SELECT ?1, d.day::DATE, coalesce(c.n, 0), now(), ?2
-FROM generate_series(?3::DATE, ?4::DATE, INTERVAL 1 DAY) AS d(day)
-LEFT JOIN (
-    SELECT created_date, count(*) AS n FROM candidates
-    WHERE posting_id = ?1 AND created_date BETWEEN ?3 AND ?4 GROUP BY created_date
-) AS c ON c.created_date = d.day::DATE
-"""
+# DuckLake has no keys to replace on: the caller deleted the slice's days first.
+_RECORD_LOADS = f'INSERT INTO "{PARTITION_LOADS.name}" {LOADS_OF_SLICE}'
 
 
 def _where(posting_id: str | None, days: DayRange | None) -> tuple[str, list[Any]]:

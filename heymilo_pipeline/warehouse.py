@@ -50,15 +50,16 @@ DOUBLED_IDS = (
 )
 
 
-_RECORD_LOADS = """
-INSERT OR REPLACE INTO partition_loads
+# Every day of a slice, empty ones included, with its count: (posting_id, run_id, first day, last day).
+LOADS_OF_SLICE = """
 SELECT ?1, d.day::DATE, coalesce(c.n, 0), now(), ?2
 FROM generate_series(?3::DATE, ?4::DATE, INTERVAL 1 DAY) AS d(day)
 LEFT JOIN (
     SELECT created_date, count(*) AS n FROM candidates
-    WHERE posting_id = ?5 AND created_date BETWEEN ?6 AND ?7 GROUP BY created_date
+    WHERE posting_id = ?1 AND created_date BETWEEN ?3 AND ?4 GROUP BY created_date
 ) AS c ON c.created_date = d.day::DATE
 """
+_RECORD_LOADS = f"INSERT OR REPLACE INTO partition_loads {LOADS_OF_SLICE}"
 
 
 @dataclass(frozen=True)
@@ -441,7 +442,7 @@ def _replace_slices(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles
                         [posting_id, day],
                     )
             # one statement per slice (executemany cost ~2 ms a row, i.e. most of a year-long load)
-            conn.execute(_RECORD_LOADS, [item.posting_id, run_id, item.days.first, item.days.last, *bounds])
+            conn.execute(_RECORD_LOADS, [item.posting_id, run_id, item.days.first, item.days.last])
     return inserted
 
 
