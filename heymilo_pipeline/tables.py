@@ -182,8 +182,9 @@ POSTINGS = spec("postings", "One row per posting of the workspace, as of the lat
     ("vanished_at", _TS, "When the pipeline first found the posting missing from the API's listing (deleted in "
                          "HeyMilo); null while it is listed. The row keeps its last listed state."),
 )
-RAW_RECORDS = spec("raw_candidates", "The lake's copy of every candidate record exactly as the API sent it "
-                                     "(lake/raw/candidates; not loaded into DuckDB): enough to rebuild the tables.",
+RAW_RECORDS = spec("raw_candidates", "Every candidate record exactly as the API sent it, enough to rebuild the "
+                                     "tables: the lake's Parquet under lake/raw/candidates (not in the DuckDB file), "
+                                     "or this table of the shared tables (production profile).",
     ("interview_id", _S, "The candidate's interview_id.", NOT_NULL),
     ("posting_id", _S, "ID of the posting the candidate belongs to.", NOT_NULL),
     ("created_date", _D, "The candidate's created_date (partition day).", NOT_NULL),
