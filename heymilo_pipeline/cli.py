@@ -31,7 +31,7 @@ from heymilo_pipeline.defs.partitions import (
     POSTINGS,
     range_tags,
 )
-from heymilo_pipeline.defs.resources import Storage
+from heymilo_pipeline.defs.resources import Storage, build_resources
 from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
 from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.refresh import RefreshPlan, todays_plan
@@ -76,8 +76,9 @@ class Location:
 
     @property
     def storage(self) -> Storage:
-        """The code location's storage resource: its lake and warehouse are the ones the runs write."""
-        return self.defs.resources["storage"]
+        """The code location's storage resource, with its secrets' values (outside a run nothing resolves the
+        EnvVar references): its lake and warehouse are the ones the runs write."""
+        return build_resources(self.settings, secrets_from_env=False)["storage"]
 
     def execute(self, job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> bool:
         """Run one job in this process, tagged with the process that runs it; print its failures."""

@@ -218,12 +218,11 @@ class Settings(PipelineSettings, ConnectionSettings):
             settings = cls(**values)
         except ValidationError as exc:
             raise ConfigurationError(f"invalid settings: {problems(exc)}") from None
-        if (settings.shared_data_path or "").startswith("s3://") and not (
-            env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")
-        ):
-            # Found when the code location loads, not at the first run's first write.
-            raise ConfigurationError(
-                f"HEYMILO_SHARED_DATA_PATH is on S3 ({settings.shared_data_path}), but AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY are not set (and AWS_ENDPOINT_URL for storage other than AWS)"
-            )
+        if settings.shared_catalog_url is not None:
+            from heymilo_pipeline.shared_tables import SharedTablesError
+
+            try:
+                settings.shared_tables(env)  # its catalog checks URL and credentials when the code location loads
+            except SharedTablesError as exc:
+                raise ConfigurationError(f"invalid settings: HEYMILO_SHARED_*: {exc}") from None
         return settings

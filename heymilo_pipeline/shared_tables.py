@@ -49,7 +49,14 @@ from heymilo_pipeline.tables import (
     WORKFLOW_STEPS,
     TableSpec,
 )
-from heymilo_pipeline.warehouse import DOUBLED_IDS, LOADS_OF_SLICE, PostingsChange, SliceFiles, Warehouse
+from heymilo_pipeline.warehouse import (
+    DOUBLED_IDS,
+    LOADS_OF_SLICE,
+    PostingsChange,
+    SliceFiles,
+    Warehouse,
+    quoted_names,
+)
 
 log = logging.getLogger("heymilo_pipeline.shared_tables")
 
@@ -57,8 +64,6 @@ LAKE = "heymilo_lake"  # the name the catalog is attached under
 EXTENSIONS = ("ducklake", "httpfs", "postgres_scanner")
 TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS, PARTITION_LOADS, POSTINGS)
 SLICE_TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS)  # what a slice replaces (partition_loads besides)
-# A conflict costs one attempt (a few hundred ms); more than this many in a row means a writer that never
-# lets go, not bad luck.
 # Every slice write deletes from and inserts into the same tables, so two writers at once always conflict and
 # one starts over; with the pauses below, 12 attempts wait up to ~40 s in all, enough for hosts that each commit
 # in well under a second.
@@ -214,12 +219,11 @@ def extension_path(name: str) -> Path:
         module = importlib.import_module(package)
     except ImportError:
         raise SharedTablesError(f"the DuckDB extension {name} is not installed: {wanted}") from None
-    path = Path(module.__file__ or "").parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    path = Path(module.__file__ or "").parent / "extensions" / f"v{version}" / f"{name}.duckdb_extension"
     if not path.is_file():
         built = sorted(p.name for p in path.parent.parent.glob("v*"))
         raise SharedTablesError(
-            f"the DuckDB extension {name} was built for DuckDB {', '.join(built) or '?'}, not {duckdb.__version__}: "
-            f"{wanted}"
+            f"the DuckDB extension {name} was built for DuckDB {', '.join(built) or '?'}, not {version}: {wanted}"
         )
     return path
 
@@ -305,7 +309,7 @@ class SharedTables:
         """A table's rows (optionally one posting and day range) as Arrow, with its declared schema."""
         where, params = _where(posting_id, days)
         with self.session() as conn:
-            found = conn.execute(f'SELECT {_names(table)} FROM "{table.name}"{where}', params).to_arrow_table()
+            found = conn.execute(f'SELECT {quoted_names(table)} FROM "{table.name}"{where}', params).to_arrow_table()
         return found.cast(table.schema)
 
     def maintain(self, keep: timedelta = RETENTION) -> dict[str, int]:
@@ -344,7 +348,7 @@ class SharedTables:
             try:
                 with self.catalog.scrubbed():
                     for table in WAREHOUSE_TABLES:
-                        names = _names(table)
+                        names = quoted_names(table)
                         conn.execute(f'DELETE FROM "{table.name}"')
                         conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {LAKE}."{table.name}"')
                     counts = {
@@ -544,7 +548,7 @@ def _replace(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceRows], run_i
                 )
                 if rows[table.name].num_rows:
                     conn.register("heymilo_incoming", rows[table.name])
-                    names = _names(table)
+                    names = quoted_names(table)
                     conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM heymilo_incoming')
                     conn.unregister("heymilo_incoming")
                 inserted[table.name] += rows[table.name].num_rows
@@ -576,10 +580,6 @@ def _where(posting_id: str | None, days: DayRange | None) -> tuple[str, list[Any
         clauses.append("created_date BETWEEN ? AND ?")
         params += [days.first, days.last]
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _names(table: TableSpec) -> str:
-    return ", ".join(f'"{n}"' for n in table.names)
 
 
 def _literal(text: str) -> str:

@@ -170,7 +170,7 @@ class Warehouse:
         if table.column_names != POSTINGS.names:
             raise ValueError(f"postings: columns {table.column_names} are not the declared {POSTINGS.names}")
         incoming = table.cast(POSTINGS.schema)
-        names = _names(POSTINGS)
+        names = quoted_names(POSTINGS)
         with self.connect() as conn:
             self._ensure(conn)  # the postings asset may be the first to touch a new file
             with _transaction(conn):
@@ -218,7 +218,7 @@ class Warehouse:
             _create(conn)
             for table in (CANDIDATES, WORKFLOW_STEPS):
                 if files[table.name]:
-                    names = _names(table)
+                    names = quoted_names(table)
                     conn.execute(
                         f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {_READ_ALL}', [files[table.name]]
                     )
@@ -242,7 +242,6 @@ class Warehouse:
     def duplicate_interview_ids(self, lake: Lake, limit: int = 10) -> dict[str, Any]:
         """interview_ids stored more than once, in DuckDB and across the lake's candidate files."""
         lake_files = [str(p) for p in lake.paths(CANDIDATES.name)]
-        doubled = DOUBLED_IDS
         with self.connect(read_only=True) as conn:
             found = {}
             for where, source, params in (
@@ -252,7 +251,7 @@ class Warehouse:
                 if where == "lake" and not lake_files:
                     found[where] = {"count": 0, "examples": []}
                     continue
-                rows = conn.execute(doubled.format(source), params).fetchall()
+                rows = conn.execute(DOUBLED_IDS.format(source), params).fetchall()
                 examples = [
                     {"interview_id": i, "times": n, "postings": p, "days": [str(d) for d in ds]}
                     for i, n, p, ds in rows[:limit]
@@ -283,7 +282,7 @@ class Warehouse:
         with self.connect(read_only=True) as conn:
             for table in (CANDIDATES, WORKFLOW_STEPS):
                 files = [str(p) for p in lake.paths(table.name)]
-                names = _names(table)
+                names = quoted_names(table)
                 in_lake = f"SELECT {names} FROM {_READ_ALL}" if files else f'SELECT {names} FROM "{table.name}" LIMIT 0'
                 params = [files] if files else []
                 sql = f"""
@@ -397,7 +396,7 @@ def _add_primary_key(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
     if doubled:
         log.warning("%s: %d key(s) stored more than once; keeping the row of the latest day", table.name, doubled)
         # DuckDB will not index a table whose deleted rows are still in this transaction: copy, recreate, refill.
-        names = _names(table)
+        names = quoted_names(table)
         conn.execute(
             f'CREATE TEMP TABLE heymilo_keep AS SELECT {names} FROM "{table.name}" '
             f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY created_date DESC) = 1"
@@ -460,7 +459,7 @@ def _table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
 def _insert_files(conn: duckdb.DuckDBPyConnection, table: TableSpec, files: list[str], bounds: list[Any]) -> int:
     if not files:
         return 0
-    names = _names(table)
+    names = quoted_names(table)
     # A row of another posting would land outside the slice and never be deleted by it. Checked first on
     # the one column it needs, so the rows then stream from the files into the table, with no staging copy.
     stray = conn.execute(f"SELECT count(*) FROM {_READ} WHERE posting_id IS DISTINCT FROM ?", [files, bounds[0]])
@@ -482,7 +481,7 @@ def _transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     conn.commit()
 
 
-def _names(table: TableSpec) -> str:
+def quoted_names(table: TableSpec) -> str:
     return ", ".join(_quote(n) for n in table.names)
 
 

@@ -142,16 +142,11 @@ def test_the_production_instance_loads(postgres_url: str, tmp_path: Path, monkey
     assert {"HEYMILO_RATE_BUDGET_URL", "HEYMILO_API_KEY", "DAGSTER_POSTGRES_URL", *shared} <= passed
 
 
-def _two_hosts(url: str, root: Path, shared: dict[str, str], tenant: Tenant, busiest: str) -> tuple[list[str], dict]:
-    """Host a backfills the busiest posting while host b runs the daily update, each from its own directories;
-    returns their outputs and the simulator's request statistics of the two."""
-    outputs, stats, _ = _two_hosts_with_env(url, root, shared, tenant, busiest)
-    return outputs, stats
-
-
-def _two_hosts_with_env(
+def _two_hosts(
     url: str, root: Path, shared: dict[str, str], tenant: Tenant, busiest: str
 ) -> tuple[list[str], dict, list[dict[str, str]]]:
+    """Host a backfills the busiest posting while host b runs the daily update, each from its own directories;
+    returns their outputs, the simulator's request statistics of the two, and each host's environment."""
     envs = []
     for name in ("a", "b"):
         host = root / name
@@ -182,12 +177,10 @@ def test_two_hosts_sharing_only_postgres_share_one_rate_budget(
     faults = Faults(rate_limit=WINDOW_LIMIT, rate_window_s=WINDOW_S)
     with serve_in_thread(create_app(tenant, KEY, faults)) as url:
         # Without the shared budget (each host its own file) the same two commands overrun the key: the control.
-        _, alone, alone_envs = _two_hosts_with_env(
-            url, tmp_path / "alone", {"DAGSTER_POSTGRES_URL": database}, tenant, busiest
-        )
+        _, alone, alone_envs = _two_hosts(url, tmp_path / "alone", {"DAGSTER_POSTGRES_URL": database}, tenant, busiest)
         time.sleep(WINDOW_S)
         shared = {"DAGSTER_POSTGRES_URL": database, "HEYMILO_RATE_BUDGET_URL": database}
-        outputs, stats = _two_hosts(url, tmp_path / "shared", shared, tenant, busiest)
+        outputs, stats, _ = _two_hosts(url, tmp_path / "shared", shared, tenant, busiest)
     assert alone["rate_limited"] > 0, alone
     status = finish(cli(alone_envs[1], "status"))  # each host reports its own DuckDB file
     assert re.search(r"DuckDB .*heymilo\.duckdb:\n(.*\n)*  candidates +[1-9][\d,]* rows", status), status
@@ -231,7 +224,7 @@ def test_two_hosts_sharing_postgres_and_s3_write_one_set_of_tables(
         "HEYMILO_SHARED_CATALOG_URL": database, "HEYMILO_SHARED_DATA_PATH": data_path, **s3.environ(),
     }  # fmt: skip
     with serve_in_thread(create_app(tenant, KEY, Faults(rate_limit=WINDOW_LIMIT, rate_window_s=WINDOW_S))) as url:
-        outputs, stats, envs = _two_hosts_with_env(url, tmp_path, shared, tenant, busiest)
+        outputs, stats, envs = _two_hosts(url, tmp_path, shared, tenant, busiest)
     assert stats["rate_limited"] == 0, stats
     assert stats["max_requests_in_window"] <= WINDOW_LIMIT
     # No host wrote a DuckDB file or lake files of its own: the tables are the shared ones.

@@ -55,7 +55,7 @@ def slice_of(raw: list[dict[str, Any]], posting_id: str = "P1", days: DayRange =
 
 
 def rows(tables: SharedTables, table: str = "candidates") -> list[tuple]:
-    with tables.catalog.connect(read_only=True) as conn:
+    with tables.session() as conn:
         return conn.execute(f"SELECT interview_id, posting_id, created_date FROM {table} ORDER BY ALL").fetchall()
 
 
@@ -64,7 +64,7 @@ def keys_of(candidates: pa.Table) -> list[tuple]:
 
 
 def loads(tables: SharedTables) -> list[tuple]:
-    with tables.catalog.connect(read_only=True) as conn:
+    with tables.session() as conn:
         return conn.execute("SELECT posting_id, partition_date, rows FROM partition_loads ORDER BY ALL").fetchall()
 
 
@@ -284,7 +284,7 @@ def test_a_host_killed_mid_write_leaves_a_whole_snapshot(catalog: Catalog, s3: S
         assert len(ids["candidates"]) == 1200 and len(rounds) == 1, rounds
         assert ids["raw_candidates"] == ids["candidates"] == ids["candidate_workflow_steps"]
         assert loads(tables) == [("P1", d, 400) for d in DAYS.days]
-        with catalog.connect(read_only=True) as conn:
+        with tables.session() as conn:
             runs = conn.execute("SELECT DISTINCT run_id FROM partition_loads").fetchall()
         assert runs == [(f"forever-{rounds.pop()}" if rounds != {0} else "before",)]
     # The kills landed inside transactions: files on S3 that no snapshot of the catalog ever registered.

@@ -105,12 +105,10 @@ class Storage(dg.ConfigurableResource):
     def warehouse(self, on_wait: Callable[[str], None] | None = None) -> Warehouse:
         """The DuckDB file under the data dir or, when configured, the shared tables."""
         if self.shared_catalog_url and self.shared_data_path:
-            # Outside a run (the CLI's plan, a test) the field is still the EnvVar itself, not its value.
-            url = self.shared_catalog_url
-            url = url.get_value() or "" if isinstance(url, dg.EnvVar) else url
             try:
                 # S3 credentials: AWS's variables, as every S3 client reads them.
-                return SharedWarehouse(shared_tables_at(url, self.shared_data_path, os.environ))
+                tables = shared_tables_at(self.shared_catalog_url, self.shared_data_path, os.environ)
+                return SharedWarehouse(tables)
             except SharedTablesError as exc:
                 raise dg.Failure(str(exc), allow_retries=False) from None
         return Warehouse(Path(self.data_dir) / DUCKDB_NAME, lock_timeout_s=self.lock_timeout_seconds, on_wait=on_wait)
