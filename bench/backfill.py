@@ -2,7 +2,7 @@
 
 Per posting, as one Dagster run of ``raw_candidates`` + ``warehouse_tables`` does: one range query
 (``ingest.fetch_slice``: paging, validation, flattening), the data rules (``ingest.evaluate``), the
-lake (``ingest.write_lake``) and DuckDB (``Warehouse.replace_slices``). Several postings are fetched
+lake (``Lake.write_partitions``) and DuckDB (``Warehouse.replace_slices``). Several postings are fetched
 at once (the client's ``max_concurrency``), as parallel runs sharing the key's rate budget would;
 lake and DuckDB writes go to a worker thread so fetching goes on meanwhile, one DuckDB writer at a time.
 
@@ -55,7 +55,7 @@ def backfill(
     from heymilo_pipeline.api.settings import ClientSettings
     from heymilo_pipeline.api.stats import QueryStats
     from heymilo_pipeline.api.windows import DayRange
-    from heymilo_pipeline.ingest import Slice, evaluate, fetch_slice, splits_allowed, write_lake
+    from heymilo_pipeline.ingest import Slice, evaluate, fetch_slice, splits_allowed
     from heymilo_pipeline.lake import Lake
     from heymilo_pipeline.quality import ScoreBounds
     from heymilo_pipeline.warehouse import SliceFiles, Warehouse
@@ -82,7 +82,9 @@ def backfill(
     request_times: list[float] = []
 
     def publish(fetched) -> None:
-        files = write_lake(lake, fetched)
+        files = lake.write_partitions(
+            fetched.slice.posting_id, fetched.slice.days, fetched.raw, fetched.candidates, fetched.steps
+        )
         plan = SliceFiles(
             fetched.slice.posting_id, days, [f.candidates for f in files.values()], [f.steps for f in files.values()]
         )

@@ -3,7 +3,7 @@
 ``--impl ours`` runs the pipeline's own code per posting, exactly as a run does it: the client's
 ``candidate_pages`` (parsing, validation, paging, day selection) fed by an in-memory httpx transport
 that answers with cached API pages, ``ingest.fetch_slice`` (flattening), ``ingest.evaluate`` (data
-rules), ``ingest.write_lake`` (raw JSON lines + Parquet per posting x day) and
+rules), ``Lake.write_partitions`` (raw JSON lines + Parquet per posting x day) and
 ``Warehouse.replace_slices`` (DuckDB). Pages are read from the cache before each posting's clock
 starts, so only processing is timed. ``--impl pandas`` is the baseline: json.loads of every page,
 one ``pandas.json_normalize`` of every record, one Parquet file.
@@ -99,7 +99,9 @@ def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
         if failed:
             raise SystemExit(f"posting {posting_id}: data rules failed: {failed}")
         t2 = time.perf_counter()
-        files = ingest.write_lake(lake, fetched)
+        files = lake.write_partitions(
+            fetched.slice.posting_id, fetched.slice.days, fetched.raw, fetched.candidates, fetched.steps
+        )
         t3 = time.perf_counter()
         plan = SliceFiles(posting_id, days, [f.candidates for f in files.values()], [f.steps for f in files.values()])
         warehouse.replace_slices([plan], "bench")

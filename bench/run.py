@@ -33,6 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from common import YEAR_FIRST, YEAR_LAST, MiB, SimSpec, bench_script, candidate_requests, sim_stats, simulator
 
+# After common, which notes the user's ARROW_DEFAULT_MEMORY_POOL before heymilo_pipeline sets it.
+from heymilo_pipeline.devservers import new_database, postgres_server, s3_server, sqlalchemy_url
+
 # The code before the performance work of the benchmarks (GC, parsing, parallel lake writes), measured
 # beside the current code in the same run for the before/after figures.
 BASELINE_COMMIT = "d6a1dcc"
@@ -359,10 +362,7 @@ def bench_dlt(report: Report) -> None:
 
 @contextmanager
 def postgres() -> Iterator[str | None]:
-    """A throwaway PostgreSQL server (the tests' own), or None where its programs are missing."""
-    sys.path.insert(0, str(common.REPO))
-    from heymilo_pipeline_tests.servers import postgres_server
-
+    """A throwaway PostgreSQL server (heymilo_pipeline.devservers), or None where its programs are missing."""
     with ExitStack() as stack:
         try:
             url = stack.enter_context(postgres_server())
@@ -374,8 +374,6 @@ def postgres() -> Iterator[str | None]:
 
 def fresh_database(url: str, name: str) -> str:
     """A new database on the server, as the SQLAlchemy URL Dagster's storage takes (the budget takes it too)."""
-    from heymilo_pipeline_tests.servers import new_database, sqlalchemy_url
-
     return sqlalchemy_url(new_database(url, name))
 
 
@@ -397,11 +395,9 @@ def bench_dagster(report: Report) -> None:
     with postgres() as server, ExitStack() as stack:
         # The default instance (SQLite files, the budget in a file), then Dagster's storage and the rate budget in
         # PostgreSQL, then also the tables in DuckLake (the whole production profile: catalog in PostgreSQL, files
-        # on the tests' S3 server). A fresh simulator each, so none inherits another's rate window.
+        # on a throwaway S3 server). A fresh simulator each, so none inherits another's rate window.
         variants: list[tuple[str, list[str], dict[str, str]]] = [("SQLite (default)", [], {})]
         if server:
-            from heymilo_pipeline_tests.servers import s3_server  # importable once postgres() put the repo on the path
-
             s3 = stack.enter_context(s3_server())
             variants.append(("PostgreSQL", ["--postgres", fresh_database(server, "update")], {}))
             shared = ["--postgres", fresh_database(server, "shared"), "--shared-data", f"s3://{s3.bucket}/update/"]
@@ -592,7 +588,7 @@ def bench_hosts(report: Report) -> None:
     # Time-scaled: 100 requests in any 10 s (600/min); each host is told the key's 600/min and shares it with the
     # other through PostgreSQL (HEYMILO_RATE_BUDGET_URL), each with a data directory and Dagster home of its own.
     # Then the same on the whole production profile: the hosts also write the shared tables (catalog in the same
-    # PostgreSQL, files on the tests' S3 server) instead of files of their own.
+    # PostgreSQL, files on a throwaway S3 server) instead of files of their own.
     size = 2_000 if report.quick else 8_000
     spec = SimSpec(postings=6, candidates=(size, size), rate_limit=100, rate_window_s=10.0, latency_ms=50)
     ids = common.wanted_postings(spec.tenant())[:2]
@@ -600,8 +596,6 @@ def bench_hosts(report: Report) -> None:
         if server is None:
             report.add(section, "two hosts", "not run: no PostgreSQL (initdb, pg_ctl)", "runs", False)
             return
-        from heymilo_pipeline_tests.servers import s3_server  # importable once postgres() put the repo on the path
-
         s3 = stack.enter_context(s3_server())
         results = {}
         for variant, shared in (("files", []), ("shared tables", ["--shared-data", f"s3://{s3.bucket}/bench/"])):

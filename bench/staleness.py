@@ -67,7 +67,8 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
 
     from heymilo_pipeline import cli
     from heymilo_pipeline.api.windows import day_of, midnight
-    from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+    from heymilo_pipeline.defs.partitions import POSTINGS
+    from heymilo_pipeline.defs.tags import range_tags
     from heymilo_pipeline.lake import Lake
     from heymilo_pipeline.settings import Settings
     from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread

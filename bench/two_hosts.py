@@ -55,9 +55,9 @@ def main() -> None:
     stats = httpx.get(f"{args.url}/_sim/stats", headers={"X-API-KEY": KEY}).json()
     result: dict = {"seconds": seconds, "stats": stats}
     if args.shared_data:
-        from heymilo_pipeline.shared_tables import SharedWarehouse, shared_tables_at
+        from heymilo_pipeline.storage.shared import SharedStore
 
-        counts = SharedWarehouse(shared_tables_at(args.postgres, args.shared_data, os.environ)).table_counts()
+        counts = SharedStore.at(args.postgres, args.shared_data, os.environ).table_counts()
         result["shared_rows"] = counts
     write_result(args.out, result)
 

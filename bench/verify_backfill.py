@@ -58,8 +58,9 @@ def pipeline() -> None:
     from heymilo_pipeline.api.stats import minimum_requests
     from heymilo_pipeline.api.windows import day_of, midnight
     from heymilo_pipeline.cli import Location
-    from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+    from heymilo_pipeline.defs.partitions import POSTINGS
     from heymilo_pipeline.defs.schedules import update_requests
+    from heymilo_pipeline.defs.tags import range_tags
     from heymilo_pipeline.refresh import todays_plan
     from heymilo_pipeline.settings import Settings
     from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from heymilo_pipeline.api.client import HeyMiloClient, gather_bounded
 from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.warehouse import Warehouse
+from heymilo_pipeline.storage import Store
 
 # Requests one posting may spend locating differences (beyond its first count).
 BISECT_BUDGET = 40
@@ -51,10 +51,10 @@ class Completeness:
 
 
 async def completeness(
-    client: HeyMiloClient, warehouse: Warehouse, posting_ids: list[str], days: DayRange, budget: int = BISECT_BUDGET
+    client: HeyMiloClient, store: Store, posting_ids: list[str], days: DayRange, budget: int = BISECT_BUDGET
 ) -> list[Completeness]:
     """Every posting's count against the API over ``days`` (several postings at once)."""
-    stored_by_posting = warehouse.rows_by_day(posting_ids, days)
+    stored_by_posting = store.rows_by_day(posting_ids, days)
 
     async def one(posting_id: str) -> Completeness:
         stored_by_day = stored_by_posting[posting_id]

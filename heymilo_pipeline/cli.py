@@ -24,21 +24,16 @@ from dotenv import load_dotenv  # what dagster uses to read .env, so both read i
 from heymilo_pipeline import terminal
 from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.definitions import CODE_LOCATION_NAME, build_defs
-from heymilo_pipeline.defs.checks import AS_OF_TAG, WAREHOUSE_CHECKS
-from heymilo_pipeline.defs.partitions import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    POSTINGS,
-    range_tags,
-)
+from heymilo_pipeline.defs.checks import WAREHOUSE_CHECKS
+from heymilo_pipeline.defs.partitions import POSTINGS, candidate_partitions
 from heymilo_pipeline.defs.resources import Storage, build_resources
-from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
+from heymilo_pipeline.defs.schedules import update_requests
+from heymilo_pipeline.defs.tags import AS_OF_TAG, HOST_TAG, KIND_TAG, PID_TAG, range_days, range_tags, repository_tags
 from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.refresh import RefreshPlan, todays_plan
 from heymilo_pipeline.settings import Settings
-from heymilo_pipeline.shared_tables import SharedTablesError
 from heymilo_pipeline.status import latest_check_results, report
-from heymilo_pipeline.warehouse import WarehouseLockedError
+from heymilo_pipeline.storage import StorageError
 
 
 def open_instance() -> dg.DagsterInstance:
@@ -87,13 +82,9 @@ class Location:
     def run(
         self, job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None
     ) -> dg.ExecuteInProcessResult:
-        tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), **REPOSITORY_TAGS}
+        tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+        tags |= repository_tags(CODE_LOCATION_NAME)
         job = self.defs.resolve_job_def(job_name)
-        # One "planned" event per asset for the run's partition range instead of one per partition: on the
-        # default SQLite storage each event costs ~8 ms, and a year of one posting is 1,095 of them. The cost:
-        # a posting that fails leaves its partitions "missing" in the UI rather than "failed" (the run, its
-        # failure naming the postings, and the command's output still say so).
-        os.environ.setdefault(PLANNED_SUBSET_ENV, "1")
         # The events always go to the run log (the UI shows them); the terminal gets them only if asked.
         quiet = None if self.verbose else {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
         result = job.execute_in_process(run_config=quiet, instance=instance, tags=tags, raise_on_error=False)
@@ -104,22 +95,9 @@ class Location:
         return result
 
 
-PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-# Runs executed here carry the process that runs them, so a later command can tell a run that is
-# still going from one whose process was killed (kill -9, OOM, a closed laptop).
-PID_TAG, HOST_TAG = "heymilo/pid", "heymilo/host"
-# Runs the UI launches carry this tag (Dagster sets it from the run's code location); its job pages and
-# the Overview timeline list a location's runs by it, so runs executed here carry it too. "__repository__"
-# is the name Dagster gives the repository of a Definitions object.
-REPOSITORY_TAGS = {".dagster/repository": f"__repository__@{CODE_LOCATION_NAME}"}
-
-
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark runs of this host whose process is gone as failed, and give back their concurrency slots.
-
-    A run killed inside the "duckdb" pool keeps its slot otherwise: Dagster frees slots when a run
-    finishes, and a killed in-process run never does, so every later load would wait forever.
-    """
+    """Mark runs of this host whose process is gone as failed: a killed in-process run stays STARTED otherwise,
+    and the UI would show it running forever."""
     from dagster import DagsterRunStatus, RunsFilter
 
     reaped = []
@@ -132,10 +110,9 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
         instance.report_run_failed(
             run, f"the process that ran it (pid {pid}) is gone; marked failed by heymilo-pipeline"
         )
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         reaped.append(run.run_id)
     if reaped:
-        click.echo(f"Marked {len(reaped)} run(s) whose process had died as failed and freed their slots: {reaped}")
+        click.echo(f"Marked {len(reaped)} run(s) whose process had died as failed: {reaped}")
     return reaped
 
 
@@ -210,7 +187,7 @@ def run_backfill(
     with location.live():
         for block in _contiguous(instance.get_dynamic_partitions(POSTINGS), posting_ids):
             terminal.say(f"Backfilling {first}..{last}, {_postings(block)}")
-            tags = {**range_tags(first, last, block[0], block[-1]), "heymilo/kind": "backfill"}
+            tags = {**range_tags(first, last, block[0], block[-1]), KIND_TAG: "backfill"}
             failed += _failed_postings(location.run("candidates_job", instance, tags), block)
     return failed
 
@@ -290,17 +267,17 @@ def run_update(location: Location, instance: dg.DagsterInstance, day: date) -> U
     outcome.listed = location.execute("postings_job", instance, {KIND_TAG: "update", AS_OF_TAG: day.isoformat()})
     if not outcome.listed:
         raise click.ClickException("could not list postings; see the error above (nothing was fetched)")
-    outcome.plan = todays_plan(day, settings, location.storage.warehouse())
+    outcome.plan = todays_plan(day, settings, location.storage.store())
     requests = update_requests(instance, day, outcome.plan)
     if isinstance(requests, dg.SkipReason):
         outcome.skipped = requests.skip_message
         requests = []
     terminal.say(f"Update of {day}: {outcome.plan.describe()}")
     registered = instance.get_dynamic_partitions(POSTINGS)
+    partitions = candidate_partitions(settings.start_date)
     with location.live():
         for request in requests:
-            first = request.tags[ASSET_PARTITION_RANGE_START_TAG].split("|")[0]
-            last = request.tags[ASSET_PARTITION_RANGE_END_TAG].split("|")[0]
+            first, last = range_days(request.tags, partitions)
             terminal.say(f"Updating days {first}..{last}, {len(registered)} posting(s)")
             BOARD.stage(f"update {day}, days {first}..{last}", len(registered))
             if not location.execute("candidates_job", instance, dict(request.tags)):
@@ -346,20 +323,15 @@ def rebuild(location: Location) -> None:
 )
 @click.pass_obj
 def publish(location: Location, target: Path | None) -> None:
-    """Copy the shared tables (HEYMILO_SHARED_CATALOG_URL) into a DuckDB file for notebooks: one snapshot, in one
-    transaction on the file; readers keep the previous copy until it commits, and loaders take turns."""
+    """Copy the tables into a DuckDB file for notebooks, in one transaction on the file: readers keep the previous
+    copy until it commits, and loaders take turns. The shared tables (HEYMILO_SHARED_CATALOG_URL) are copied from
+    one snapshot; without them the runs load HEYMILO_DATA_DIR's file themselves, and --to copies it elsewhere."""
     settings = location.settings
     path = target or settings.duckdb_path
     started = time.monotonic()
     try:
-        shared = settings.shared_tables()
-        if shared is None:
-            raise click.ClickException(
-                "HEYMILO_SHARED_CATALOG_URL and HEYMILO_SHARED_DATA_PATH are not set: without shared tables, the "
-                f"runs load {settings.duckdb_path} themselves and there is nothing to publish"
-            )
-        counts = shared.publish(path, lock_timeout_s=settings.lock_timeout_seconds)
-    except (SharedTablesError, WarehouseLockedError, duckdb.Error) as exc:
+        counts = settings.store().publish(path, lock_timeout_s=settings.lock_timeout_seconds)
+    except (StorageError, duckdb.Error) as exc:
         raise click.ClickException(str(exc)) from None
     rows = ", ".join(f"{table} {n:,}" for table, n in counts.items())
     click.echo(f"published {rows} into {path} in {time.monotonic() - started:.1f}s")

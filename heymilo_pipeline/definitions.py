@@ -1,41 +1,51 @@
-"""The code location: the settings read once, and what lives in ``defs/`` built from them."""
+"""The code location: everything in ``defs/`` (Dagster's defs folder, so a file ``dg scaffold defs`` writes there
+loads too), plus what depends on the settings, read once.
+
+The modules of ``defs/`` define at module level only what is the same under any settings (the ``postings`` asset,
+the table specs, the jobs, the daily update's schedule, the sensors, the warehouse checks). ``configured`` builds
+the rest from the settings: the candidate assets (their partitions start at HEYMILO_START_DATE), the audit's
+schedule (at HEYMILO_FRESHNESS_DEADLINE_HOUR), the shared tables' upkeep (only where there are shared tables), and
+the resources, whose fields show every effective setting.
+"""
+
+from pathlib import Path
 
 import dagster as dg
 
-from heymilo_pipeline.defs.assets import TABLE_SPECS, candidate_tables, postings
-from heymilo_pipeline.defs.checks import warehouse_checks
-from heymilo_pipeline.defs.jobs import (
-    candidates_job,
-    postings_job,
-    rebuild_job,
-    shared_tables_maintenance_job,
-    warehouse_checks_job,
-)
+import heymilo_pipeline.defs
+from heymilo_pipeline.defs.assets import candidate_tables
+from heymilo_pipeline.defs.jobs import shared_tables_maintenance_job
 from heymilo_pipeline.defs.partitions import candidate_partitions
 from heymilo_pipeline.defs.resources import build_resources
-from heymilo_pipeline.defs.schedules import daily_checks, daily_update, shared_tables_maintenance
-from heymilo_pipeline.defs.sensors import new_postings, update_after_postings
+from heymilo_pipeline.defs.schedules import daily_checks, shared_tables_maintenance
 from heymilo_pipeline.settings import Settings
 
 # The code location's name, as workspace.yaml, pyproject.toml ([tool.dagster], [tool.dg.project]) and make dev's
 # workspace give it; runs the CLI executes carry it so the UI lists them with the location's runs.
 CODE_LOCATION_NAME = "heymilo_pipeline"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def configured(settings: Settings, *, secrets_from_env: bool = True) -> dg.Definitions:
+    """What ``defs/`` cannot define at import: the definitions that depend on ``settings``."""
+    upkeep = [shared_tables_maintenance_job()] if settings.shared_catalog_url is not None else []
+    return dg.Definitions(
+        assets=[candidate_tables(candidate_partitions(settings.start_date))],
+        jobs=upkeep,
+        schedules=[daily_checks(settings.freshness_deadline_hour), *map(shared_tables_maintenance, upkeep)],
+        resources=build_resources(settings, secrets_from_env=secrets_from_env),
+    )
 
 
 def build_defs(settings: Settings, *, secrets_from_env: bool = True) -> dg.Definitions:
-    """Everything of the code location for ``settings``: the partitions start at its start date, the audit runs
-    at its deadline, and the resources show its every field."""
-    # The shared tables' upkeep exists only where there are shared tables.
-    shared = settings.shared_catalog_url is not None
-    return dg.Definitions(
-        assets=[postings, candidate_tables(candidate_partitions(settings.start_date)), *TABLE_SPECS],
-        asset_checks=[warehouse_checks],
-        jobs=[candidates_job, postings_job, warehouse_checks_job, rebuild_job]
-        + ([shared_tables_maintenance_job] if shared else []),
-        schedules=[daily_update, daily_checks(settings.freshness_deadline_hour)]
-        + ([shared_tables_maintenance] if shared else []),
-        sensors=[new_postings, update_after_postings],
-        resources=build_resources(settings, secrets_from_env=secrets_from_env),
+    """Everything of the code location for ``settings``: the defs folder and what the settings configure.
+
+    ``dg.load_defs`` is what ``dg.load_from_defs_folder`` runs once it has found the defs module in the project's
+    pyproject.toml; given the module, it works where the package is installed without the project around it
+    (the Docker image)."""
+    return dg.Definitions.merge(
+        dg.load_defs(heymilo_pipeline.defs, project_root=PROJECT_ROOT),
+        configured(settings, secrets_from_env=secrets_from_env),
     )
 
 

@@ -1,11 +1,11 @@
 """One run's work without Dagster: fetch slices (posting x day range), check them, publish them, posting by posting.
 
-A slice is fetched with one range query, flattened page by page, checked, and only then written:
-the lake files of every day of the range (atomic per file), and after that the DuckDB rows of the
-posting's slices (one transaction). Postings are isolated (``sync_postings``): one that fails (404,
+A slice is fetched with one range query, flattened page by page, checked, and only then written in one write
+of the store (``storage.Store.write_slices``: the lake files and then the DuckDB rows, or one transaction of the
+shared tables). Postings are isolated (``sync_postings``): one that fails (404,
 an invalid record, a blocking rule) publishes nothing and keeps its previous data, and every other
 posting of the run is still published. Only errors that no posting can escape (a wrong API key, the
-DuckDB file held by someone else) stop the run.
+tables held by someone else) stop the run.
 """
 
 from __future__ import annotations
@@ -35,11 +35,10 @@ from heymilo_pipeline.api.errors import (
 from heymilo_pipeline.api.stats import PAGE_SIZE, QueryStats
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import flatten
-from heymilo_pipeline.lake import RAW_TEXTS, Lake, MonthFiles, raw_json
+from heymilo_pipeline.lake import RAW_TEXTS, raw_json
 from heymilo_pipeline.privacy import Scrubber
-from heymilo_pipeline.shared_tables import SharedTablesBusyError, SharedWarehouse, SliceRows
+from heymilo_pipeline.storage import SliceRows, StorageBusyError, StorageLockedError, Store
 from heymilo_pipeline.tables import CANDIDATES, WORKFLOW_STEPS
-from heymilo_pipeline.warehouse import SliceFiles, Warehouse, WarehouseLockedError
 
 log = logging.getLogger("heymilo_pipeline.ingest")
 
@@ -67,7 +66,6 @@ class FetchedSlice:
     # Each candidate's interview_id and record as the API sent it (JSON text), row for row with ``candidates``.
     raw: pa.Table = field(repr=False, default_factory=lambda: RAW_TEXTS.empty_table())
     findings: dict[str, quality.Finding] = field(default_factory=dict)
-    files: dict[date, MonthFiles] = field(default_factory=dict)
 
     @property
     def rows_by_day(self) -> dict[date, int]:
@@ -341,12 +339,6 @@ def evaluate(fetched: FetchedSlice, bounds: quality.ScoreBounds) -> dict[str, qu
     return fetched.findings
 
 
-def write_lake(lake: Lake, fetched: FetchedSlice) -> dict[date, MonthFiles]:
-    item = fetched.slice
-    fetched.files = lake.write_partitions(item.posting_id, item.days, fetched.raw, fetched.candidates, fetched.steps)
-    return fetched.files
-
-
 @dataclass
 class PostingResult:
     """What became of one posting in a run: published (``error`` None), failed (with why), or gone."""
@@ -381,8 +373,7 @@ def group_by_posting(slices: Sequence[Slice]) -> dict[str, list[Slice]]:
 async def sync_postings(
     client: HeyMiloClient,
     slices: Sequence[Slice],
-    lake: Lake,
-    warehouse: Warehouse,
+    store: Store,
     run_id: str,
     *,
     bounds: quality.ScoreBounds,
@@ -395,7 +386,7 @@ async def sync_postings(
 ) -> list[PostingResult]:
     """Fetch, check and publish every posting's slices, several postings at once; one posting's failure is
     recorded on its result and stops no other. ``on_result`` sees each result as soon as it is final (a
-    published posting is then in the lake and in DuckDB). Publishing takes turns (one DuckDB writer).
+    published posting is then stored). Publishing takes turns (one writer of the store per process).
     ``schema_ready``: the caller already ensured the warehouse schema; otherwise the first posting to publish
     does, once. ``known``: per posting, its rows per day at the last load (how a large posting is split)."""
     turn = asyncio.Lock()
@@ -434,18 +425,18 @@ async def sync_postings(
         if blocking:
             result.error = (
                 f"{where}: " + "; ".join(blocking[:10]) + ". A blocking check failed, so nothing of this posting was "
-                "published (its previous lake files and DuckDB rows are untouched)."
+                "published (its previous rows are untouched)."
             )
             return _done(result, on_result)
         async with turn:
             try:
                 if not schema["ready"]:
-                    await asyncio.to_thread(warehouse.ensure_schema)
+                    await asyncio.to_thread(store.ensure_schema)
                     schema["ready"] = True
-                await asyncio.to_thread(publish, lake, warehouse, fetched, run_id)
-            except WarehouseLockedError:
+                await asyncio.to_thread(publish, store, fetched, run_id)
+            except StorageLockedError:
                 raise  # every posting would wait as long again
-            except SharedTablesBusyError as exc:  # other hosts' writes won: a later attempt will not meet them
+            except StorageBusyError as exc:  # other hosts' writes won: a later attempt will not meet them
                 result.error, result.retryable = str(exc), True  # it names the posting and the days
                 return _done(result, on_result)
             except Exception as exc:  # one posting's storage error (a bug, a full disk) must not stop the others
@@ -478,26 +469,7 @@ def _per_day(table: pa.Table, days: DayRange) -> dict[date, int]:
     return counts
 
 
-def publish(lake: Lake, warehouse: Warehouse, fetched: Sequence[FetchedSlice], run_id: str) -> dict[str, int]:
-    """One posting's slices: the lake files, then its DuckDB rows in one transaction (after the lake, so a crash
-    in between leaves the lake newer than DuckDB, never the reverse). Returns rows inserted per table.
-
-    On the shared tables there is no separate lake: the raw records and the rows are one DuckLake transaction."""
-    posting_id = fetched[0].slice.posting_id if fetched else "?"
-    if isinstance(warehouse, SharedWarehouse):
-        log.info("posting %s: writing to the shared tables", posting_id)
-        rows = [SliceRows(f.slice.posting_id, f.slice.days, f.raw, f.candidates, f.steps) for f in fetched]
-        return warehouse.replace_rows(rows, run_id)
-    plan = []
-    for item in fetched:
-        files = write_lake(lake, item)
-        plan.append(
-            SliceFiles(
-                item.slice.posting_id,
-                item.slice.days,
-                [f.candidates for f in files.values()],
-                [f.steps for f in files.values()],
-            )
-        )
-    log.info("posting %s: lake written; loading into DuckDB", posting_id)
-    return warehouse.replace_slices(plan, run_id)
+def publish(store: Store, fetched: Sequence[FetchedSlice], run_id: str) -> dict[str, int]:
+    """One posting's slices, in one write of the store; returns rows inserted per table."""
+    rows = [SliceRows(f.slice.posting_id, f.slice.days, f.raw, f.candidates, f.steps) for f in fetched]
+    return store.write_slices(rows, run_id)

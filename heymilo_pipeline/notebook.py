@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from heymilo_pipeline.settings import DUCKDB_NAME, Settings
+from heymilo_pipeline.settings import Settings
+from heymilo_pipeline.storage import DUCKDB_NAME
 from heymilo_pipeline.warehouse import query
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from heymilo_pipeline.api.windows import DayRange
 
 if TYPE_CHECKING:
     from heymilo_pipeline.settings import PipelineSettings
-    from heymilo_pipeline.warehouse import Warehouse
+    from heymilo_pipeline.storage import Store
 
 
 @dataclass(frozen=True)
@@ -89,11 +89,11 @@ def plan(
     return RefreshPlan(as_of, recent, share, index, n)
 
 
-def todays_plan(as_of: date, settings: PipelineSettings, warehouse: Warehouse | None) -> RefreshPlan:
-    """The plan of the update on ``as_of`` under ``settings``, the active days found in ``warehouse``."""
+def todays_plan(as_of: date, settings: PipelineSettings, store: Store | None) -> RefreshPlan:
+    """The plan of the update on ``as_of`` under ``settings``, the active days found in ``store``."""
     active = None
-    if settings.active_days and warehouse is not None:
-        active = warehouse.oldest_unfinished_day(as_of - timedelta(days=1 + settings.active_days))
+    if settings.active_days and store is not None:
+        active = store.oldest_unfinished_day(as_of - timedelta(days=1 + settings.active_days))
     return plan(as_of, settings.start_date, settings.lookback_days, settings.full_refresh_days, active)
 
 

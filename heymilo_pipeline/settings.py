@@ -19,14 +19,12 @@ from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings, PostgresURL
 from heymilo_pipeline.privacy import PiiMode, Scrubber
 from heymilo_pipeline.quality import ScoreBounds
+from heymilo_pipeline.storage import DUCKDB_NAME, StorageError, open_store
 
 if TYPE_CHECKING:
-    from heymilo_pipeline.shared_tables import SharedTables
+    from heymilo_pipeline.storage import Store
 
 DEFAULT_START_DATE = date(2025, 1, 1)
-# Where things live under HEYMILO_DATA_DIR (the storage resource and the notebook helpers use these too).
-DUCKDB_NAME = "heymilo.duckdb"
-LAKE_NAME = "lake"
 
 # Environment variable -> field of Settings: the one list README's configuration table follows.
 ENVIRONMENT = {
@@ -177,10 +175,6 @@ class Settings(PipelineSettings, ConnectionSettings):
         return self
 
     @property
-    def lake_dir(self) -> Path:
-        return self.data_dir / LAKE_NAME
-
-    @property
     def duckdb_path(self) -> Path:
         return self.data_dir / DUCKDB_NAME
 
@@ -199,14 +193,17 @@ class Settings(PipelineSettings, ConnectionSettings):
             **connection, api_key=self.api_key, state_dir=self.rate_limit_dir, rate_budget_url=self.rate_budget_url
         )
 
-    def shared_tables(self, environ: Mapping[str, str] | None = None) -> SharedTables | None:
-        """The shared tables, when configured (S3 credentials from AWS's variables, as every S3 client reads them)."""
-        if self.shared_catalog_url is None or self.shared_data_path is None:
-            return None
-        from heymilo_pipeline.shared_tables import shared_tables_at  # DuckDB and the lake: only when asked
-
-        url = self.shared_catalog_url.get_secret_value()
-        return shared_tables_at(url, self.shared_data_path, os.environ if environ is None else environ)
+    def store(self, environ: Mapping[str, str] | None = None) -> Store:
+        """Where the tables are (``storage.open_store``); S3 credentials from AWS's variables, as every S3 client
+        reads them."""
+        url = self.shared_catalog_url.get_secret_value() if self.shared_catalog_url is not None else None
+        return open_store(
+            self.data_dir,
+            lock_timeout_s=self.lock_timeout_seconds,
+            shared_catalog_url=url,
+            shared_data_path=self.shared_data_path,
+            environ=environ,
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -219,10 +216,8 @@ class Settings(PipelineSettings, ConnectionSettings):
         except ValidationError as exc:
             raise ConfigurationError(f"invalid settings: {problems(exc)}") from None
         if settings.shared_catalog_url is not None:
-            from heymilo_pipeline.shared_tables import SharedTablesError
-
             try:
-                settings.shared_tables(env)  # its catalog checks URL and credentials when the code location loads
-            except SharedTablesError as exc:
+                settings.store(env)  # its catalog checks URL and credentials when the code location loads
+            except StorageError as exc:
                 raise ConfigurationError(f"invalid settings: HEYMILO_SHARED_*: {exc}") from None
         return settings

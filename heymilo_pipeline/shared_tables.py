@@ -39,7 +39,8 @@ import pyarrow as pa
 
 from heymilo_pipeline.api.limits import POSTGRES_SCHEMES, libpq_url
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.lake import Lake, conform, raw_table
+from heymilo_pipeline.lake import conform, raw_table
+from heymilo_pipeline.storage import SliceRows, StorageBusyError, StorageError
 from heymilo_pipeline.tables import (
     CANDIDATES,
     PARTITION_LOADS,
@@ -49,14 +50,7 @@ from heymilo_pipeline.tables import (
     WORKFLOW_STEPS,
     TableSpec,
 )
-from heymilo_pipeline.warehouse import (
-    DOUBLED_IDS,
-    LOADS_OF_SLICE,
-    PostingsChange,
-    SliceFiles,
-    Warehouse,
-    quoted_names,
-)
+from heymilo_pipeline.warehouse import LOADS_OF_SLICE, Warehouse, quoted_names
 
 log = logging.getLogger("heymilo_pipeline.shared_tables")
 
@@ -75,11 +69,11 @@ _CONFLICT = "Transaction conflict"
 T = TypeVar("T")
 
 
-class SharedTablesError(RuntimeError):
+class SharedTablesError(StorageError):
     """The shared tables cannot be reached or written; the message says which and what to do."""
 
 
-class SharedTablesBusyError(SharedTablesError):
+class SharedTablesBusyError(SharedTablesError, StorageBusyError):
     """Other writers won every attempt at one commit."""
 
 
@@ -228,17 +222,6 @@ def extension_path(name: str) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class SliceRows:
-    """One fetched slice as the shared tables take it: a posting x day range and every row it holds."""
-
-    posting_id: str
-    days: DayRange
-    raw: pa.Table  # lake.RAW_TEXTS: (interview_id, JSON text), row for row with candidates
-    candidates: pa.Table
-    steps: pa.Table
-
-
 class SharedTables:
     """The pipeline's tables in one DuckLake (see the module docstring)."""
 
@@ -281,7 +264,7 @@ class SharedTables:
 
     def ensure_schema(self) -> None:
         """Create missing tables and columns and apply every comment. Idempotent, and safe to race."""
-        self._write("creating the shared tables", _create)
+        self.write("creating the shared tables", _create)
 
     def replace_slices(self, slices: Sequence[SliceRows], run_id: str) -> dict[str, int]:
         """Replace every slice (its raw records, rows, steps and covered days) in ONE transaction.
@@ -291,7 +274,7 @@ class SharedTables:
         """
         checked = [_checked(s) for s in slices]
         where = "; ".join(f"posting {s.posting_id}, days {s.days}" for s in slices[:5])
-        return self._write(where, lambda conn: _replace(conn, checked, run_id))
+        return self.write(where, lambda conn: _replace(conn, checked, run_id))
 
     def delete_posting(self, posting_id: str) -> dict[str, int]:
         """Remove every row of one posting (all tables but postings), in one transaction."""
@@ -303,7 +286,7 @@ class SharedTables:
                 for t in tables
             }
 
-        return self._write(f"posting {posting_id}", delete)
+        return self.write(f"posting {posting_id}", delete)
 
     def read(self, table: TableSpec, posting_id: str | None = None, days: DayRange | None = None) -> pa.Table:
         """A table's rows (optionally one posting and day range) as Arrow, with its declared schema."""
@@ -389,7 +372,7 @@ class SharedTables:
                 pause = min(pause * 2, BACKOFF_S[1])
         raise AssertionError("unreachable")
 
-    def _write(self, where: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    def write(self, where: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """``work(conn)`` in one transaction on one connection, retried on conflict."""
         with self.session() as conn:
 
@@ -406,87 +389,6 @@ class SharedTables:
                 return result
 
             return self.retrying(where, attempt)
-
-
-class SharedWarehouse(Warehouse):
-    """``Warehouse`` over the shared tables: the same reads and audits (unqualified names are the shared tables),
-    DuckLake's schema (no keys), writes retried on conflict, and slices written by ``SharedTables``.
-
-    There is no separate lake: the raw records are a table of the same catalog, written in the same transaction
-    as the rows, so the lake and the warehouse cannot disagree and ``rebuild`` has nothing to do.
-    """
-
-    def __init__(self, tables: SharedTables) -> None:
-        super().__init__(tables.catalog.data_path)
-        self.tables = tables
-
-    def __repr__(self) -> str:
-        return f"SharedWarehouse({self.tables.catalog!r})"
-
-    def exists(self) -> bool:
-        return True
-
-    @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        # One attached catalog for reads and writes: read_only is the caller's intent, not enforced here.
-        with self.tables.session() as conn:
-            yield conn
-
-    def _ensure(self, conn: duckdb.DuckDBPyConnection) -> None:
-        pass  # ensure_schema, in a transaction of its own, before any write of this class
-
-    def ensure_schema(self) -> None:
-        self.tables.ensure_schema()
-
-    def replace_rows(self, slices: Sequence[SliceRows], run_id: str) -> dict[str, int]:
-        return self.tables.replace_slices(slices, run_id)
-
-    def replace_slices(self, slices: Sequence[SliceFiles], run_id: str) -> dict[str, int]:
-        raise TypeError("the shared tables take rows (replace_rows), not lake files")
-
-    def replace_postings(self, table: pa.Table) -> PostingsChange:
-        self.tables.ensure_schema()  # the postings asset may be the first to touch a new catalog
-        return self.tables.retrying("the postings listing", lambda: Warehouse.replace_postings(self, table))
-
-    def delete_posting(self, posting_id: str) -> dict[str, int]:
-        return self.tables.delete_posting(posting_id)
-
-    def rebuild(self, lake: Lake, run_id: str) -> dict[str, int]:
-        raise SharedTablesError(
-            "the shared tables hold the raw records in the same transactions as the rows: there is no separate lake "
-            "to rebuild them from. To refresh a notebook's DuckDB file, run `heymilo-pipeline publish`."
-        )
-
-    # The audits that compare DuckDB with the lake compare the rows with the raw records here, the shared
-    # tables' own lake: written in the same transactions, they can still disagree after a bug or a hand edit.
-
-    def duplicate_interview_ids(self, lake: Lake, limit: int = 10) -> dict[str, Any]:
-        found = {}
-        with self.connect(read_only=True) as conn:
-            for where, table in (("duckdb", CANDIDATES.name), ("lake", RAW_RECORDS.name)):
-                rows = conn.execute(DOUBLED_IDS.format(f'"{table}"')).fetchall()
-                examples = [
-                    {"interview_id": i, "times": n, "postings": p, "days": [str(d) for d in ds]}
-                    for i, n, p, ds in rows[:limit]
-                ]
-                found[where] = {"count": len(rows), "examples": examples}
-        return found
-
-    def lake_differences(self, lake: Lake) -> list[dict[str, Any]]:
-        sql = f"""
-            WITH db AS (SELECT interview_id, posting_id, created_date FROM "{CANDIDATES.name}"),
-            raw AS (SELECT interview_id, posting_id, created_date FROM "{RAW_RECORDS.name}"),
-            only_db AS (SELECT posting_id, count(*) AS n FROM (FROM db EXCEPT ALL FROM raw) GROUP BY 1),
-            only_raw AS (SELECT posting_id, count(*) AS n FROM (FROM raw EXCEPT ALL FROM db) GROUP BY 1)
-            SELECT coalesce(d.posting_id, r.posting_id), coalesce(d.n, 0), coalesce(r.n, 0)
-            FROM only_db d FULL JOIN only_raw r ON d.posting_id = r.posting_id ORDER BY 1
-        """
-        with self.connect(read_only=True) as conn:
-            return [
-                {"table": CANDIDATES.name, "posting_id": posting_id,
-                 "rows_only_in_duckdb": only_db, "rows_only_in_lake": only_raw}
-                for posting_id, only_db, only_raw in conn.execute(sql).fetchall()
-            ]  # fmt: skip
 
 
 def shared_tables_at(url: str, data_path: str, environ: Mapping[str, str]) -> SharedTables:

@@ -8,8 +8,6 @@ import dagster as dg
 
 from heymilo_pipeline.defs.partitions import POSTINGS
 from heymilo_pipeline.settings import Settings
-from heymilo_pipeline.shared_tables import SharedWarehouse
-from heymilo_pipeline.warehouse import Warehouse
 
 
 def latest_check_results(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[str, str, str]]:
@@ -34,25 +32,16 @@ def latest_check_results(instance: dg.DagsterInstance, defs: dg.Definitions) -> 
 
 def report(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance) -> str:
     lines = [f"data directory: {settings.data_dir.resolve()}"]
-    shared = settings.shared_tables()
-    warehouse = Warehouse(settings.duckdb_path) if shared is None else SharedWarehouse(shared)
-    where = f"DuckDB {settings.duckdb_path}"
-    if shared is not None:
-        where = f"shared tables (catalog {shared.catalog.shown_url}, files {shared.catalog.data_path})"
-    if warehouse.exists():
-        lines.append(f"{where}:")
-        lines += [f"  {name:<26} {n:>10,} rows" for name, n in sorted(warehouse.table_counts().items())]
-        with warehouse.connect(read_only=True) as conn:
-            loads = conn.execute(
-                "SELECT posting_id, count(*), min(partition_date), max(partition_date), sum(rows)::BIGINT "
-                "FROM partition_loads GROUP BY posting_id ORDER BY posting_id"
-            ).fetchall()
-        if loads:
+    store = settings.store()
+    if store.exists():
+        lines.append(f"{store.description}:")
+        lines += [f"  {name:<26} {n:>10,} rows" for name, n in sorted(store.table_counts().items())]
+        if loads := store.loads_by_posting():
             lines.append("loaded partitions (posting: days, range, rows):")
             lines += [f"  {posting}: {days} days, {first:%Y-%m-%d}..{last:%Y-%m-%d}, {rows} rows"
                       for posting, days, first, last, rows in loads]  # fmt: skip
     else:
-        lines.append(f"{where}: not created yet (run a backfill)")
+        lines.append(f"{store.description}: not created yet (run a backfill)")
     registered = instance.get_dynamic_partitions(POSTINGS)
     materialized = instance.get_materialized_partitions(dg.AssetKey("candidates"))
     lines.append(f"registered postings: {len(registered)}; materialized candidate partitions: {len(materialized)}")

@@ -29,6 +29,8 @@ import pyarrow as pa
 
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.lake import Lake
+from heymilo_pipeline.storage import PostingsChange, StorageLockedError
+from heymilo_pipeline.storage.reads import TableReads, quote, table_counts
 from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, WAREHOUSE_TABLES, WORKFLOW_STEPS, TableSpec
 
 if TYPE_CHECKING:
@@ -36,18 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("heymilo_pipeline.warehouse")
 
-# Statuses after which a candidate's record rarely changes: a recruiter (or a knockout) has decided.
-FINAL_STATUSES = ("shortlisted", "dismissed", "knocked_out")
 _LOCK_ERROR = "Could not set lock on file"
 _READ = "read_parquet(?, hive_partitioning = false)"  # the lake's paths are never a source of columns
 # Every month file of a table at once: files written before a column was added lack it (read as NULL).
-_READ_ALL = "read_parquet(?, hive_partitioning = false, union_by_name = true)"
+READ_ALL = "read_parquet(?, hive_partitioning = false, union_by_name = true)"
 _WITHIN_DAYS = "created_date BETWEEN ? AND ?"
-# interview_ids stored more than once in a source ({}): (id, times, postings, days)
-DOUBLED_IDS = (
-    "SELECT interview_id, count(*) AS n, list(DISTINCT posting_id) AS postings, "
-    "list(created_date ORDER BY created_date) AS days FROM {} GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"
-)
 
 
 # Every day of a slice, empty ones included, with its count: (posting_id, run_id, first day, last day).
@@ -72,18 +67,13 @@ class SliceFiles:
     step_files: Sequence[Path]
 
 
-@dataclass
-class PostingsChange:
-    listed: int
-    newly_vanished: list[str]
-    vanished: list[str]
-
-
-class WarehouseLockedError(RuntimeError):
+class WarehouseLockedError(StorageLockedError):
     """Another process kept the DuckDB file open for longer than we were willing to wait."""
 
 
-class Warehouse:
+class Warehouse(TableReads):
+    """One DuckDB file: its connections (waiting out other processes' locks), schema, writes and reads."""
+
     def __init__(
         self, path: Path | str, lock_timeout_s: float = 60.0, on_wait: Callable[[str], None] | None = None
     ) -> None:
@@ -162,38 +152,9 @@ class Warehouse:
             return _replace_slices(conn, slices, run_id)
 
     def replace_postings(self, table: pa.Table) -> PostingsChange:
-        """Merge a listing of every posting (see flatten.postings_table) into ``postings``.
-
-        Listed postings replace their rows. A posting the listing no longer has keeps its last listed row,
-        marked ``vanished_at`` (set once, when first found missing); one that comes back is unmarked.
-        """
-        if table.column_names != POSTINGS.names:
-            raise ValueError(f"postings: columns {table.column_names} are not the declared {POSTINGS.names}")
-        incoming = table.cast(POSTINGS.schema)
-        names = quoted_names(POSTINGS)
         with self.connect() as conn:
             self._ensure(conn)  # the postings asset may be the first to touch a new file
-            with _transaction(conn):
-                conn.register("incoming_postings", incoming)
-                # SELECT, then UPDATE: DuckLake (the shared tables) has no UPDATE ... RETURNING.
-                vanished = [
-                    pid
-                    for (pid,) in conn.execute(
-                        "SELECT posting_id FROM postings WHERE posting_id NOT IN "
-                        "(SELECT posting_id FROM incoming_postings) AND vanished_at IS NULL"
-                    ).fetchall()
-                ]
-                if vanished:
-                    conn.execute(
-                        "UPDATE postings SET vanished_at = now() WHERE posting_id IN (SELECT unnest(?))", [vanished]
-                    )
-                conn.execute("DELETE FROM postings WHERE posting_id IN (SELECT posting_id FROM incoming_postings)")
-                conn.execute(f"INSERT INTO postings ({names}) SELECT {names} FROM incoming_postings")
-                conn.unregister("incoming_postings")
-                gone = [pid for (pid,) in conn.execute(
-                    "SELECT posting_id FROM postings WHERE vanished_at IS NOT NULL ORDER BY posting_id"
-                ).fetchall()]  # fmt: skip
-        return PostingsChange(listed=incoming.num_rows, newly_vanished=sorted(vanished), vanished=gone)
+            return merge_postings(conn, table)
 
     def delete_posting(self, posting_id: str) -> dict[str, int]:
         """Remove every candidate row of a posting (candidates, steps, partition_loads), in one transaction."""
@@ -220,7 +181,7 @@ class Warehouse:
                 if files[table.name]:
                     names = quoted_names(table)
                     conn.execute(
-                        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {_READ_ALL}', [files[table.name]]
+                        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {READ_ALL}', [files[table.name]]
                     )
             if covered:
                 days = pa.table({"posting_id": [p for p, _ in covered], "day": [d for _, d in covered]})
@@ -232,131 +193,8 @@ class Warehouse:
                     [run_id],
                 )
                 conn.unregister("covered_days")
-            counts = _table_counts(conn)
+            counts = table_counts(conn)
         return {name: counts[name] for name in (CANDIDATES.name, WORKFLOW_STEPS.name, PARTITION_LOADS.name)}
-
-    # --- inspection -------------------------------------------------------------------------
-
-    # --- audits over the whole warehouse (asset checks call these; they never see a slice) ----
-
-    def duplicate_interview_ids(self, lake: Lake, limit: int = 10) -> dict[str, Any]:
-        """interview_ids stored more than once, in DuckDB and across the lake's candidate files."""
-        lake_files = [str(p) for p in lake.paths(CANDIDATES.name)]
-        with self.connect(read_only=True) as conn:
-            found = {}
-            for where, source, params in (
-                ("duckdb", "candidates", []),
-                ("lake", _READ_ALL, [lake_files]),
-            ):
-                if where == "lake" and not lake_files:
-                    found[where] = {"count": 0, "examples": []}
-                    continue
-                rows = conn.execute(DOUBLED_IDS.format(source), params).fetchall()
-                examples = [
-                    {"interview_id": i, "times": n, "postings": p, "days": [str(d) for d in ds]}
-                    for i, n, p, ds in rows[:limit]
-                ]
-                found[where] = {"count": len(rows), "examples": examples}
-        return found
-
-    def orphan_steps(self, limit: int = 10) -> dict[str, Any]:
-        """Step rows whose candidate is not in ``candidates`` (or sits under another posting or day)."""
-        sql = """
-            SELECT s.interview_id, s.posting_id, s.created_date, count(*) FROM candidate_workflow_steps s
-            ANTI JOIN candidates c ON c.interview_id = s.interview_id AND c.posting_id = s.posting_id
-                AND c.created_date = s.created_date
-            GROUP BY ALL ORDER BY 2, 3, 1
-        """
-        with self.connect(read_only=True) as conn:
-            rows = conn.execute(sql).fetchall()
-        return {
-            "candidates": len(rows),
-            "rows": sum(r[3] for r in rows),
-            "by_posting": _count_by(r[1] for r in rows),
-            "examples": [{"interview_id": i, "posting_id": p, "day": str(d)} for i, p, d, _ in rows[:limit]],
-        }
-
-    def lake_differences(self, lake: Lake) -> list[dict[str, Any]]:
-        """Per table and posting, where DuckDB and the lake disagree (as multisets of rows), over everything."""
-        out = []
-        with self.connect(read_only=True) as conn:
-            for table in (CANDIDATES, WORKFLOW_STEPS):
-                files = [str(p) for p in lake.paths(table.name)]
-                names = quoted_names(table)
-                in_lake = f"SELECT {names} FROM {_READ_ALL}" if files else f'SELECT {names} FROM "{table.name}" LIMIT 0'
-                params = [files] if files else []
-                sql = f"""
-                    WITH lake AS ({in_lake}), db AS (SELECT {names} FROM "{table.name}"),
-                    only_db AS (SELECT posting_id, count(*) AS n FROM (FROM db EXCEPT ALL FROM lake) GROUP BY 1),
-                    only_lake AS (SELECT posting_id, count(*) AS n FROM (FROM lake EXCEPT ALL FROM db) GROUP BY 1)
-                    SELECT coalesce(d.posting_id, l.posting_id), coalesce(d.n, 0), coalesce(l.n, 0)
-                    FROM only_db d FULL JOIN only_lake l ON d.posting_id = l.posting_id ORDER BY 1
-                """
-                for posting_id, only_db, only_lake in conn.execute(sql, params).fetchall():
-                    out.append(
-                        {"table": table.name, "posting_id": posting_id,
-                         "rows_only_in_duckdb": only_db, "rows_only_in_lake": only_lake}
-                    )  # fmt: skip
-        return out
-
-    def rows_by_day(self, posting_ids: Sequence[str], days: DayRange) -> dict[str, dict[date, int]]:
-        """Stored candidates per posting and created_date within ``days`` (days without rows absent), in one query."""
-        sql = (
-            "SELECT posting_id, created_date, count(*) FROM candidates "
-            "WHERE posting_id IN (SELECT unnest(?)) AND created_date BETWEEN ? AND ? GROUP BY 1, 2"
-        )
-        with self.connect(read_only=True) as conn:
-            rows = conn.execute(sql, [list(posting_ids), days.first, days.last]).fetchall()
-        out: dict[str, dict[date, int]] = {posting_id: {} for posting_id in posting_ids}
-        for posting_id, day, n in rows:
-            out[posting_id][day] = n
-        return out
-
-    def oldest_unfinished_day(self, since: date) -> date | None:
-        """The oldest created_date on or after ``since`` holding a candidate no recruiter decision has closed
-        (not shortlisted, dismissed or knocked out); None without such a day or without a DuckDB file."""
-        if not self.exists():
-            return None
-        sql = (
-            "SELECT min(created_date) FROM candidates WHERE created_date >= ? "
-            f"AND status NOT IN ({', '.join(repr(s) for s in FINAL_STATUSES)})"
-        )
-        with self.connect(read_only=True) as conn:
-            return conn.execute(sql, [since]).fetchone()[0]
-
-    def loaded_through(self) -> dict[str, date]:
-        """Per posting, the newest day in partition_loads."""
-        with self.connect(read_only=True) as conn:
-            return dict(
-                conn.execute("SELECT posting_id, max(partition_date) FROM partition_loads GROUP BY 1").fetchall()
-            )
-
-    def posting_labels(self) -> dict[str, tuple[str, str]]:
-        """Per posting, (title, status) of the latest listing: what a person recognises a posting id by."""
-        if not self.exists():
-            return {}
-        with self.connect(read_only=True) as conn:
-            rows = conn.execute("SELECT posting_id, title, status FROM postings").fetchall()
-        return {posting_id: (title, status) for posting_id, title, status in rows}
-
-    def table_counts(self) -> dict[str, int]:
-        with self.connect(read_only=True) as conn:
-            return _table_counts(conn)
-
-    def checksum(self, table: str, exclude: Sequence[str] = ()) -> str:
-        """A hash of a table's content that ignores row order: ``"<rows>:<sum>"``.
-
-        Each row is rendered as text (timestamps in UTC) and md5-hashed, and the hashes are summed (not
-        XORed, so a duplicated row changes the result). For comparing tables across runs, e.g. in tests.
-        """
-        if table not in {t.name for t in WAREHOUSE_TABLES}:
-            raise ValueError(f"unknown table {table!r}")
-        columns = f"* EXCLUDE ({', '.join(_quote(c) for c in exclude)})" if exclude else "*"
-        rows = f'SELECT {columns} FROM "{table}"'
-        sql = f"SELECT count(*), coalesce(sum(md5_number_lower(CAST(r AS VARCHAR))), 0) FROM ({rows}) r"
-        with self.connect(read_only=True) as conn:
-            count, total = conn.execute(sql).fetchone()
-        return f"{count}:{total}"
 
 
 # --- statements on an open connection (so one step can do everything on one connection) ---------
@@ -389,7 +227,7 @@ def _has_primary_key(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
 def _add_primary_key(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
     """A file written before the key was declared: rows an earlier release stored twice (a candidate that
     moved to another day) keep only the copy of the later day, then the key is added."""
-    key = ", ".join(_quote(k) for k in table.primary_key)
+    key = ", ".join(quote(k) for k in table.primary_key)
     doubled = conn.execute(
         f'SELECT count(*) FROM (SELECT {key} FROM "{table.name}" GROUP BY ALL HAVING count(*) > 1)'
     ).fetchone()[0]
@@ -445,17 +283,6 @@ def _replace_slices(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles
     return inserted
 
 
-def _count_by(values: Iterator[Any]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[str(value)] = counts.get(str(value), 0) + 1
-    return counts
-
-
-def _table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    return {t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0] for t in WAREHOUSE_TABLES}
-
-
 def _insert_files(conn: duckdb.DuckDBPyConnection, table: TableSpec, files: list[str], bounds: list[Any]) -> int:
     if not files:
         return 0
@@ -470,6 +297,37 @@ def _insert_files(conn: duckdb.DuckDBPyConnection, table: TableSpec, files: list
     return conn.execute(insert, [files, bounds[1], bounds[2]]).fetchone()[0]
 
 
+def merge_postings(conn: duckdb.DuckDBPyConnection, table: pa.Table) -> PostingsChange:
+    """Merge a listing of every posting (see flatten.postings_table) into ``postings``, in one transaction.
+
+    Listed postings replace their rows. A posting the listing no longer has keeps its last listed row,
+    marked ``vanished_at`` (set once, when first found missing); one that comes back is unmarked.
+    """
+    if table.column_names != POSTINGS.names:
+        raise ValueError(f"postings: columns {table.column_names} are not the declared {POSTINGS.names}")
+    incoming = table.cast(POSTINGS.schema)
+    names = quoted_names(POSTINGS)
+    with _transaction(conn):
+        conn.register("incoming_postings", incoming)
+        # SELECT, then UPDATE: DuckLake (the shared tables) has no UPDATE ... RETURNING.
+        vanished = [
+            pid
+            for (pid,) in conn.execute(
+                "SELECT posting_id FROM postings WHERE posting_id NOT IN "
+                "(SELECT posting_id FROM incoming_postings) AND vanished_at IS NULL"
+            ).fetchall()
+        ]
+        if vanished:
+            conn.execute("UPDATE postings SET vanished_at = now() WHERE posting_id IN (SELECT unnest(?))", [vanished])
+        conn.execute("DELETE FROM postings WHERE posting_id IN (SELECT posting_id FROM incoming_postings)")
+        conn.execute(f"INSERT INTO postings ({names}) SELECT {names} FROM incoming_postings")
+        conn.unregister("incoming_postings")
+        gone = [pid for (pid,) in conn.execute(
+            "SELECT posting_id FROM postings WHERE vanished_at IS NOT NULL ORDER BY posting_id"
+        ).fetchall()]  # fmt: skip
+    return PostingsChange(listed=incoming.num_rows, newly_vanished=sorted(vanished), vanished=gone)
+
+
 @contextmanager
 def _transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     conn.begin()
@@ -482,11 +340,7 @@ def _transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def quoted_names(table: TableSpec) -> str:
-    return ", ".join(_quote(n) for n in table.names)
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
+    return ", ".join(quote(n) for n in table.names)
 
 
 def _holder(exc: duckdb.IOException) -> str:

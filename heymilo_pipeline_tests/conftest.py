@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from starlette.applications import Starlette
 
+from heymilo_pipeline.devservers import S3Server, postgres_server, s3_server
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app
 from heymilo_pipeline_tests.factories import SIM_KEY, SimGet, make_get
-from heymilo_pipeline_tests.servers import S3Server
 
 # ~5 postings of 3-5k candidates: big enough for bulk ingests larger than a page, fast to build.
 SIM_SPEC = TenantSpec(seed=11, postings=5, candidates_per_posting=(3000, 5000))
@@ -40,8 +40,6 @@ def faulty_get(sim_tenant: Tenant) -> Callable[[Faults], SimGet]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL server for the session (fails, saying what to install, where there is none)."""
-    from heymilo_pipeline_tests.servers import postgres_server
-
     with postgres_server() as url:
         yield url
 
@@ -49,7 +47,5 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3() -> Iterator[S3Server]:
     """A throwaway S3 server (moto) with one bucket, for the session."""
-    from heymilo_pipeline_tests.servers import s3_server
-
     with s3_server() as server:
         yield server

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
+
+from heymilo_pipeline.devservers import free_port as free_port  # the tests that start a webserver take it from here
 
 T = TypeVar("T")
 
@@ -35,13 +36,6 @@ CHECKS: dict[str, set[str]] = {
 
 
 # --- processes --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tail(path: Path, lines: int = 80) -> str:

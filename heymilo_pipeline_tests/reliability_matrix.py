@@ -653,11 +653,10 @@ CRASH_SAFETY = [
     "unless `Lake.clean_temp_files` is called.",
     "- Files are atomic one by one, not as a slice: between the crash and the rerun the lake can hold new steps "
     "beside old candidates, and new Parquet beside old DuckDB rows.",
-    "- Under the `dagster.yaml` `make demo` writes (`pools: default_limit: 1`), a run killed inside the `duckdb` "
-    "pool keeps its slot (Dagster frees slots when a run finishes; the dead run stays STARTED), which blocked every "
-    "later load forever. `heymilo-pipeline` now marks runs whose process is gone as failed and frees their slots "
-    "when it starts (`cli.py` `reap_dead_runs`); the last test of `test_crash.py` checks the rerun loads. Runs "
-    "launched from the UI or the daemon are not covered by that test.",
+    "- A run killed in the CLI's process stays STARTED in Dagster (nothing is left to report its end). "
+    "`heymilo-pipeline` marks runs of its host whose process is gone as failed when it starts (`cli.py` "
+    "`reap_dead_runs`); the last test of `test_crash.py` checks the rerun loads. Runs launched from the UI or the "
+    "daemon are watched by Dagster's run monitoring instead.",
     "",
 ]
 

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -20,17 +21,31 @@ from typing import Any
 import dagster as dg
 
 from heymilo_pipeline.cli import Location
-from heymilo_pipeline.defs.checks import AS_OF_TAG, warehouse_checks
+from heymilo_pipeline.defs.checks import warehouse_checks
 from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
-from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
-from heymilo_pipeline.lake import Lake
-from heymilo_pipeline.settings import Settings
-from heymilo_pipeline.warehouse import Warehouse
+from heymilo_pipeline.defs.partitions import POSTINGS, daily_partitions
+from heymilo_pipeline.defs.tags import AS_OF_TAG, range_tags
+from heymilo_pipeline.settings import DEFAULT_START_DATE, Settings
+from heymilo_pipeline.storage import Store
 
-TODAY = datetime.now(UTC).date()
+# The tests' clock: one chosen day, never the wall clock, so the suite means the same on any date. In the past
+# (Dagster's daily partitions end at the real yesterday), and START..LAST crosses a month and a year boundary.
+# HEYMILO_TEST_TODAY=YYYY-MM-DD runs the suite as of another day, no later than the real today (under faketime).
+TODAY = date.fromisoformat(os.environ.get("HEYMILO_TEST_TODAY") or "2026-01-15")
 LAST = TODAY - timedelta(days=1)
-# Close to today, so partition sets stay small.
+# 30 days of history, so the runs stay small.
 START = TODAY - timedelta(days=30)
+
+
+def product_yesterday(seconds_from_now: float = 0) -> date:
+    """The product's newest daily partition (``seconds_from_now`` later): the real clock's yesterday, for tests
+    that run the product in a process of its own (``dagster dev``, ``make dev``), whose clock they cannot choose."""
+    at = datetime.fromtimestamp(time.time() + seconds_from_now, UTC)
+    return date.fromisoformat(daily_partitions(DEFAULT_START_DATE).get_partition_keys(current_time=at)[-1])
+
+
+if product_yesterday() < LAST:
+    raise RuntimeError(f"HEYMILO_TEST_TODAY={TODAY} is after the real today: run the tests under faketime instead")
 
 
 def settings_for(url: str, key: str, data_dir: Path, **overrides: Any) -> Settings:
@@ -107,13 +122,9 @@ class Harness:
         return self.settings.data_dir
 
     @property
-    def warehouse(self) -> Warehouse:
-        """The warehouse as the runs open it (the storage resource's, with its lock timeout)."""
-        return self.resource("storage").warehouse()
-
-    @property
-    def lake(self) -> Lake:
-        return self.resource("storage").lake
+    def store(self) -> Store:
+        """The tables as the runs open them (the storage resource's store, with its lock timeout)."""
+        return self.resource("storage").store()
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.Popen:

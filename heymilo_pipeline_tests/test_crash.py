@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,12 @@ import pytest
 from heymilo_pipeline.lake import Lake
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import Warehouse
+from heymilo_pipeline_tests.support import LAST
 
 # Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
 pytestmark = pytest.mark.integration
 
 KEY = "sk_test_CRASH-0a9b8c7d"
-LAST = datetime.now(UTC).date() - timedelta(days=1)
 FIRST = LAST - timedelta(days=2)
 # One posting of 40k candidates over 3 days: ~13k per day, so each Parquet file takes a while to write.
 SPEC = TenantSpec(seed=5, postings=4, start=FIRST, end=LAST, candidates_per_posting=(40_000, 40_000))

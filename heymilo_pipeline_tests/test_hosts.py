@@ -30,13 +30,13 @@ from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.limits import BUDGET_TABLE, PostgresRateLimiter, budget_id
 from heymilo_pipeline.api.settings import ClientSettings
 from heymilo_pipeline.api.windows import day_of
+from heymilo_pipeline.devservers import S3Server, new_database, sqlalchemy_url
 from heymilo_pipeline.refresh import plan
 from heymilo_pipeline.settings import ENVIRONMENT
 from heymilo_pipeline.shared_tables import S3_VARIABLES, shared_tables_at
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, RAW_RECORDS, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import query
-from heymilo_pipeline_tests.servers import S3Server, new_database, sqlalchemy_url
 from heymilo_pipeline_tests.support import LAST, START, clean_environ, cli, finish, slots_from_processes, smallest_gap
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

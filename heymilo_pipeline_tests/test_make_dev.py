@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from heymilo_pipeline_tests.dagster_ui import (
     tail,
     wait_for,
 )
+from heymilo_pipeline_tests.support import product_yesterday
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -299,8 +300,7 @@ class Loaded:
 @pytest.fixture(scope="module")
 def make_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     """One ``make dev`` for the module, up with its code location loaded; stopped (and checked) at the end."""
-    now = datetime.now(UTC)
-    if (now + timedelta(seconds=300)).date() != now.date():
+    if product_yesterday(300) != product_yesterday():  # make dev reads the real clock
         pytest.skip("too close to midnight UTC: the daily partitions would change while the tests run")
     tmp = tmp_path_factory.mktemp("make_dev")
     dev = MakeDev.start(tmp, free_port())
@@ -354,9 +354,8 @@ def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded
     # 2. Register the postings: a run of postings_job, launched as from the Launchpad.
     launch_and_wait(dev, repo, "postings_job", {})
     dims = {d["name"]: d["partitionKeys"] for d in asset(dev.url, "raw_candidates")["partitionKeysByDimension"]}
-    today = datetime.now(UTC).date()
-    assert dims["date"] == [(today - timedelta(days=DAYS - i)).isoformat() for i in range(DAYS)], dims["date"]
-    tenant, _, _ = demo_tenant(DAYS)  # the workspace make dev serves (same seed and days)
+    tenant, first, _ = demo_tenant(DAYS)  # the workspace make dev serves (same seed and days, by its clock)
+    assert dims["date"] == [(first + timedelta(days=i)).isoformat() for i in range(DAYS)], dims["date"]
     assert sorted(dims["posting"]) == sorted(p["id"] for p in tenant.postings() if not p["test_posting"])
     print(f"registered postings: {dims['posting']}")
 
@@ -417,11 +416,11 @@ def test_headless_runs_show_in_the_ui_with_their_posting_titles(make_dev: Loaded
     """A run the CLI executes in its own process is listed where the UI lists the location's runs (the job
     page and the Overview timeline filter on the location's tag), and the listing names every posting."""
     dev, repo = make_dev.dev, make_dev.repo
-    today = datetime.now(UTC).date()
+    tenant, first, last = demo_tenant(DAYS)  # the workspace make dev serves, and its days
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
     env.update(
         HEYMILO_API_KEY=DEMO_KEY, HEYMILO_BASE_URL=str(dev.simulator_url()), HEYMILO_DATA_DIR=str(dev.data_dir),
-        HEYMILO_START_DATE=(today - timedelta(days=DAYS)).isoformat(), HEYMILO_RATE_LIMIT=str(DEMO_RATE_LIMIT),
+        HEYMILO_START_DATE=first.isoformat(), HEYMILO_RATE_LIMIT=str(DEMO_RATE_LIMIT),
         DAGSTER_HOME=str(dev.data_dir / "dagster_home"),
     )  # fmt: skip
     cli = Path(sys.executable).parent / "heymilo-pipeline"
@@ -432,7 +431,7 @@ def test_headless_runs_show_in_the_ui_with_their_posting_titles(make_dev: Loaded
     run_id = ran.group(1)
     # A backfill from the terminal: one run of candidates_job over every posting (a ranged run, not a
     # Dagster backfill record, which only the UI or the daemon can create through public APIs).
-    day = (today - timedelta(days=1)).isoformat()
+    day = last.isoformat()
     done = subprocess.run(
         [cli, "backfill", "--start", day, "--end", day], env=env, cwd=dev.data_dir, capture_output=True, text=True,
         timeout=300,
@@ -448,7 +447,6 @@ def test_headless_runs_show_in_the_ui_with_their_posting_titles(make_dev: Loaded
     # The posting titles, beside the ids, in the listing's materialization.
     found = graphql(dev.url, POSTINGS_TABLE)["assetNodeOrError"]
     table = next(e["mdStr"] for e in found["assetMaterializations"][0]["metadataEntries"] if e["label"] == "postings")
-    tenant, _, _ = demo_tenant(DAYS)
     for posting in tenant.postings():
         assert f"| `{posting['id']}` | {posting['title']} | {posting['status']} |" in table, table
 
@@ -506,8 +504,8 @@ def test_the_ui_shows_the_effective_configuration(make_dev: Loaded) -> None:
     resources = {r["name"]: r for r in found["allTopLevelResourceDetails"]}
     assert set(resources) == {"heymilo", "storage", "pipeline"}
     values = {name: {v["key"]: (v["value"], v["type"]) for v in r["configuredValues"]} for name, r in resources.items()}
-    today = datetime.now(UTC).date()
-    assert values["pipeline"]["start_date"] == (f'"{today - timedelta(days=DAYS)}"', "VALUE")
+    _, first, _ = demo_tenant(DAYS)  # make dev's first day, by its clock
+    assert values["pipeline"]["start_date"] == (f'"{first}"', "VALUE")
     assert values["pipeline"]["freshness_deadline_hour"] == ("6", "VALUE")
     assert values["pipeline"]["full_refresh_days"] == ("7", "VALUE")
     assert values["heymilo"]["requests_per_minute"] == (str(DEMO_RATE_LIMIT), "VALUE")

@@ -17,7 +17,8 @@ import pytest
 
 from heymilo_pipeline.api.windows import DayRange, day_of, midnight
 from heymilo_pipeline.cli import run_update
-from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+from heymilo_pipeline.defs.partitions import POSTINGS
+from heymilo_pipeline.defs.tags import range_tags
 from heymilo_pipeline.lake import Lake
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query

@@ -84,11 +84,12 @@ def test_the_live_line_moves_while_a_backfill_runs_in_a_terminal(tmp_path: Path)
     step's output descriptors, which must not swallow it."""
     import pty
     import re
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
+    from heymilo_pipeline_tests.support import LAST
 
-    last = datetime.now(UTC).date() - timedelta(days=1)
+    last = LAST
     first = last - timedelta(days=9)
     tenant = Tenant(TenantSpec(seed=12, postings=4, start=first, end=last, candidates_per_posting=(800, 1200)))
     key = "sk_test_TERMINAL-1a2b3c"
@@ -123,3 +124,31 @@ def test_the_live_line_moves_while_a_backfill_runs_in_a_terminal(tmp_path: Path)
     midway = {n for n in pages if 0 < n < final}
     assert len(midway) >= 2, f"the line did not move during the run: pages seen {sorted(set(pages))}"
     assert "· done ·" in text and "RUN_START" not in text
+
+
+def test_an_asset_scaffolded_into_defs_loads_with_the_code_location(tmp_path: Path) -> None:
+    """What Dagster's docs teach: `dg scaffold defs dagster.asset my_mart.py` writes a file into the defs folder,
+    and the code location picks it up with no edit elsewhere (on a copy of the project, not this checkout)."""
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(
+        ROOT / "heymilo_pipeline", project / "heymilo_pipeline", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "setup.cfg"):
+        shutil.copy(ROOT / name, project / name)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "HEYMILO_API_KEY": "test-key"}
+    scaffold = [str(BIN / "dg"), "scaffold", "defs", "dagster.asset", "my_mart.py"]
+    subprocess.run(scaffold, cwd=project, env=env, check=True, capture_output=True, timeout=120)
+    assert (project / "heymilo_pipeline" / "defs" / "my_mart.py").is_file()
+    listing = (
+        "from heymilo_pipeline.definitions import defs\n"
+        "print(sorted(k.to_user_string() for k in defs().resolve_asset_graph().get_all_asset_keys()))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", listing], cwd=project, env={**env, "PYTHONPATH": str(project)},
+        check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert found.stdout.strip() == str(
+        ["candidate_workflow_steps", "candidates", "my_mart", "postings", "raw_candidates"]
+    )

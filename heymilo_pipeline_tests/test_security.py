@@ -6,7 +6,7 @@ import gzip
 import json
 import os
 import socket
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +19,7 @@ from heymilo_pipeline.lake import RAW, Lake
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
-from heymilo_pipeline_tests.support import LAST, Harness, settings_for
+from heymilo_pipeline_tests.support import LAST, Harness, product_yesterday, settings_for
 
 # Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
 pytestmark = pytest.mark.integration
@@ -148,7 +148,7 @@ def test_unreachable_base_url(tmp_path: Path) -> None:
 
 
 def test_start_date_in_the_future() -> None:
-    future = (date.today() + timedelta(days=3)).isoformat()
+    future = (product_yesterday() + timedelta(days=4)).isoformat()  # the product's clock, the real one
     with pytest.raises(ConfigurationError, match=f"HEYMILO_START_DATE: .*{future} is in the future"):
         Settings.from_env({"HEYMILO_START_DATE": future})
 

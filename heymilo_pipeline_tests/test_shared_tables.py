@@ -22,8 +22,9 @@ from heymilo_pipeline import shared_tables
 from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.api.windows import DayRange
+from heymilo_pipeline.devservers import S3Server, new_database
 from heymilo_pipeline.flatten import flatten
-from heymilo_pipeline.lake import RAW_TEXTS, Lake, raw_json
+from heymilo_pipeline.lake import RAW_TEXTS, raw_json
 from heymilo_pipeline.shared_tables import (
     LAKE,
     S3,
@@ -31,14 +32,13 @@ from heymilo_pipeline.shared_tables import (
     SharedTables,
     SharedTablesBusyError,
     SharedTablesError,
-    SharedWarehouse,
-    SliceRows,
     extension_path,
 )
+from heymilo_pipeline.storage import SliceRows
+from heymilo_pipeline.storage.shared import SharedStore
 from heymilo_pipeline.tables import CANDIDATES, POSTINGS, RAW_RECORDS, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import Warehouse
 from heymilo_pipeline_tests.factories import DAY, DAYS, fetched, fetched_on
-from heymilo_pipeline_tests.servers import S3Server, new_database
 
 SLICE_TABLE_NAMES = ("raw_candidates", "candidates", "candidate_workflow_steps")
 
@@ -370,27 +370,38 @@ def snapshots(tables: SharedTables) -> int:
 def test_an_unchanged_schema_writes_no_snapshot(shared: SharedTables) -> None:
     before = snapshots(shared)
     shared.ensure_schema()
-    SharedWarehouse(shared).replace_postings(POSTINGS.empty())  # what each listing does first
+    SharedStore(shared).replace_postings(POSTINGS.empty())  # what each listing does first
     assert snapshots(shared) == before
 
 
 @pytest.mark.integration
 def test_the_lake_audits_fail_on_planted_bad_rows(shared: SharedTables) -> None:
     shared.replace_slices([slice_of(fetched(per_day=(3, 0, 2)))], "run-1")
-    warehouse = SharedWarehouse(shared)
-    assert warehouse.lake_differences(Lake("/nowhere")) == []
-    assert {w: f["count"] for w, f in warehouse.duplicate_interview_ids(Lake("/nowhere")).items()} == {
+    store = SharedStore(shared)
+    assert store.lake_differences() == []
+    assert {w: f["count"] for w, f in store.duplicate_interview_ids().items()} == {
         "duckdb": 0, "lake": 0
     }  # fmt: skip
     with shared.session() as conn:  # a hand edit: one raw record twice, one candidate without its raw record
         conn.execute("INSERT INTO raw_candidates SELECT * FROM raw_candidates LIMIT 1")
         conn.execute("DELETE FROM raw_candidates WHERE interview_id = (SELECT max(interview_id) FROM raw_candidates)")
-    doubled = warehouse.duplicate_interview_ids(Lake("/nowhere"))
+    doubled = store.duplicate_interview_ids()
     assert doubled["lake"]["count"] == 1 and doubled["duckdb"]["count"] == 0
-    differences = warehouse.lake_differences(Lake("/nowhere"))
+    differences = store.lake_differences()
     assert differences == [
         {"table": "candidates", "posting_id": "P1", "rows_only_in_duckdb": 1, "rows_only_in_lake": 1}
     ]
+
+
+@pytest.mark.integration
+def test_a_rebuild_recounts_partition_loads_from_the_rows(shared: SharedTables) -> None:
+    shared.replace_slices([slice_of(fetched(per_day=(3, 0, 2)))], "run-1")
+    store = SharedStore(shared)
+    with shared.session() as conn:  # a hand edit: a day's count no longer its rows'
+        conn.execute("UPDATE partition_loads SET rows = 99 WHERE rows = 3")
+    assert store.rebuild("rebuild-1") == {"candidates": 5, "candidate_workflow_steps": 15, "partition_loads": 3}
+    with shared.session() as conn:
+        assert conn.execute("SELECT list(rows ORDER BY partition_date) FROM partition_loads").fetchone()[0] == [3, 0, 2]
 
 
 @pytest.mark.integration

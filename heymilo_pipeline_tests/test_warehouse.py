@@ -20,6 +20,7 @@ from heymilo_pipeline.api.models import CandidateResponse, PostingResponse
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import flatten, postings_table
 from heymilo_pipeline.lake import Lake, MonthFiles
+from heymilo_pipeline.storage.local import LocalStore
 from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, WAREHOUSE_TABLES, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import (
     SliceFiles,
@@ -60,6 +61,11 @@ def load(warehouse: Warehouse, posting_id: str, days: DayRange, files: dict[date
     return warehouse.replace_slices([SliceFiles(posting_id, days, candidate_files, steps)], run_id)
 
 
+def store_of(warehouse: Warehouse) -> LocalStore:
+    """The store around the fixtures' lake and file (both under tmp_path): its reads and audits."""
+    return LocalStore(warehouse.path.parent)
+
+
 def fetch(warehouse: Warehouse, sql: str, params: list | None = None) -> list[tuple]:
     with warehouse.connect(read_only=True) as conn:
         return conn.execute(sql, params).fetchall()
@@ -67,7 +73,7 @@ def fetch(warehouse: Warehouse, sql: str, params: list | None = None) -> list[tu
 
 def checksums(warehouse: Warehouse) -> dict[str, str]:
     return {
-        t.name: warehouse.checksum(t.name, exclude=["loaded_at"] if t is PARTITION_LOADS else ())
+        t.name: store_of(warehouse).checksum(t.name, exclude=["loaded_at"] if t is PARTITION_LOADS else ())
         for t in WAREHOUSE_TABLES
     }
 
@@ -89,7 +95,7 @@ def test_schema_with_comments_is_idempotent(warehouse: Warehouse) -> None:
     assert types["candidates", "created_date"] == "DATE"
     assert types["candidates", "sms_criteria_passed"] == "VARCHAR[]"
     assert types["partition_loads", "rows"] == "BIGINT"
-    assert warehouse.table_counts() == {
+    assert store_of(warehouse).table_counts() == {
         "candidates": 0,
         "candidate_workflow_steps": 0,
         "postings": 0,
@@ -111,7 +117,7 @@ def test_slice_load_matches_the_lake_and_is_idempotent(lake: Lake, warehouse: Wa
     first = checksums(warehouse)
     assert publish(lake, warehouse, "P1", (3, 0, 2)) == {"candidates": 5, "candidate_workflow_steps": 15}
     assert checksums(warehouse) == first
-    assert warehouse.table_counts() == {
+    assert store_of(warehouse).table_counts() == {
         "candidates": 5,
         "candidate_workflow_steps": 15,
         "postings": 0,
@@ -241,9 +247,9 @@ def test_a_candidate_that_moves_to_another_day_is_stored_once(lake: Lake, wareho
             for i, d in zip(stored["interview_id"].to_pylist(), stored["created_date"].to_pylist(), strict=True)
             if i == moved_id
         } == {new_day}, table
-    assert lake.read("candidates").num_rows == 5 and warehouse.table_counts()["candidates"] == 5
+    assert lake.read("candidates").num_rows == 5 and store_of(warehouse).table_counts()["candidates"] == 5
     assert lake.covered_days("candidates", "P1") == {*DAYS.days, new_day}  # DAY itself stays loaded
-    assert warehouse.duplicate_interview_ids(lake) == {
+    assert store_of(warehouse).duplicate_interview_ids() == {
         "duckdb": {"count": 0, "examples": []},
         "lake": {"count": 0, "examples": []},
     }
@@ -288,19 +294,19 @@ def test_rebuild_from_the_lake_equals_the_original(lake: Lake, warehouse: Wareho
         "run-2",
     )
     exclude = {"partition_loads": ["loaded_at", "run_id"]}
-    before = {t.name: warehouse.checksum(t.name, exclude.get(t.name, ())) for t in WAREHOUSE_TABLES}
+    before = {t.name: store_of(warehouse).checksum(t.name, exclude.get(t.name, ())) for t in WAREHOUSE_TABLES}
     warehouse.path.unlink()  # the DuckDB file is lost
     rebuilt = Warehouse(warehouse.path).rebuild(lake, "rebuild-1")
     assert rebuilt == {"candidates": 10, "candidate_workflow_steps": 30, "partition_loads": 6}
-    after = {t.name: warehouse.checksum(t.name, exclude.get(t.name, ())) for t in WAREHOUSE_TABLES}
+    after = {t.name: store_of(warehouse).checksum(t.name, exclude.get(t.name, ())) for t in WAREHOUSE_TABLES}
     assert after == {**before, "postings": "0:0"}  # postings are not in the lake; the next listing fills them
 
 
 def test_audits_find_planted_duplicates_orphans_and_differences(lake: Lake, warehouse: Warehouse) -> None:
     publish(lake, warehouse, "P1", (3, 0, 2))
     publish(lake, warehouse, "P2", (2,), first=100)
-    assert warehouse.duplicate_interview_ids(lake)["lake"]["count"] == 0
-    assert warehouse.orphan_steps()["rows"] == 0 and warehouse.lake_differences(lake) == []
+    assert store_of(warehouse).duplicate_interview_ids()["lake"]["count"] == 0
+    assert store_of(warehouse).orphan_steps()["rows"] == 0 and store_of(warehouse).lake_differences() == []
     # a copy of a P1 candidate planted in another month of the lake
     planted = lake.read("candidates", "P1").slice(0, 1)
     planted = planted.set_column(
@@ -309,19 +315,19 @@ def test_audits_find_planted_duplicates_orphans_and_differences(lake: Lake, ware
     target = lake.path("candidates", "P1", date(2026, 5, 1))
     target.parent.mkdir(parents=True)
     pq.write_table(planted, target)
-    found = warehouse.duplicate_interview_ids(lake)["lake"]
+    found = store_of(warehouse).duplicate_interview_ids()["lake"]
     assert found["count"] == 1 and found["examples"][0]["interview_id"] == f"{1:016X}"
     assert found["examples"][0]["days"] == [str(DAY), "2026-05-01"]
-    assert warehouse.lake_differences(lake) == [
+    assert store_of(warehouse).lake_differences() == [
         {"table": "candidates", "posting_id": "P1", "rows_only_in_duckdb": 0, "rows_only_in_lake": 1}
     ]
     target.unlink()
     # a step without its candidate, and a candidate DuckDB lost
     with warehouse.connect() as conn:
         conn.execute("DELETE FROM candidates WHERE interview_id = ?", [f"{101:016X}"])
-    orphans = warehouse.orphan_steps()
+    orphans = store_of(warehouse).orphan_steps()
     assert orphans["candidates"] == 1 and orphans["rows"] == 3 and orphans["by_posting"] == {"P2": 1}
-    assert warehouse.lake_differences(lake) == [
+    assert store_of(warehouse).lake_differences() == [
         {"table": "candidates", "posting_id": "P2", "rows_only_in_duckdb": 0, "rows_only_in_lake": 1}
     ]
 
@@ -334,7 +340,7 @@ def test_a_posting_can_be_deleted_from_lake_and_warehouse(lake: Lake, warehouse:
     assert lake.delete_posting("P1") == 3  # one month: three files
     assert lake.postings() == {"P2"}
     assert lake.paths("candidates", "P1") == [] and lake.read("candidates").num_rows == 2
-    assert warehouse.table_counts()["candidates"] == 2 and warehouse.lake_differences(lake) == []
+    assert store_of(warehouse).table_counts()["candidates"] == 2 and store_of(warehouse).lake_differences() == []
 
 
 HOLDER = """
@@ -401,9 +407,23 @@ def test_other_io_errors_are_not_taken_for_a_lock(tmp_path: Path) -> None:
 
 def test_oldest_unfinished_day(lake: Lake, warehouse: Warehouse) -> None:
     publish(lake, warehouse, "P1", (3, 0, 2))  # every candidate of `fetched` is in_progress
-    assert warehouse.oldest_unfinished_day(DAY) == DAY
-    assert warehouse.oldest_unfinished_day(DAY + timedelta(days=1)) == DAY + timedelta(days=2)
+    assert store_of(warehouse).oldest_unfinished_day(DAY) == DAY
+    assert store_of(warehouse).oldest_unfinished_day(DAY + timedelta(days=1)) == DAY + timedelta(days=2)
     with warehouse.connect() as conn:
         conn.execute("UPDATE candidates SET status = 'dismissed' WHERE created_date = ?", [DAY])
-    assert warehouse.oldest_unfinished_day(DAY) == DAY + timedelta(days=2)
-    assert Warehouse(warehouse.path.with_name("absent.duckdb")).oldest_unfinished_day(DAY) is None
+    assert store_of(warehouse).oldest_unfinished_day(DAY) == DAY + timedelta(days=2)
+    assert LocalStore(warehouse.path.parent / "absent").oldest_unfinished_day(DAY) is None
+
+
+def test_the_local_store_publishes_a_copy_and_its_own_file_as_is(
+    lake: Lake, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    publish(lake, warehouse, "P1", (3, 0, 2))
+    store = store_of(warehouse)
+    assert store.publish(warehouse.path, lock_timeout_s=1) == store.table_counts()  # already where notebooks read
+    copy = tmp_path / "elsewhere" / "copy.duckdb"
+    counts = store.publish(copy, lock_timeout_s=1)
+    assert counts["candidates"] == 5 and counts["partition_loads"] == 3
+    assert Warehouse(copy).checksum("candidates") == warehouse.checksum("candidates")
+    publish(lake, warehouse, "P2", (1,), first=100)
+    assert store.publish(copy, lock_timeout_s=1)["candidates"] == 6  # replaced, not appended

@@ -15,8 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 CANDIDATE_STATUSES = frozenset(
     {"pending", "in_progress", "evaluating", "completed", "shortlisted", "dismissed", "knocked_out"}
 )
-STEP_STATUSES = frozenset({"not_started", "in_progress", "completed", "knocked_out"})
-POSTING_STATUSES = frozenset({"draft", "active", "expired", "archived"})
 
 
 class APIModel(BaseModel):

@@ -26,7 +26,7 @@ from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage, core_
 from heymilo_pipeline.discovery import Discovery, discover_postings
 from heymilo_pipeline.ingest import PostingResult, Slice, slices_from_keys, startup_objects_frozen, sync_postings
 from heymilo_pipeline.progress import BOARD
-from heymilo_pipeline.warehouse import Warehouse, WarehouseLockedError
+from heymilo_pipeline.storage import StorageLockedError, Store
 
 GROUP = "heymilo"
 # Progress lines in the run log: at most one per this many seconds (every page would be thousands of events).
@@ -62,18 +62,16 @@ def postings(
     except HeyMiloError as exc:
         raise _fail(exc) from None
     found.new, removed = register_postings(context.instance, found.wanted)
-    warehouse = storage.warehouse(on_wait=context.log.warning)
-    change = warehouse.replace_postings(found.table(datetime.now(UTC)))
+    store = storage.store(on_wait=context.log.warning)
+    change = store.replace_postings(found.table(datetime.now(UTC)))
     deleted = {}
     if settings.vanished_postings == "delete" and change.vanished:
         # Only postings that still hold rows: one confirming request each, once, not at every listing.
-        holding = set(warehouse.loaded_through()) | storage.lake.postings()
-        candidates = sorted(set(change.vanished) & holding)
+        candidates = sorted(set(change.vanished) & store.postings_with_rows())
         for posting_id in asyncio.run(_confirmed_gone(heymilo, candidates)) if candidates else []:
-            rows = warehouse.delete_posting(posting_id)
-            files = storage.lake.delete_posting(posting_id)
-            if any(rows.values()) or files:
-                deleted[posting_id] = {**rows, "lake_files": files}
+            removed_rows = store.delete_posting(posting_id)
+            if any(removed_rows.values()):
+                deleted[posting_id] = removed_rows
     context.log.info(
         f"{change.listed} postings listed; {len(found.wanted)} fetched; newly registered: {found.new or 'none'}; "
         f"no longer fetched: {removed or 'none'}; vanished from the API: {change.newly_vanished or 'none'} "
@@ -141,16 +139,6 @@ def _duckdb_table(key: dg.AssetKey, table: tables.TableSpec, description: str) -
     )
 
 
-RAW_CANDIDATES_SPEC = dg.AssetSpec(
-    RAW_CANDIDATES_KEY,
-    deps=[postings],
-    group_name=GROUP,
-    kinds={"api", "parquet", "duckdb"},
-    skippable=True,
-    description="Candidates fetched from the API per posting x UTC day (one range query per posting and run), "
-    "checked, written to the lake (the raw records and flattened Parquet), then loaded into the DuckDB tables "
-    "candidates and candidate_workflow_steps, posting by posting.",
-)
 TABLE_SPECS = [
     _duckdb_table(
         CANDIDATES_KEY, tables.CANDIDATES, "One row per candidate (interview_id, the table's key), flattened"
@@ -161,9 +149,19 @@ TABLE_SPECS = [
 
 def candidate_tables(partitions: dg.MultiPartitionsDefinition) -> dg.AssetsDefinition:
     """The step that fetches and publishes candidates; its partitions start at HEYMILO_START_DATE."""
+    raw_candidates = dg.AssetSpec(
+        RAW_CANDIDATES_KEY,
+        deps=[postings],
+        group_name=GROUP,
+        kinds={"api", "parquet", "duckdb"},
+        skippable=True,
+        description="Candidates fetched from the API per posting x UTC day (one range query per posting and run), "
+        "checked, written to the lake (the raw records and flattened Parquet), then loaded into the DuckDB tables "
+        "candidates and candidate_workflow_steps, posting by posting.",
+    )
 
     @dg.multi_asset(
-        specs=[RAW_CANDIDATES_SPEC],
+        specs=[raw_candidates],
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=SLICE_CHECK_SPECS,
@@ -191,25 +189,22 @@ def publish_candidates(
     settings = pipeline.settings()
     scrubber = settings.scrubber()
     storage.ensure_writable()
-    # Hidden temp files of writes that a kill interrupted hold personal data; older than an hour, no
-    # live writer can still own them.
-    removed = storage.lake.clean_temp_files()
-    if removed:
-        context.log.info(f"removed {len(removed)} temp file(s) left by interrupted writes")
-    warehouse = storage.warehouse(on_wait=context.log.warning)
-    # An existing file gets its schema before the first request (a file held elsewhere fails the run at once);
+    store = storage.store(on_wait=context.log.warning)
+    if removed := store.tidy():
+        context.log.info(f"removed {removed} temp file(s) left by interrupted writes")
+    # An existing store gets its schema before the first request (a file held elsewhere fails the run at once);
     # a new one is created by the first posting to publish, so a run that fetches nothing leaves no file.
-    schema_ready = warehouse.exists()
+    schema_ready = store.exists()
     if schema_ready:
         try:
-            warehouse.ensure_schema()
-        except WarehouseLockedError as exc:
+            store.ensure_schema()
+        except StorageLockedError as exc:
             raise dg.Failure(f"{exc} Nothing was fetched or written.", allow_retries=False) from None
     postings_count = len({s.posting_id for s in slices})
     context.log.info(
         f"{postings_count} posting(s), {len(slices)} slice(s) to fetch: " + "; ".join(str(s) for s in slices[:20])
     )
-    progress = _Progress(context, postings_count, warehouse.posting_labels())
+    progress = _Progress(context, postings_count, store.posting_labels())
     registered = set(context.instance.get_dynamic_partitions(POSTINGS))
 
     async def run() -> list[PostingResult]:
@@ -217,8 +212,7 @@ def publish_candidates(
             return await sync_postings(
                 client,
                 slices,
-                storage.lake,
-                warehouse,
+                store,
                 context.run.run_id,
                 bounds=settings.score_bounds(),
                 scrubber=scrubber,
@@ -228,7 +222,7 @@ def publish_candidates(
                 is_gone=lambda posting_id: posting_id not in registered,
                 schema_ready=schema_ready,
                 # What each posting held at its last load: a large one is split by counts, with no probe.
-                known=_stored(warehouse, slices) if schema_ready else None,
+                known=_stored(store, slices) if schema_ready else None,
             )
 
     try:
@@ -236,13 +230,13 @@ def publish_candidates(
             results = asyncio.run(run())
     except (AuthenticationError, ConfigurationError) as exc:
         raise _fail(exc) from None
-    except WarehouseLockedError as exc:
+    except StorageLockedError as exc:
         raise dg.Failure(
-            f"{exc} Postings published before the wait are in DuckDB and marked materialized; rerunning the same "
+            f"{exc} Postings published before the wait are stored and marked materialized; rerunning the same "
             "partitions publishes the rest.",
             allow_retries=False,
         ) from None
-    for event in progress.tables_loaded(warehouse):
+    for event in progress.tables_loaded(store):
         context.log_event(event)
     yield from slice_results(results)
     failed = [r for r in results if r.error and not r.gone]
@@ -259,9 +253,9 @@ def publish_candidates(
         )
 
 
-def _stored(warehouse: Warehouse, slices: list[Slice]) -> dict[str, dict[date, int]]:
+def _stored(store: Store, slices: list[Slice]) -> dict[str, dict[date, int]]:
     span = DayRange(min(s.days.first for s in slices), max(s.days.last for s in slices))
-    return warehouse.rows_by_day(sorted({s.posting_id for s in slices}), span)
+    return store.rows_by_day(sorted({s.posting_id for s in slices}), span)
 
 
 def _span(result: PostingResult) -> str:
@@ -341,11 +335,11 @@ class _Progress:
             f"{self.finished}/{self.postings} postings done, {self.rows} candidates, {self.requests} requests so far"
         )
 
-    def tables_loaded(self, warehouse: Warehouse) -> Iterator[dg.AssetMaterialization]:
-        """One materialization of each DuckDB table for the run, once any posting was published into it."""
+    def tables_loaded(self, store: Store) -> Iterator[dg.AssetMaterialization]:
+        """One materialization of each table for the run, once any posting was published into it."""
         if not self.published:
             return
-        counts = warehouse.table_counts()
+        counts = store.table_counts()
         shared = {"postings_published": dg.MetadataValue.json(sorted(self.published))}
         for asset, table, rows in (
             (CANDIDATES_KEY, tables.CANDIDATES, self.rows),

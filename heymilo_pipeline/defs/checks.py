@@ -24,10 +24,9 @@ from heymilo_pipeline.audit import completeness
 from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
 from heymilo_pipeline.defs.partitions import POSTINGS
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage
+from heymilo_pipeline.defs.tags import AS_OF_TAG, PARTITION_RUN_TAGS
 from heymilo_pipeline.ingest import PostingResult
-
-AS_OF_TAG = "heymilo/as_of"
-PARTITION_RUN_TAGS = ("dagster/partition", "dagster/asset_partition_range_start", "dagster/backfill")
+from heymilo_pipeline.storage import Store
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
@@ -133,16 +132,15 @@ def warehouse_checks(
     as_of = _as_of(context)
     due = due_day(as_of, settings.freshness_deadline_hour)
     registered = sorted(context.instance.get_dynamic_partitions(POSTINGS))
-    warehouse = storage.warehouse(on_wait=context.log.warning)
-    warehouse.ensure_schema()
-    lake = storage.lake
+    store = storage.store(on_wait=context.log.warning)
+    store.ensure_schema()
     span = DayRange(settings.start_date, due) if due >= settings.start_date else None
     if "freshness" in selected:
-        yield _freshness(registered, warehouse.loaded_through(), due)
+        yield _freshness(registered, store.loaded_through(), due)
     if "completeness" in selected:
-        yield _completeness(context, heymilo, warehouse, registered, span)
+        yield _completeness(context, heymilo, store, registered, span)
     if "unique_interview_id" in selected:
-        found = warehouse.duplicate_interview_ids(lake)
+        found = store.duplicate_interview_ids()
         doubled = {where: f["count"] for where, f in found.items() if f["count"]}
         yield dg.AssetCheckResult(
             check_name="unique_interview_id",
@@ -152,7 +150,7 @@ def warehouse_checks(
             metadata={where: dg.MetadataValue.json(f) for where, f in found.items()},
         )
     if "steps_reference_candidates" in selected:
-        orphans = warehouse.orphan_steps()
+        orphans = store.orphan_steps()
         yield dg.AssetCheckResult(
             check_name="steps_reference_candidates",
             asset_key=WORKFLOW_STEPS_KEY,
@@ -166,7 +164,7 @@ def warehouse_checks(
             metadata={"orphans": dg.MetadataValue.json(orphans)},
         )
     if "matches_lake" in selected:
-        differences = warehouse.lake_differences(lake)
+        differences = store.lake_differences()
         postings = sorted({d["posting_id"] for d in differences})
         yield dg.AssetCheckResult(
             check_name="matches_lake",
@@ -205,14 +203,18 @@ def _freshness(registered: list[str], loaded: dict[str, date], due: date) -> dg.
 
 
 def _completeness(
-    context: dg.AssetCheckExecutionContext, heymilo: HeyMiloAPI, warehouse, registered: list[str], span
+    context: dg.AssetCheckExecutionContext,
+    heymilo: HeyMiloAPI,
+    store: Store,
+    registered: list[str],
+    span: DayRange | None,
 ) -> dg.AssetCheckResult:
     if span is None or not registered:
         return dg.AssetCheckResult(
             check_name="completeness", asset_key=CANDIDATES_KEY, passed=True, description="nothing due yet"
         )
     try:
-        found = asyncio.run(completeness(heymilo.client(), warehouse, registered, span))
+        found = asyncio.run(completeness(heymilo.client(), store, registered, span))
     except HeyMiloError as exc:
         return dg.AssetCheckResult(
             check_name="completeness",

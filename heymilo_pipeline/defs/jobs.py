@@ -10,7 +10,6 @@ from heymilo_pipeline.defs.assets import postings
 from heymilo_pipeline.defs.checks import warehouse_checks
 from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
 from heymilo_pipeline.defs.resources import Storage
-from heymilo_pipeline.shared_tables import SharedWarehouse
 from heymilo_pipeline.tables import CANDIDATES, WORKFLOW_STEPS
 
 # The slice rules (checks of raw_candidates) run inside the step; the warehouse checks (of the DuckDB tables,
@@ -39,8 +38,8 @@ warehouse_checks_job = dg.define_asset_job(
 
 @dg.op(description="Drop and recreate candidates, candidate_workflow_steps and partition_loads from the lake alone.")
 def rebuild_warehouse(context: dg.OpExecutionContext, storage: Storage) -> None:
-    counts = storage.warehouse(on_wait=context.log.warning).rebuild(storage.lake, context.run_id)
-    context.log.info(f"rebuilt from the lake: {counts}")
+    counts = storage.store(on_wait=context.log.warning).rebuild(context.run_id)
+    context.log.info(f"rebuilt: {counts}")
     for asset, table in ((CANDIDATES_KEY, CANDIDATES.name), (WORKFLOW_STEPS_KEY, WORKFLOW_STEPS.name)):
         context.log_event(
             dg.AssetMaterialization(asset_key=asset, metadata={"dagster/row_count": counts[table], "rebuilt": True})
@@ -66,16 +65,19 @@ class MaintenanceConfig(dg.Config):
 
 @dg.op(description="Compact the shared tables' files, expire old snapshots and delete the files nothing needs.")
 def maintain_shared_tables(context: dg.OpExecutionContext, config: MaintenanceConfig, storage: Storage) -> None:
-    warehouse = storage.warehouse()
-    if not isinstance(warehouse, SharedWarehouse):
-        raise dg.Failure("HEYMILO_SHARED_CATALOG_URL is not set: there are no shared tables to maintain")
-    done = warehouse.tables.maintain(timedelta(hours=config.keep_hours))
-    context.log.info(f"shared tables maintained: {done}")
+    done = storage.store().maintain(timedelta(hours=config.keep_hours))
+    context.log.info(f"maintained: {done}")
 
 
-@dg.job(
-    description="The shared tables' upkeep (HEYMILO_SHARED_CATALOG_URL): merge small files, expire snapshots "
-    "older than a day and delete the files they held, delete files killed writes left."
-)
-def shared_tables_maintenance_job() -> None:
-    maintain_shared_tables()
+def shared_tables_maintenance_job() -> dg.JobDefinition:
+    """The upkeep job, built only where there are shared tables (``definitions.build_defs``)."""
+
+    @dg.job(
+        name="shared_tables_maintenance_job",
+        description="The shared tables' upkeep (HEYMILO_SHARED_CATALOG_URL): merge small files, expire snapshots "
+        "older than a day and delete the files they held, delete files killed writes left.",
+    )
+    def job() -> None:
+        maintain_shared_tables()
+
+    return job

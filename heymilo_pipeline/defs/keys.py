@@ -4,7 +4,6 @@ import dagster as dg
 
 from heymilo_pipeline import tables
 
-POSTINGS_KEY = dg.AssetKey(tables.POSTINGS.name)
 RAW_CANDIDATES_KEY = dg.AssetKey(tables.RAW_RECORDS.name)
 CANDIDATES_KEY = dg.AssetKey(tables.CANDIDATES.name)
 WORKFLOW_STEPS_KEY = dg.AssetKey(tables.WORKFLOW_STEPS.name)

@@ -6,10 +6,6 @@ from datetime import date
 import dagster as dg
 
 POSTINGS = "postings"
-# The run tags of a partition range, as Dagster's UI sets them for a single-run backfill (documented tag
-# names; Dagster exports no public constant for them).
-ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
-ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 postings_partitions = dg.DynamicPartitionsDefinition(name=POSTINGS)
 
@@ -35,18 +31,6 @@ def keys_of(partitions: dg.MultiPartitionsDefinition, partition_keys: Sequence[s
         dims = partitions.get_partition_key_from_str(text).keys_by_dimension
         out.append((dims["posting"], date.fromisoformat(dims["date"])))
     return out
-
-
-def range_tags(first_day: date, last_day: date, first_posting: str, last_posting: str) -> dict[str, str]:
-    """Run tags for the rectangle days x postings (postings in the order they were registered).
-
-    A multi-partition key range is the product of its dimensions' ranges, so one run can cover
-    every posting for a few days (the daily update) or one posting for a year (a backfill).
-    """
-    return {
-        ASSET_PARTITION_RANGE_START_TAG: key(first_posting, first_day),
-        ASSET_PARTITION_RANGE_END_TAG: key(last_posting, last_day),
-    }
 
 
 def register_postings(instance: dg.DagsterInstance, wanted: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -5,7 +5,6 @@
 """
 
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,10 +17,8 @@ from pydantic import Field, ValidationError
 from heymilo_pipeline.api.client import HeyMiloClient
 from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings
-from heymilo_pipeline.lake import Lake
-from heymilo_pipeline.settings import DUCKDB_NAME, LAKE_NAME, VARIABLE, PipelineSettings, Settings, problems
-from heymilo_pipeline.shared_tables import SharedTablesError, SharedWarehouse, shared_tables_at
-from heymilo_pipeline.warehouse import Warehouse
+from heymilo_pipeline.settings import VARIABLE, PipelineSettings, Settings, problems
+from heymilo_pipeline.storage import StorageError, Store, open_store
 
 
 def _as_config(value: Any) -> Any:
@@ -98,20 +95,19 @@ class Storage(dg.ConfigurableResource):
                 allow_retries=False,
             ) from None
 
-    @property
-    def lake(self) -> Lake:
-        return Lake(Path(self.data_dir) / LAKE_NAME)
-
-    def warehouse(self, on_wait: Callable[[str], None] | None = None) -> Warehouse:
-        """The DuckDB file under the data dir or, when configured, the shared tables."""
-        if self.shared_catalog_url and self.shared_data_path:
-            try:
-                # S3 credentials: AWS's variables, as every S3 client reads them.
-                tables = shared_tables_at(self.shared_catalog_url, self.shared_data_path, os.environ)
-                return SharedWarehouse(tables)
-            except SharedTablesError as exc:
-                raise dg.Failure(str(exc), allow_retries=False) from None
-        return Warehouse(Path(self.data_dir) / DUCKDB_NAME, lock_timeout_s=self.lock_timeout_seconds, on_wait=on_wait)
+    def store(self, on_wait: Callable[[str], None] | None = None) -> Store:
+        """Where the tables are: the data directory's lake and DuckDB file or, when configured, the shared tables.
+        ``on_wait`` hears when another process holds the DuckDB file."""
+        try:
+            return open_store(
+                Path(self.data_dir),
+                lock_timeout_s=self.lock_timeout_seconds,
+                shared_catalog_url=self.shared_catalog_url,
+                shared_data_path=self.shared_data_path,
+                on_wait=on_wait,
+            )
+        except StorageError as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from None
 
 
 class Pipeline(dg.ConfigurableResource):

@@ -11,12 +11,10 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
-from heymilo_pipeline.defs.checks import AS_OF_TAG
-from heymilo_pipeline.defs.jobs import postings_job, shared_tables_maintenance_job, warehouse_checks_job
-from heymilo_pipeline.defs.partitions import POSTINGS, range_tags
+from heymilo_pipeline.defs.jobs import postings_job, warehouse_checks_job
+from heymilo_pipeline.defs.partitions import POSTINGS
+from heymilo_pipeline.defs.tags import AS_OF_TAG, KIND_TAG, REFRESH_TAG, range_tags
 from heymilo_pipeline.refresh import RefreshPlan
-
-KIND_TAG = "heymilo/kind"
 
 
 def update_requests(
@@ -41,7 +39,7 @@ def update_requests(
                 **range_tags(days.first, days.last, registered[0], registered[-1]),
                 KIND_TAG: "update",
                 AS_OF_TAG: as_of.isoformat(),
-                "heymilo/refresh": todo.describe(),
+                REFRESH_TAG: todo.describe(),
             },
         )
         for days in todo.ranges
@@ -78,11 +76,13 @@ def daily_checks(deadline_hour: int) -> dg.ScheduleDefinition:
     return _daily_checks
 
 
-# An hour before the daily update (03:00 UTC), so its merges do not contend with the update's writes.
-shared_tables_maintenance = dg.ScheduleDefinition(
-    name="shared_tables_maintenance",
-    job=shared_tables_maintenance_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone="UTC",
-    description="Every day at 02:00 UTC: the shared tables' upkeep (production profile only).",
-)
+def shared_tables_maintenance(job: dg.JobDefinition) -> dg.ScheduleDefinition:
+    """The upkeep's schedule, built only where there are shared tables (``definitions.build_defs``). An hour before
+    the daily update (03:00 UTC), so its merges do not contend with the update's writes."""
+    return dg.ScheduleDefinition(
+        name="shared_tables_maintenance",
+        job=job,
+        cron_schedule="0 2 * * *",
+        execution_timezone="UTC",
+        description="Every day at 02:00 UTC: the shared tables' upkeep (production profile only).",
+    )

@@ -6,11 +6,11 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from heymilo_pipeline.api.errors import HeyMiloError
-from heymilo_pipeline.defs.checks import AS_OF_TAG
 from heymilo_pipeline.defs.jobs import candidates_job, postings_job
-from heymilo_pipeline.defs.partitions import POSTINGS, postings_partitions, range_tags
+from heymilo_pipeline.defs.partitions import POSTINGS, postings_partitions
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage
-from heymilo_pipeline.defs.schedules import KIND_TAG, update_requests
+from heymilo_pipeline.defs.schedules import update_requests
+from heymilo_pipeline.defs.tags import AS_OF_TAG, KIND_TAG, range_tags
 from heymilo_pipeline.discovery import discover_postings
 from heymilo_pipeline.refresh import todays_plan
 
@@ -64,4 +64,4 @@ def update_after_postings(
     if tags.get(KIND_TAG) != "update" or AS_OF_TAG not in tags:
         return dg.SkipReason("not a daily update's listing")
     as_of = date.fromisoformat(tags[AS_OF_TAG])
-    return update_requests(context.instance, as_of, todays_plan(as_of, pipeline.settings(), storage.warehouse()))
+    return update_requests(context.instance, as_of, todays_plan(as_of, pipeline.settings(), storage.store()))

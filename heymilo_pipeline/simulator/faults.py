@@ -54,10 +54,6 @@ class Faults:
             raise ValueError("latency_ms and stall_s must be >= 0")
 
 
-# A body-level fault only makes sense on a successful response; an error or a drop can hit any.
-BODY_FAULTS = ("truncate", "malformed")
-
-
 @dataclass(frozen=True, slots=True)
 class FaultDecision:
     latency_s: float = 0.0

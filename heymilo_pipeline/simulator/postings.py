@@ -8,7 +8,6 @@ from typing import Any
 
 from .fakedata import COMPANIES, INTERVIEWER_NAMES, JOB_TITLES, LOCATIONS, SMS_CRITERIA, digest, slugify
 
-STEP_TYPES = ("web_interview", "conversational_sms", "resume", "form")
 # agent_summary section name of each workflow step type.
 SUMMARY_KEY = {"resume": "resume", "web_interview": "web_interview", "conversational_sms": "sms", "form": "form"}
 _STEP_ABBR = {"web_interview": "vi", "conversational_sms": "sms", "resume": "rs", "form": "fm"}

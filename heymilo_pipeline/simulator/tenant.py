@@ -217,10 +217,6 @@ class Tenant:
 
     # --- candidates -------------------------------------------------------------------------------
 
-    def planned_candidates(self) -> int:
-        """Candidates over the whole spec range, whether or not they exist yet at ``now``."""
-        return sum(len(p) for p in self._populations.values())
-
     def candidate_count(self, as_of: float | None = None) -> int:
         as_of = self._now if as_of is None else as_of
         return sum(len(self._positions(p.id, as_of)) for p in self._live_postings())

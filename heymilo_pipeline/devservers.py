@@ -1,6 +1,11 @@
-"""Throwaway servers the multi-host tests start themselves, torn down after: a PostgreSQL cluster in a temporary
-directory on a free loopback port, and moto's S3 server on another. Where a binary is missing they fail saying
-what to install; they never skip, so a machine without them cannot pass the tests that need them."""
+"""Local stand-ins for the production profile's services, for the tests and the benchmarks (bench/run.py): a
+throwaway PostgreSQL cluster in a temporary directory on a free loopback port, and moto's S3 server on another,
+each torn down after. Where a program is missing they fail saying what to install; they never skip, so a machine
+without them cannot pass the tests that need them.
+
+Development only: the pipeline never imports this module. It needs PostgreSQL's server programs (initdb, pg_ctl)
+on PATH, psycopg2 (the production extra) for ``new_database`` and moto's server with boto3 (the test extra) for
+``s3_server``; each is looked up or imported only when the function that needs it runs."""
 
 from __future__ import annotations
 
@@ -19,21 +24,23 @@ from pathlib import Path
 from typing import Any
 
 POSTGRES_MISSING = (
-    "PostgreSQL's server programs (initdb, pg_ctl) are not on PATH. These tests start their own throwaway server: "
-    "install PostgreSQL 14 or later (Debian/Ubuntu: apt-get install postgresql, then add /usr/lib/postgresql/<v>/bin "
-    "to PATH; macOS: brew install postgresql@16) and run them again."
+    "PostgreSQL's server programs (initdb, pg_ctl) are not on PATH. The tests and benchmarks that need PostgreSQL "
+    "start their own throwaway server: install PostgreSQL 14 or later (Debian/Ubuntu: apt-get install postgresql, "
+    "then add /usr/lib/postgresql/<v>/bin to PATH; macOS: brew install postgresql@16) and run them again."
 )
 S3_MISSING = (
-    "moto's S3 server (the moto_server command) is not installed next to this Python. The shared-tables tests start "
-    "their own throwaway S3: pip install 'moto[server]' (the test extra has it) and run them again."
+    "moto's S3 server (the moto_server command) is not installed next to this Python. The tests and benchmarks of "
+    "the shared tables start their own throwaway S3: pip install 'moto[server]' (the test extra has it) and run "
+    "them again."
 )
-# Credentials moto accepts (any): what the tests' hosts get as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+# Credentials moto accepts (any): what clients of the S3 server get as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
 S3_KEY_ID, S3_SECRET = "heymilo-test", "heymilo-test-secret"
-# initdb refuses to run as root; a root test run starts the server as this user instead.
+# initdb refuses to run as root; run as root, the server is started as this user instead.
 SERVER_USER = "postgres"
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -51,7 +58,7 @@ def postgres_server() -> Iterator[str]:
         try:
             user = pwd.getpwnam(SERVER_USER)
         except KeyError:
-            raise RuntimeError(f"as root, the tests start PostgreSQL as user {SERVER_USER!r}: create it") from None
+            raise RuntimeError(f"as root, PostgreSQL is started as user {SERVER_USER!r}: create it") from None
         os.chown(root, user.pw_uid, user.pw_gid)
         as_user = ["runuser", "-u", SERVER_USER, "--"]
     data, port = root / "data", free_port()

@@ -1,0 +1,139 @@
+"""The reads and audits both stores answer with the same SQL, each on its own connection (``TableReads.connect``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import date
+from typing import Any
+
+import duckdb
+
+from heymilo_pipeline.api.windows import DayRange
+from heymilo_pipeline.tables import WAREHOUSE_TABLES
+
+# Statuses after which a candidate's record rarely changes: a recruiter (or a knockout) has decided.
+FINAL_STATUSES = ("shortlisted", "dismissed", "knocked_out")
+# interview_ids stored more than once in a source ({}): (id, times, postings, days)
+DOUBLED_IDS = (
+    "SELECT interview_id, count(*) AS n, list(DISTINCT posting_id) AS postings, "
+    "list(created_date ORDER BY created_date) AS days FROM {} GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"
+)
+
+
+class TableReads:
+    """Reads over the warehouse tables; a store provides ``connect`` and ``exists``."""
+
+    def connect(self, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        raise NotImplementedError
+
+    def table_counts(self) -> dict[str, int]:
+        with self.connect(read_only=True) as conn:
+            return table_counts(conn)
+
+    def rows_by_day(self, posting_ids: Sequence[str], days: DayRange) -> dict[str, dict[date, int]]:
+        """Stored candidates per posting and created_date within ``days`` (days without rows absent), in one query."""
+        sql = (
+            "SELECT posting_id, created_date, count(*) FROM candidates "
+            "WHERE posting_id IN (SELECT unnest(?)) AND created_date BETWEEN ? AND ? GROUP BY 1, 2"
+        )
+        with self.connect(read_only=True) as conn:
+            rows = conn.execute(sql, [list(posting_ids), days.first, days.last]).fetchall()
+        out: dict[str, dict[date, int]] = {posting_id: {} for posting_id in posting_ids}
+        for posting_id, day, n in rows:
+            out[posting_id][day] = n
+        return out
+
+    def oldest_unfinished_day(self, since: date) -> date | None:
+        """The oldest created_date on or after ``since`` holding a candidate no recruiter decision has closed
+        (not shortlisted, dismissed or knocked out); None without such a day or without any tables."""
+        if not self.exists():
+            return None
+        sql = (
+            "SELECT min(created_date) FROM candidates WHERE created_date >= ? "
+            f"AND status NOT IN ({', '.join(repr(s) for s in FINAL_STATUSES)})"
+        )
+        with self.connect(read_only=True) as conn:
+            return conn.execute(sql, [since]).fetchone()[0]
+
+    def loaded_through(self) -> dict[str, date]:
+        """Per posting, the newest day in partition_loads."""
+        with self.connect(read_only=True) as conn:
+            return dict(
+                conn.execute("SELECT posting_id, max(partition_date) FROM partition_loads GROUP BY 1").fetchall()
+            )
+
+    def loads_by_posting(self) -> list[tuple[str, int, date, date, int]]:
+        """Per posting: (posting, days loaded, first day, last day, rows)."""
+        with self.connect(read_only=True) as conn:
+            return conn.execute(
+                "SELECT posting_id, count(*), min(partition_date), max(partition_date), sum(rows)::BIGINT "
+                "FROM partition_loads GROUP BY posting_id ORDER BY posting_id"
+            ).fetchall()
+
+    def posting_labels(self) -> dict[str, tuple[str, str]]:
+        """Per posting, (title, status) of the latest listing: what a person recognises a posting id by."""
+        if not self.exists():
+            return {}
+        with self.connect(read_only=True) as conn:
+            rows = conn.execute("SELECT posting_id, title, status FROM postings").fetchall()
+        return {posting_id: (title, status) for posting_id, title, status in rows}
+
+    def checksum(self, table: str, exclude: Sequence[str] = ()) -> str:
+        """A hash of a table's content that ignores row order: ``"<rows>:<sum>"``.
+
+        Each row is rendered as text (timestamps in UTC) and md5-hashed, and the hashes are summed (not
+        XORed, so a duplicated row changes the result). For comparing tables across runs, e.g. in tests.
+        """
+        if table not in {t.name for t in WAREHOUSE_TABLES}:
+            raise ValueError(f"unknown table {table!r}")
+        columns = f"* EXCLUDE ({', '.join(quote(c) for c in exclude)})" if exclude else "*"
+        rows = f'SELECT {columns} FROM "{table}"'
+        sql = f"SELECT count(*), coalesce(sum(md5_number_lower(CAST(r AS VARCHAR))), 0) FROM ({rows}) r"
+        with self.connect(read_only=True) as conn:
+            count, total = conn.execute(sql).fetchone()
+        return f"{count}:{total}"
+
+    def orphan_steps(self, limit: int = 10) -> dict[str, Any]:
+        """Step rows whose candidate is not in ``candidates`` (or sits under another posting or day)."""
+        sql = """
+            SELECT s.interview_id, s.posting_id, s.created_date, count(*) FROM candidate_workflow_steps s
+            ANTI JOIN candidates c ON c.interview_id = s.interview_id AND c.posting_id = s.posting_id
+                AND c.created_date = s.created_date
+            GROUP BY ALL ORDER BY 2, 3, 1
+        """
+        with self.connect(read_only=True) as conn:
+            rows = conn.execute(sql).fetchall()
+        return {
+            "candidates": len(rows),
+            "rows": sum(r[3] for r in rows),
+            "by_posting": _count_by(r[1] for r in rows),
+            "examples": [{"interview_id": i, "posting_id": p, "day": str(d)} for i, p, d, _ in rows[:limit]],
+        }
+
+
+def doubled_ids(conn: duckdb.DuckDBPyConnection, source: str, params: list[Any], limit: int) -> dict[str, Any]:
+    """interview_ids stored more than once in ``source`` (a table or a read_parquet call), with examples."""
+    rows = conn.execute(DOUBLED_IDS.format(source), params).fetchall()
+    examples = [
+        {"interview_id": i, "times": n, "postings": p, "days": [str(d) for d in ds]} for i, n, p, ds in rows[:limit]
+    ]
+    return {"count": len(rows), "examples": examples}
+
+
+def table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    return {t.name: conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0] for t in WAREHOUSE_TABLES}
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _count_by(values: Iterable[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    return counts
