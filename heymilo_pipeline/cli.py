@@ -65,6 +65,14 @@ class Location:
         except ConfigurationError as exc:
             raise click.ClickException(str(exc)) from None
 
+    def needs_api(self) -> None:
+        """Fail with one line, before any run, when a command that calls the API has no key (Dagster's config
+        would otherwise refuse the run with its own stack)."""
+        try:
+            self.settings.client_settings()
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+
     def live(self) -> AbstractContextManager[None]:
         """The progress line while runs execute, its time estimate at the key's rate."""
         return terminal.live(self.settings.requests_per_minute)
@@ -165,6 +173,7 @@ def backfill(location: Location, start: datetime, end: datetime, posting_ids: tu
             f"days must lie within the partitions: {settings.start_date} (HEYMILO_START_DATE) .. {yesterday} "
             "(yesterday)"
         )
+    location.needs_api()
     instance = open_instance()
     registered = ensure_postings(location, instance, refresh=False)
     unknown = sorted(set(posting_ids) - set(registered))
@@ -234,6 +243,7 @@ def update(location: Location, as_of: datetime | None) -> None:
     """Exactly what the automation runs on AS_OF: list postings, fetch the recent days and that day's share of the
     older history (HEYMILO_FULL_REFRESH_DAYS) for every posting, then the warehouse checks."""
     day = as_of.date() if as_of else datetime.now(UTC).date()
+    location.needs_api()
     instance = open_instance()
     outcome = run_update(location, instance, day)
     _report_checks(location, instance)
@@ -297,6 +307,7 @@ def _report_checks(location: Location, instance: dg.DagsterInstance) -> None:
 @click.pass_obj
 def check(location: Location) -> None:
     """Run the warehouse checks now (freshness, completeness against the API, uniqueness, references, lake)."""
+    location.needs_api()  # completeness asks the API for its counts
     instance = open_instance()
     ok = location.execute("warehouse_checks_job", instance)
     _report_checks(location, instance)
@@ -341,6 +352,7 @@ def publish(location: Location, target: Path | None) -> None:
 @click.pass_obj
 def postings(location: Location) -> None:
     """List postings from the API, refresh the postings table and register new postings."""
+    location.needs_api()
     registered = ensure_postings(location, open_instance(), refresh=True)
     click.echo(f"{len(registered)} posting(s) registered: {', '.join(registered)}")
 

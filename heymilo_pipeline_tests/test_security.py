@@ -19,7 +19,7 @@ from heymilo_pipeline.lake import RAW, Lake
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
-from heymilo_pipeline_tests.support import LAST, Harness, product_yesterday, settings_for
+from heymilo_pipeline_tests.support import LAST, Harness, clean_environ, cli, product_yesterday, settings_for
 
 # Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
 pytestmark = pytest.mark.integration
@@ -131,6 +131,24 @@ def test_missing_key(sim: str, tmp_path: Path, monkeypatch) -> None:
     with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError, match="HEYMILO_API_KEY"):
         run_all(Harness(settings, instance, secrets_from_env=True))
     assert not (tmp_path / "lake").exists() and not (tmp_path / "heymilo.duckdb").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["backfill", "--start", "2025-01-01", "--end", "2025-01-02"], ["update", "--as-of", "2025-01-03"], ["check"],
+     ["postings"]],
+)  # fmt: skip
+def test_a_command_without_the_key_says_so_in_one_line(command: list[str], tmp_path: Path) -> None:
+    env = {**clean_environ(), "HEYMILO_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    process = cli(env, *command)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 1, output
+    assert output.strip().splitlines() == [
+        "Error: HEYMILO_API_KEY is not set. Put your HeyMilo API key in the environment (or in .env) to use the real "
+        "API, or run against the simulator (make demo)."
+    ]
+    assert not (tmp_path / "data").exists()  # nothing was written
 
 
 def test_unreachable_base_url(tmp_path: Path) -> None:
