@@ -67,7 +67,7 @@ def backfill(
     settings = ClientSettings(
         api_key=KEY,
         base_url=url,
-        requests_per_minute=requests_per_minute,
+        rate_limit=requests_per_minute,
         rate_window_seconds=rate_window_seconds,
         max_concurrency=max_concurrency,
         state_dir=work / ".ratelimit",

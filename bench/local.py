@@ -64,7 +64,7 @@ def run_ours(cache: Path, replicas: int, limit: int | None, work: Path) -> dict:
     warehouse = Warehouse(work / "bench.duckdb")
     warehouse.ensure_schema()
     settings = ClientSettings(
-        api_key="sk_local", base_url="http://local.bench", requests_per_minute=10**9, state_dir=work / ".ratelimit"
+        api_key="sk_local", base_url="http://local.bench", rate_limit=10**9, state_dir=work / ".ratelimit"
     )
     stages = dict.fromkeys(("fetch_validate_flatten", "evaluate", "write_lake", "load_duckdb"), 0.0)
     rows = steps = partitions = lake_files = requests = 0

@@ -88,7 +88,7 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
     # An in-memory instance: the Dagster event log on SQLite would be most of the time (issue: overhead).
     with serve_in_thread(create_app(tenant, KEY)) as url, dg.DagsterInstance.ephemeral() as instance:
         settings = Settings(
-            api_key=KEY, base_url=url, requests_per_minute=1_000_000, data_dir=data_dir, start_date=start,
+            api_key=KEY, base_url=url, rate_limit=1_000_000, data_dir=data_dir, start_date=start,
             lookback_days=lookback, full_refresh_days=refresh_days, active_days=active_days,
         )  # fmt: skip
         location = cli.Location.build(settings, secrets_from_env=False)

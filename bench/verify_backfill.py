@@ -30,7 +30,7 @@ def client() -> None:
     posting_id = max(tenant.posting_ids(), key=lambda p: sum(1 for r in tenant.truth() if r["posting_id"] == p))
     truth = [r for r in tenant.truth() if r["posting_id"] == posting_id]
     with serve_in_thread(create_app(tenant, KEY, Faults(**FAULTS))) as url, tempfile.TemporaryDirectory() as tmp:
-        settings = ClientSettings.build(api_key=KEY, base_url=url, requests_per_minute=100_000, state_dir=Path(tmp))
+        settings = ClientSettings.build(api_key=KEY, base_url=url, rate_limit=100_000, state_dir=Path(tmp))
 
         async def fetch():
             async with HeyMiloClient(settings) as c:
@@ -74,7 +74,7 @@ def pipeline() -> None:
                 dg.instance_for_test() as instance:  # fmt: skip
             stats_url = f"{url}/_sim/stats"
             # 3000/min: more than the simulator's 600/min, so some 429s are expected
-            settings = Settings(api_key=KEY, base_url=url, data_dir=data, start_date=start, requests_per_minute=3000)
+            settings = Settings(api_key=KEY, base_url=url, data_dir=data, start_date=start, rate_limit=3000)
             location = Location.build(settings, secrets_from_env=False)
             began = time.monotonic()
             assert location.execute("postings_job", instance)

@@ -75,7 +75,7 @@ class Location:
 
     def live(self) -> AbstractContextManager[None]:
         """The progress line while runs execute, its time estimate at the key's rate."""
-        return terminal.live(self.settings.requests_per_minute)
+        return terminal.live(self.settings.rate_limit)
 
     @property
     def storage(self) -> Storage:
@@ -341,7 +341,7 @@ def publish(location: Location, target: Path | None) -> None:
     path = target or settings.duckdb_path
     started = time.monotonic()
     try:
-        counts = settings.store().publish(path, lock_timeout_s=settings.lock_timeout_seconds)
+        counts = settings.store().publish(path, lock_timeout_s=settings.lock_timeout)
     except (StorageError, duckdb.Error) as exc:
         raise click.ClickException(str(exc)) from None
     rows = ", ".join(f"{table} {n:,}" for table, n in counts.items())

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 
-import heymilo_pipeline.defs
 from heymilo_pipeline.defs.assets import candidate_tables
 from heymilo_pipeline.defs.jobs import shared_tables_maintenance_job
 from heymilo_pipeline.defs.partitions import candidate_partitions
@@ -40,11 +39,10 @@ def configured(settings: Settings, *, secrets_from_env: bool = True) -> dg.Defin
 def build_defs(settings: Settings, *, secrets_from_env: bool = True) -> dg.Definitions:
     """Everything of the code location for ``settings``: the defs folder and what the settings configure.
 
-    ``dg.load_defs`` is what ``dg.load_from_defs_folder`` runs once it has found the defs module in the project's
-    pyproject.toml; given the module, it works where the package is installed without the project around it
-    (the Docker image)."""
+    The project (pyproject.toml's ``[tool.dg]``) is found from this file, so the package must run from its
+    checkout: an editable install, as ``make`` and the Docker image make it."""
     return dg.Definitions.merge(
-        dg.load_defs(heymilo_pipeline.defs, project_root=PROJECT_ROOT),
+        dg.load_from_defs_folder(path_within_project=PROJECT_ROOT),
         configured(settings, secrets_from_env=secrets_from_env),
     )
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import click
 
+from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.definitions import CODE_LOCATION_NAME
 from heymilo_pipeline.demo import DEMO_DAYS, DEMO_KEY, demo_faults, demo_tenant, prepare_environment
+from heymilo_pipeline.settings import Settings
 
 
 @click.command()
@@ -30,6 +32,10 @@ def main(data_dir: Path, port: int, days: int) -> None:
     data_dir = data_dir.resolve()
     with serve_in_thread(create_app(tenant, DEMO_KEY, demo_faults())) as base_url:
         env = {**os.environ, **prepare_environment(data_dir, base_url, first.isoformat())}
+        try:  # the code location would fail to load on a bad setting: say so here, in one line, and start nothing
+            Settings.from_env(env)
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
         home = Path(env["DAGSTER_HOME"])
         workspace = home / "workspace.yaml"
         workspace.write_text(WORKSPACE)

@@ -36,7 +36,7 @@ async def discover_postings(client: HeyMiloClient, settings: PipelineSettings) -
     async with client:
         listed, stats = await client.list_postings()
     known = {p.id for p in listed}
-    unknown = sorted((set(settings.include_postings) | set(settings.exclude_postings)) - known)
+    unknown = sorted((set(settings.postings) | set(settings.exclude_postings)) - known)
     if unknown:
         raise ConfigurationError(
             f"posting(s) {unknown} in HEYMILO_POSTINGS / HEYMILO_EXCLUDE_POSTINGS do not exist in this workspace "
@@ -48,7 +48,7 @@ async def discover_postings(client: HeyMiloClient, settings: PipelineSettings) -
             wanted.append(posting.id)
         elif posting.id in settings.exclude_postings:
             skipped[posting.id] = "excluded by HEYMILO_EXCLUDE_POSTINGS"
-        elif settings.include_postings:
+        elif settings.postings:
             skipped[posting.id] = "not in HEYMILO_POSTINGS"
         else:
             skipped[posting.id] = "test posting (set HEYMILO_INCLUDE_TEST_POSTINGS=1 to fetch it)"

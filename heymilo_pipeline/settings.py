@@ -8,7 +8,7 @@ data lives and how to reach the API. The Dagster code location shows every field
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from heymilo_pipeline.api.errors import ConfigurationError
+from heymilo_pipeline.api.limits import RATE_BUDGET_DIR
 from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings, PostgresURL
 from heymilo_pipeline.privacy import PiiMode, Scrubber
 from heymilo_pipeline.quality import ScoreBounds
@@ -26,45 +27,25 @@ if TYPE_CHECKING:
 
 DEFAULT_START_DATE = date(2025, 1, 1)
 
-# Environment variable -> field of Settings: the one list README's configuration table follows.
-ENVIRONMENT = {
-    "HEYMILO_API_KEY": "api_key",
-    "HEYMILO_BASE_URL": "base_url",
-    "HEYMILO_RATE_LIMIT": "requests_per_minute",
-    "HEYMILO_MAX_ATTEMPTS": "max_attempts",
-    "HEYMILO_TIMEOUT": "timeout_seconds",
-    "HEYMILO_MAX_CONCURRENCY": "max_concurrency",
-    "HEYMILO_BACKOFF_INITIAL": "backoff_initial",
-    "HEYMILO_BACKOFF_MAX": "backoff_max",
-    "HEYMILO_DATA_DIR": "data_dir",
-    "HEYMILO_RATE_BUDGET_URL": "rate_budget_url",
-    "HEYMILO_SHARED_CATALOG_URL": "shared_catalog_url",
-    "HEYMILO_SHARED_DATA_PATH": "shared_data_path",
-    "HEYMILO_LOCK_TIMEOUT": "lock_timeout_seconds",
-    "HEYMILO_START_DATE": "start_date",
-    "HEYMILO_LOOKBACK_DAYS": "lookback_days",
-    "HEYMILO_FULL_REFRESH_DAYS": "full_refresh_days",
-    "HEYMILO_ACTIVE_DAYS": "active_days",
-    "HEYMILO_POSTINGS": "include_postings",
-    "HEYMILO_EXCLUDE_POSTINGS": "exclude_postings",
-    "HEYMILO_INCLUDE_TEST_POSTINGS": "include_test_postings",
-    "HEYMILO_PII": "pii",
-    "HEYMILO_PII_KEY": "pii_key",
-    "HEYMILO_VANISHED_POSTINGS": "vanished_postings",
-    "HEYMILO_FRESHNESS_DEADLINE_HOUR": "freshness_deadline_hour",
-    "HEYMILO_SCORE_MAX": "score_max",
-    "HEYMILO_RESUME_SCORE_MAX": "resume_score_max",
-    "HEYMILO_WEB_INTERVIEW_SCORE_MAX": "web_interview_score_max",
-}
-VARIABLE = {name: var for var, name in ENVIRONMENT.items()}
+PREFIX = "HEYMILO_"
 
 
-def problems(exc: ValidationError) -> str:
-    """Every invalid setting by its variable, never its value (a key or a secret may be the input)."""
-    return "; ".join(
-        f"{VARIABLE.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'settings'}: {e['msg']}"
-        for e in exc.errors(include_input=False)
-    )
+def variable(name: str) -> str:
+    """The environment variable of a setting: its name, upper case, after ``HEYMILO_`` (one name everywhere)."""
+    return PREFIX + name.upper()
+
+
+def problems(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """Every invalid setting by its variable and what it expects, never its value (it may be a secret)."""
+
+    def one(error: Any) -> str:
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = (model or Settings).model_fields.get(name)
+        if field is None:
+            return f"settings: {error['msg']}"
+        return f"{variable(name)}: {error['msg']} (expected: {field.description})"
+
+    return "; ".join(one(e) for e in exc.errors(include_input=False))
 
 
 class PipelineSettings(BaseModel):
@@ -83,18 +64,24 @@ class PipelineSettings(BaseModel):
         description="The daily update also fetches days up to this old that hold unfinished candidates (not "
         "shortlisted, dismissed or knocked out): their records still change. 0: only the lookback.",
     )
-    include_postings: tuple[str, ...] = Field((), description="Only these postings (empty: all).")
-    exclude_postings: tuple[str, ...] = Field((), description="Never these postings.")
+    postings: tuple[str, ...] = Field(
+        (),
+        description="Only these postings, comma-separated ids (empty: all but test postings); an unknown id is an "
+        "error, and a posting left out later leaves the partitions (its rows stay).",
+    )
+    exclude_postings: tuple[str, ...] = Field((), description="Never these postings, comma-separated ids.")
     include_test_postings: bool = Field(False, description="Also fetch postings flagged test_posting.")
-    pii: PiiMode = Field("keep", description="What to store of names, emails and links: keep, hash or drop.")
-    pii_key: SecretStr | None = Field(None, description="Secret that keys the hash when pii=hash.")
+    pii: PiiMode = Field(
+        "keep", description="What to store of names, emails, resume and recording links: keep, hash (keyed) or drop."
+    )
+    pii_key: SecretStr | None = Field(None, description="Secret that keys the hash; required with HEYMILO_PII=hash.")
     vanished_postings: Literal["delete", "keep"] = Field(
         "delete",
         description="A posting gone from the API (missing from the listing, and its candidates answer 404): delete "
         "its candidates from DuckDB and the lake, or keep them. Its postings row stays, marked vanished_at.",
     )
     freshness_deadline_hour: int = Field(
-        6, ge=0, le=23, description="UTC hour by which yesterday must be loaded; the freshness check runs then."
+        6, ge=0, le=23, description="UTC hour by which yesterday must be loaded; the warehouse checks run then."
     )
     score_max: float = Field(100.0, gt=0, description="Top of the documented score range (0..100); blocking.")
     resume_score_max: float = Field(100.0, gt=0, description="Top of resume_score (undocumented range); warns.")
@@ -102,7 +89,7 @@ class PipelineSettings(BaseModel):
         100.0, gt=0, description="Top of web_interview_score (undocumented range); warns."
     )
 
-    @field_validator("include_postings", "exclude_postings", mode="before")
+    @field_validator("postings", "exclude_postings", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -136,23 +123,17 @@ class PipelineSettings(BaseModel):
         """Whether a posting is fetched under these filters."""
         if posting_id in self.exclude_postings:
             return False
-        if self.include_postings:
-            return posting_id in self.include_postings
+        if self.postings:
+            return posting_id in self.postings
         return self.include_test_postings or not test_posting
 
 
-class Settings(PipelineSettings, ConnectionSettings):
-    """Every setting of the pipeline: what it does, where its data lives, how it reaches the API."""
+class StorageSettings(BaseModel):
+    """Where the tables live: the data directory's lake and DuckDB file, or shared tables (DuckLake)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    api_key: SecretStr | None = Field(None, description="The HeyMilo API key (never logged, stored or shown).")
     data_dir: Path = Field(Path("data"), description="Root of the lake, the DuckDB file and the rate-limit state.")
-    rate_budget_url: PostgresURL | None = Field(
-        None,
-        description="A PostgreSQL URL: the API key's rate budget lives in that database, shared by every host that "
-        "reaches it (several machines, pods). Unset: a file under the data dir, shared by this machine's processes.",
-    )
     shared_catalog_url: PostgresURL | None = Field(
         None,
         description="A PostgreSQL URL: the tables live in a DuckLake whose catalog is that database, shared by every "
@@ -164,12 +145,12 @@ class Settings(PipelineSettings, ConnectionSettings):
         "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and, for storage other than AWS, AWS_ENDPOINT_URL) or "
         "a directory.",
     )
-    lock_timeout_seconds: float = Field(
-        300.0, gt=0, description="How long a load waits for a DuckDB file held by another process (a notebook?)."
+    lock_timeout: float = Field(
+        300.0, gt=0, description="Seconds a load waits for a DuckDB file another process holds (a notebook?)."
     )
 
     @model_validator(mode="after")
-    def _shared_needs_both(self) -> Settings:
+    def _shared_needs_both(self) -> StorageSettings:
         if (self.shared_catalog_url is None) != (self.shared_data_path is None):
             raise ValueError("HEYMILO_SHARED_CATALOG_URL and HEYMILO_SHARED_DATA_PATH go together: set both or neither")
         return self
@@ -180,7 +161,28 @@ class Settings(PipelineSettings, ConnectionSettings):
 
     @property
     def rate_limit_dir(self) -> Path:
-        return self.data_dir / ".ratelimit"
+        return self.data_dir / RATE_BUDGET_DIR
+
+    def store(self, environ: Mapping[str, str] | None = None, on_wait: Callable[[str], None] | None = None) -> Store:
+        """Where the tables are (``storage.open_store``); S3 credentials from AWS's variables, as every S3 client
+        reads them. ``on_wait`` hears when another process holds the DuckDB file."""
+        url = self.shared_catalog_url.get_secret_value() if self.shared_catalog_url is not None else None
+        return open_store(
+            self.data_dir,
+            lock_timeout_s=self.lock_timeout,
+            shared_catalog_url=url,
+            shared_data_path=self.shared_data_path,
+            environ=environ,
+            on_wait=on_wait,
+        )
+
+
+class Settings(PipelineSettings, StorageSettings, ConnectionSettings):
+    """Every setting of the pipeline, declared once in its group: what it does (``PipelineSettings``), where its
+    data lives (``StorageSettings``), how it reaches the API (``ConnectionSettings``). Each is read from
+    ``HEYMILO_<NAME>`` and shown under its own name as a field of the group's Dagster resource."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     def client_settings(self) -> ClientSettings:
         if self.api_key is None:
@@ -188,28 +190,13 @@ class Settings(PipelineSettings, ConnectionSettings):
                 "HEYMILO_API_KEY is not set. Put your HeyMilo API key in the environment (or in .env) "
                 "to use the real API, or run against the simulator (make demo)."
             )
-        connection = {name: getattr(self, name) for name in ConnectionSettings.model_fields}
-        return ClientSettings.build(
-            **connection, api_key=self.api_key, state_dir=self.rate_limit_dir, rate_budget_url=self.rate_budget_url
-        )
-
-    def store(self, environ: Mapping[str, str] | None = None) -> Store:
-        """Where the tables are (``storage.open_store``); S3 credentials from AWS's variables, as every S3 client
-        reads them."""
-        url = self.shared_catalog_url.get_secret_value() if self.shared_catalog_url is not None else None
-        return open_store(
-            self.data_dir,
-            lock_timeout_s=self.lock_timeout_seconds,
-            shared_catalog_url=url,
-            shared_data_path=self.shared_data_path,
-            environ=environ,
-        )
+        return ClientSettings.of(self, self.rate_limit_dir)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """The settings from ``HEYMILO_*`` variables (empty ones count as unset), then ``overrides``."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {name: env[var] for var, name in ENVIRONMENT.items() if env.get(var)}
+        values: dict[str, Any] = {name: env[variable(name)] for name in cls.model_fields if env.get(variable(name))}
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             settings = cls(**values)

@@ -112,7 +112,7 @@ def client_settings(tmp_path: Path, **overrides: Any) -> ClientSettings:
     values: dict[str, Any] = dict(
         api_key=CLIENT_KEY,
         base_url="http://heymilo.sim",
-        requests_per_minute=1_000_000,  # in-process tests do not need pacing; test_limits covers it
+        rate_limit=1_000_000,  # in-process tests do not need pacing; test_limits covers it
         backoff_initial=0.001,
         backoff_max=0.01,
         state_dir=tmp_path / "ratelimit",

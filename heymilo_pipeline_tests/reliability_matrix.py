@@ -56,7 +56,7 @@ FIRST = max(START, LAST - timedelta(days=14))
 # the four registered ones have 0 and 300-700 candidates, so 1-7 pages each.
 SPEC = TenantSpec(seed=31, postings=5, start=FIRST, end=LAST, candidates_per_posting=(300, 700))
 # What every scenario starts from: the client's defaults, told it may go fast (the simulator decides).
-BASE_SETTINGS = {"max_attempts": 8, "timeout_seconds": 30.0, "max_concurrency": 4, "lock_timeout_seconds": 30}
+BASE_SETTINGS = {"max_attempts": 8, "timeout": 30.0, "max_concurrency": 4, "lock_timeout": 30}
 RETRIED_FAULTS = ("error", "drop", "truncate", "malformed", "stall")
 
 RECOVERS, FAILS = "recovers", "fails"
@@ -92,7 +92,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "timeouts",
         "`stall_rate=0.15, stall_s=2`, `HEYMILO_TIMEOUT=0.5`",
         Faults(stall_rate=0.15, stall_s=2.0, seed=4),
-        settings={"timeout_seconds": 0.5},
+        settings={"timeout": 0.5},
     ),
     Scenario("dropped connections", "`drop_rate=0.15`", Faults(drop_rate=0.15, seed=5)),
     Scenario("truncated JSON", "`truncate_rate=0.2`", Faults(truncate_rate=0.2, seed=2)),
@@ -112,7 +112,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             stall_s=2.0,
             seed=8,
         ),
-        settings={"timeout_seconds": 0.5},
+        settings={"timeout": 0.5},
     ),
     Scenario(
         "null optional objects (workflow, agent_summary)",

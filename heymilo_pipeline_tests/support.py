@@ -55,8 +55,8 @@ def settings_for(url: str, key: str, data_dir: Path, **overrides: Any) -> Settin
         "base_url": url,
         "data_dir": data_dir,
         "start_date": START,
-        "requests_per_minute": 1_000_000,
-        "lock_timeout_seconds": 20,
+        "rate_limit": 1_000_000,
+        "lock_timeout": 20,
     }
     return Settings(**{**values, **overrides})
 

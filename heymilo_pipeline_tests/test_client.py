@@ -205,7 +205,7 @@ def test_stalled_responses_time_out(small_tenant: Tenant, tmp_path: Path) -> Non
                 None,
                 Faults(stall_rate=1.0, stall_s=5.0),
                 max_attempts=2,
-                timeout_seconds=0.2,
+                timeout=0.2,
             )
         )
 
@@ -339,7 +339,7 @@ def test_settings_from_env_and_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigurationError, match="HEYMILO_PII=hash needs HEYMILO_PII_KEY"):
         Settings.from_env({"HEYMILO_PII": "hash"})
     configured = Settings.from_env({"HEYMILO_API_KEY": KEY, "HEYMILO_RATE_LIMIT": "120"}).client_settings()
-    assert configured.requests_per_minute == 120
+    assert configured.rate_limit == 120
     assert configured.base_url == "https://api.heymilo.ai"
     assert KEY not in repr(configured) and KEY not in str(configured)
     assert KEY not in repr(HeyMiloClient(configured))

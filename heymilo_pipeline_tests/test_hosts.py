@@ -32,7 +32,7 @@ from heymilo_pipeline.api.settings import ClientSettings
 from heymilo_pipeline.api.windows import day_of
 from heymilo_pipeline.devservers import S3Server, new_database, sqlalchemy_url
 from heymilo_pipeline.refresh import plan
-from heymilo_pipeline.settings import ENVIRONMENT
+from heymilo_pipeline.settings import Settings, variable
 from heymilo_pipeline.shared_tables import S3_VARIABLES, shared_tables_at
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, RAW_RECORDS, WORKFLOW_STEPS
@@ -136,7 +136,7 @@ def test_the_production_instance_loads(postgres_url: str, tmp_path: Path, monkey
     # A run container sees what the daemon passes on, and a variable listed but unset fails the launch: the two
     # lists must be the same, and hold only settings the pipeline (or Dagster's storage) reads.
     assert set(launcher.env_vars) == passed
-    assert passed - {"DAGSTER_POSTGRES_URL"} - set(S3_VARIABLES) <= set(ENVIRONMENT)
+    assert passed - {"DAGSTER_POSTGRES_URL"} - set(S3_VARIABLES) <= {variable(name) for name in Settings.model_fields}
     s3 = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL"}  # MinIO's
     shared = {"HEYMILO_SHARED_CATALOG_URL", "HEYMILO_SHARED_DATA_PATH", *s3}
     assert {"HEYMILO_RATE_BUDGET_URL", "HEYMILO_API_KEY", "DAGSTER_POSTGRES_URL", *shared} <= passed

@@ -508,7 +508,7 @@ def test_the_ui_shows_the_effective_configuration(make_dev: Loaded) -> None:
     assert values["pipeline"]["start_date"] == (f'"{first}"', "VALUE")
     assert values["pipeline"]["freshness_deadline_hour"] == ("6", "VALUE")
     assert values["pipeline"]["full_refresh_days"] == ("7", "VALUE")
-    assert values["heymilo"]["requests_per_minute"] == (str(DEMO_RATE_LIMIT), "VALUE")
+    assert values["heymilo"]["rate_limit"] == (str(DEMO_RATE_LIMIT), "VALUE")
     assert values["heymilo"]["base_url"][0].strip('"') == dev.simulator_url()
     assert values["heymilo"]["api_key"] == ("HEYMILO_API_KEY", "ENV_VAR")  # the variable, never the key
     assert values["storage"]["data_dir"][0].strip('"') == str(dev.data_dir)

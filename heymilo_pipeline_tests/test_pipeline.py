@@ -351,7 +351,7 @@ def test_a_notebook_holding_the_file_too_long_fails_clearly(world: World) -> Non
     posting_id = world.registered[0]
     before = checksums(world)
     with notebook_holding(world.data_dir / "heymilo.duckdb", 60):
-        result = world.run(START, LAST, posting_id, posting_id, lock_timeout_seconds=1)
+        result = world.run(START, LAST, posting_id, posting_id, lock_timeout=1)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message

@@ -173,7 +173,7 @@ def test_start_date_in_the_future() -> None:
 
 def test_unknown_posting_in_the_filters(sim: str, tmp_path: Path) -> None:
     with dg.instance_for_test() as instance:
-        result = run_all(Harness(settings_for(sim, KEY, tmp_path, include_postings=["NOPE0000"]), instance))[0]
+        result = run_all(Harness(settings_for(sim, KEY, tmp_path, postings=["NOPE0000"]), instance))[0]
         assert instance.get_dynamic_partitions(POSTINGS) == []
     assert (
         not result.success and "NOPE0000" in failure_message(result) and "HEYMILO_POSTINGS" in failure_message(result)

@@ -122,7 +122,7 @@ class HeyMiloClient:
         self._http = httpx.AsyncClient(
             base_url=self.settings.base_url,
             transport=self._transport,
-            timeout=httpx.Timeout(self.settings.timeout_seconds),
+            timeout=httpx.Timeout(self.settings.timeout),
             limits=httpx.Limits(max_connections=connections),
             headers={"Accept": "application/json", "User-Agent": "heymilo-pipeline"},
             follow_redirects=False,
@@ -324,13 +324,11 @@ class HeyMiloClient:
     async def _send(self, path: str, params: dict[str, Any], context: errors.RequestContext) -> httpx.Response:
         assert self._http is not None
         try:
-            async with asyncio.timeout(self.settings.timeout_seconds):
-                return await self._http.get(
-                    path, params=params, headers={"X-API-KEY": self.settings.api_key.get_secret_value()}
-                )
+            async with asyncio.timeout(self.settings.timeout):
+                return await self._http.get(path, params=params, headers={"X-API-KEY": self.settings.key})
         except (TimeoutError, httpx.TimeoutException):
             raise errors.TransportError(
-                f"no complete response within {self.settings.timeout_seconds:g}s", context=context
+                f"no complete response within {self.settings.timeout:g}s", context=context
             ) from None
         except httpx.ConnectError as exc:
             raise errors.TransportError(
@@ -372,7 +370,7 @@ class HeyMiloClient:
         )
 
     def _redact(self, text: str) -> str:
-        key = self.settings.api_key.get_secret_value()
+        key = self.settings.key
         return text.replace(key, "***") if key else text
 
 

@@ -33,6 +33,9 @@ from typing import Any
 
 from heymilo_pipeline.api.errors import ConfigurationError
 
+# The machine's rate budgets live in this directory under the data directory, one file per key.
+RATE_BUDGET_DIR = ".ratelimit"
+
 _STATE = struct.Struct("<d")
 
 # Pacing exactly at the limit leaves no room for network jitter: two requests sent 200 ms apart

@@ -8,7 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.limits import POSTGRES_SCHEMES, PostgresRateLimiter, RateLimiter, SharedRateLimiter
@@ -27,22 +36,33 @@ PostgresURL = Annotated[SecretStr, AfterValidator(_postgres_url)]
 
 
 class ConnectionSettings(BaseModel):
-    """Everything about the connection but the key and where the shared rate budget lives."""
+    """How to reach the API and how hard to push it: one declaration, read by ``Settings`` from ``HEYMILO_<NAME>``
+    and shown as the fields of the Dagster ``heymilo`` resource."""
 
     model_config = ConfigDict(frozen=True)
 
+    api_key: SecretStr | None = Field(
+        None, description="Your HeyMilo API key, needed to fetch; never logged, stored or shown."
+    )
     base_url: str = Field(DEFAULT_BASE_URL, description="API base URL (the real API, or a simulator).")
-    requests_per_minute: int = Field(300, ge=1, description="The key's rate limit (requests per window).")
+    rate_limit: int = Field(
+        300, ge=1, description="Requests your key may make per window (HeyMilo: 300 a minute); every run shares it."
+    )
     rate_window_seconds: float = Field(60.0, gt=0, description="Length of the rate-limit window in seconds.")
-    page_size: int = Field(100, ge=1, le=100, description="Candidates per request (the API allows 100).")
+    page_size: int = Field(100, ge=1, le=100, description="Candidates per request (the API allows 1..100).")
     max_attempts: int = Field(8, ge=1, description="Attempts per request before giving up.")
     backoff_initial: float = Field(0.5, ge=0, description="First backoff step in seconds (doubles, jittered).")
     backoff_max: float = Field(30.0, ge=0, description="Longest single backoff in seconds.")
-    timeout_seconds: float = Field(30.0, gt=0, description="Deadline for one whole request, in seconds.")
+    timeout: float = Field(30.0, gt=0, description="Seconds one whole request may take.")
     max_concurrency: int = Field(
         4,
         ge=1,
         description="Postings fetched at once by one run, and day sub-ranges a large posting is walked in at once.",
+    )
+    rate_budget_url: PostgresURL | None = Field(
+        None,
+        description="A PostgreSQL URL: the key's rate budget lives in that database, shared by every host that "
+        "reaches it (several machines, pods). Unset: a file under the data dir, shared by this machine's processes.",
     )
 
     @field_validator("base_url")
@@ -54,22 +74,27 @@ class ConnectionSettings(BaseModel):
 
 
 class ClientSettings(ConnectionSettings):
-    """What ``HeyMiloClient`` needs. ``repr`` and logs never show the key."""
+    """What ``HeyMiloClient`` needs: the connection with a key, and the directory of the machine's rate budget
+    (unless ``rate_budget_url`` puts it in PostgreSQL). ``repr`` and logs never show the key."""
 
-    api_key: SecretStr
-    state_dir: Path = Field(
-        Path("data/.ratelimit"), description="Where the shared rate budget lives (one file per key)."
-    )
-    rate_budget_url: PostgresURL | None = Field(
-        None, description="A PostgreSQL URL: the rate budget lives there instead, shared by every host."
-    )
+    state_dir: Path = Field(description="Where the shared rate budget lives (one file per key).")
 
-    @field_validator("api_key")
+    @model_validator(mode="after")
+    def _key_present(self) -> ClientSettings:
+        if self.api_key is None or not self.api_key.get_secret_value().strip():
+            raise ValueError("the API key is missing or empty")
+        return self
+
     @classmethod
-    def _key_present(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("is empty")
-        return value
+    def of(cls, connection: ConnectionSettings, state_dir: Path) -> ClientSettings:
+        """The client's settings for ``connection``, the machine's rate budget under ``state_dir``."""
+        values = {name: getattr(connection, name) for name in ConnectionSettings.model_fields}
+        return cls.build(**values, state_dir=state_dir)
+
+    @property
+    def key(self) -> str:
+        assert self.api_key is not None  # checked above
+        return self.api_key.get_secret_value()
 
     @classmethod
     def build(cls, **values: Any) -> ClientSettings:
@@ -83,7 +108,7 @@ class ClientSettings(ConnectionSettings):
             raise ConfigurationError(f"invalid HeyMilo client settings: {problems}") from None
 
     def limiter(self) -> RateLimiter:
-        key, rate = self.api_key.get_secret_value(), (self.requests_per_minute, self.rate_window_seconds)
+        key, rate = self.key, (self.rate_limit, self.rate_window_seconds)
         if self.rate_budget_url is not None:
             url = self.rate_budget_url.get_secret_value()
             return PostgresRateLimiter.for_key(url, key, self.base_url, *rate)

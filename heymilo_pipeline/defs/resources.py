@@ -1,85 +1,80 @@
-"""Resources: the API, the storage, and what the pipeline does, each field one setting of ``Settings``.
+"""Resources: the API, the storage, and what the pipeline does; their fields are the settings' own declarations.
 
-``build_resources`` makes them from the settings the code location read once, so the Dagster UI (Deployment
-> resources) shows the effective configuration; secrets stay ``EnvVar`` references, never values.
+Each resource takes its fields from one group of ``heymilo_pipeline.settings`` (``settings_resource``): the same
+name, default and description, the description led by the field's ``HEYMILO_*`` variable. ``build_resources``
+fills them from the settings the code location read once, so the Dagster UI (Deployment > Resources) shows the
+effective configuration; secrets stay ``EnvVar`` references, never values. ``settings()`` turns a resource back
+into its validated group, so a value changed in a launchpad is checked like one from the environment.
 """
 
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, ClassVar, Union, get_args, get_origin
 
 import dagster as dg
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model
 
 from heymilo_pipeline.api.client import HeyMiloClient
 from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings
-from heymilo_pipeline.settings import VARIABLE, PipelineSettings, Settings, problems
-from heymilo_pipeline.storage import StorageError, Store, open_store
+from heymilo_pipeline.settings import PipelineSettings, Settings, StorageSettings, problems, variable
+from heymilo_pipeline.storage import StorageError, Store
+
+
+def _config_type(annotation: Any) -> Any:
+    """How Dagster config holds a setting: numbers and flags as they are, lists for tuples, text for the rest
+    (paths, dates, choices, secrets); the settings model validates the text."""
+    if get_origin(annotation) in (Union, UnionType):
+        kept = [arg for arg in get_args(annotation) if arg is not type(None)]
+        return _config_type(kept[0]) | None if len(kept) < len(get_args(annotation)) else str
+    if annotation in (int, float, bool, str):
+        return annotation
+    return list[str] if get_origin(annotation) is tuple else str
 
 
 def _as_config(value: Any) -> Any:
-    """A setting's value as Dagster config holds it: lists for tuples, text for paths and dates."""
     if isinstance(value, tuple):
         return list(value)
-    if value is None or isinstance(value, int | float | str | bool):
-        return value
-    return str(value)
+    if isinstance(value, Path | date):
+        return str(value)
+    return value
 
 
-def setting(name: str) -> Any:
-    """A resource field with the setting's default and description, prefixed by its environment variable."""
-    field = Settings.model_fields[name]
-    var = VARIABLE.get(name)
-    return Field(_as_config(field.default), description=f"{var}: {field.description}" if var else field.description)
+class SettingsResource(dg.ConfigurableResource):
+    """A resource whose fields are one settings group's."""
 
+    group: ClassVar[type[BaseModel]]
 
-class HeyMiloAPI(dg.ConfigurableResource):
-    """The HeyMilo Public API: where it is, the key (an EnvVar), and how hard to push it."""
-
-    api_key: str = Field(description="HEYMILO_API_KEY, bound with EnvVar: the value is never stored or shown.")
-    base_url: str = setting("base_url")
-    requests_per_minute: int = setting("requests_per_minute")
-    rate_window_seconds: float = setting("rate_window_seconds")
-    page_size: int = setting("page_size")
-    max_attempts: int = setting("max_attempts")
-    backoff_initial: float = setting("backoff_initial")
-    backoff_max: float = setting("backoff_max")
-    timeout_seconds: float = setting("timeout_seconds")
-    max_concurrency: int = setting("max_concurrency")
-    state_dir: str = Field(
-        "data/.ratelimit", description="Where the rate budget shared by every run of this key lives."
-    )
-    rate_budget_url: str | None = Field(
-        None, description="HEYMILO_RATE_BUDGET_URL, bound with EnvVar when set: the budget in PostgreSQL, all hosts."
-    )
-
-    def client_settings(self) -> ClientSettings:
-        connection = {name: getattr(self, name) for name in ConnectionSettings.model_fields}
+    def settings(self) -> Any:
+        """The group, validated; a bad value fails the run with one line naming its variable."""
         try:
-            return ClientSettings.build(
-                **connection, api_key=self.api_key, state_dir=Path(self.state_dir), rate_budget_url=self.rate_budget_url
-            )
-        except ConfigurationError as exc:
-            raise dg.Failure(str(exc), allow_retries=False) from None
-
-    def client(self) -> HeyMiloClient:
-        return HeyMiloClient(self.client_settings())
+            return self.group(**{name: getattr(self, name) for name in self.group.model_fields})
+        except ValidationError as exc:
+            raise dg.Failure(f"invalid settings: {problems(exc, self.group)}", allow_retries=False) from None
 
 
-class Storage(dg.ConfigurableResource):
+def settings_resource(group: type[BaseModel]) -> type[SettingsResource]:
+    """A resource base class with a field per setting of ``group``, as the group declares it."""
+    fields: dict[str, Any] = {
+        name: (
+            _config_type(field.annotation),
+            Field(_as_config(field.default), description=f"{variable(name)}: {field.description}"),
+        )
+        for name, field in group.model_fields.items()
+    }
+    base = create_model(f"{group.__name__}Fields", __base__=SettingsResource, __module__=__name__, **fields)
+    base.group = group
+    return base
+
+
+class Storage(settings_resource(StorageSettings)):
     """The Parquet lake and the DuckDB warehouse under one data directory; or, with a shared catalog, the tables
     in a DuckLake that every host shares (catalog in PostgreSQL, files on S3)."""
-
-    data_dir: str = setting("data_dir")
-    lock_timeout_seconds: float = setting("lock_timeout_seconds")
-    shared_catalog_url: str | None = Field(
-        None, description="HEYMILO_SHARED_CATALOG_URL, bound with EnvVar when set: the shared tables' catalog."
-    )
-    shared_data_path: str | None = setting("shared_data_path")
 
     def ensure_writable(self) -> None:
         """Fail before fetching anything when the data directory cannot take our files."""
@@ -99,74 +94,55 @@ class Storage(dg.ConfigurableResource):
         """Where the tables are: the data directory's lake and DuckDB file or, when configured, the shared tables.
         ``on_wait`` hears when another process holds the DuckDB file."""
         try:
-            return open_store(
-                Path(self.data_dir),
-                lock_timeout_s=self.lock_timeout_seconds,
-                shared_catalog_url=self.shared_catalog_url,
-                shared_data_path=self.shared_data_path,
-                on_wait=on_wait,
-            )
+            return self.settings().store(on_wait=on_wait)
         except StorageError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
 
 
-class Pipeline(dg.ConfigurableResource):
+class HeyMiloAPI(settings_resource(ConnectionSettings)):
+    """The HeyMilo Public API: where it is, the key (an EnvVar), and how hard to push it. The machine's rate
+    budget lives under the storage's data directory (or in PostgreSQL, with HEYMILO_RATE_BUDGET_URL)."""
+
+    storage: Storage
+
+    def client_settings(self) -> ClientSettings:
+        try:
+            return ClientSettings.of(self.settings(), self.storage.settings().rate_limit_dir)
+        except ConfigurationError as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from None
+
+    def client(self) -> HeyMiloClient:
+        return HeyMiloClient(self.client_settings())
+
+
+class Pipeline(settings_resource(PipelineSettings)):
     """What the pipeline does: from when, which postings, the daily update's plan, what the checks allow.
 
     ``start_date`` is shown here as read; the partitions are built from the same value when the code
     location loads, so change it in the environment (and reload), not in a launchpad.
     """
 
-    start_date: str = setting("start_date")
-    lookback_days: int = setting("lookback_days")
-    full_refresh_days: int = setting("full_refresh_days")
-    active_days: int = setting("active_days")
-    include_postings: list[str] = setting("include_postings")
-    exclude_postings: list[str] = setting("exclude_postings")
-    include_test_postings: bool = setting("include_test_postings")
-    pii: str = setting("pii")
-    pii_key: str | None = Field(None, description="HEYMILO_PII_KEY, bound with EnvVar when set: keys the hash.")
-    vanished_postings: str = setting("vanished_postings")
-    freshness_deadline_hour: int = setting("freshness_deadline_hour")
-    score_max: float = setting("score_max")
-    resume_score_max: float = setting("resume_score_max")
-    web_interview_score_max: float = setting("web_interview_score_max")
-
-    def settings(self) -> PipelineSettings:
-        try:
-            return PipelineSettings(**{name: getattr(self, name) for name in PipelineSettings.model_fields})
-        except ValidationError as exc:
-            raise dg.Failure(f"invalid settings: {problems(exc)}", allow_retries=False) from None
-
 
 def build_resources(settings: Settings, *, secrets_from_env: bool = True) -> dict[str, Any]:
-    """The resources of ``settings``. Secrets are EnvVar references in the code location; a test that built its
-    settings in code passes ``secrets_from_env=False`` to hand the values over."""
+    """The resources of ``settings``. Secrets are EnvVar references in the code location (the key always, so the
+    UI names the variable even before it is set); a test that built its settings in code passes
+    ``secrets_from_env=False`` to hand the values over."""
 
-    def secret(var: str, value: Any) -> Any:
-        if value is None:
-            return None
-        return dg.EnvVar(var) if secrets_from_env else value.get_secret_value()
+    def values(group: type[BaseModel]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name in group.model_fields:
+            value = getattr(settings, name)
+            if isinstance(value, SecretStr) or name == "api_key":
+                use_env = secrets_from_env or value is None
+                value = dg.EnvVar(variable(name)) if use_env else value.get_secret_value()
+            found[name] = _as_config(value)
+        return found
 
-    def values(model: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-        return {name: _as_config(getattr(settings, name)) for name in model.model_fields if name not in exclude}
-
+    storage = Storage(**values(StorageSettings))
     return {
-        "heymilo": HeyMiloAPI(
-            **values(ConnectionSettings),
-            api_key=secret("HEYMILO_API_KEY", settings.api_key) or dg.EnvVar("HEYMILO_API_KEY"),
-            state_dir=str(settings.rate_limit_dir),
-            rate_budget_url=secret("HEYMILO_RATE_BUDGET_URL", settings.rate_budget_url),
-        ),
-        "storage": Storage(
-            data_dir=str(settings.data_dir),
-            lock_timeout_seconds=settings.lock_timeout_seconds,
-            shared_catalog_url=secret("HEYMILO_SHARED_CATALOG_URL", settings.shared_catalog_url),
-            shared_data_path=settings.shared_data_path,
-        ),
-        "pipeline": Pipeline(
-            **values(PipelineSettings, exclude=("pii_key",)), pii_key=secret("HEYMILO_PII_KEY", settings.pii_key)
-        ),
+        "heymilo": HeyMiloAPI(**values(ConnectionSettings), storage=storage),
+        "storage": storage,
+        "pipeline": Pipeline(**values(PipelineSettings)),
     }
 
 
