@@ -66,9 +66,9 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
     import httpx
 
     from heymilo_pipeline import cli
-    from heymilo_pipeline.api.windows import day_of, midnight
-    from heymilo_pipeline.defs.partitions import POSTINGS
-    from heymilo_pipeline.defs.tags import range_tags
+    from heymilo_pipeline.api.windows import DayRange, day_of, midnight
+    from heymilo_pipeline.defs.partitions import POSTINGS, candidate_partitions
+    from heymilo_pipeline.defs.tags import REFRESH_TAG, range_days, range_tags
     from heymilo_pipeline.lake import Lake
     from heymilo_pipeline.settings import Settings
     from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
@@ -92,6 +92,7 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
             lookback_days=lookback, full_refresh_days=refresh_days, active_days=active_days,
         )  # fmt: skip
         location = cli.Location.build(settings, secrets_from_env=False)
+        partitions = candidate_partitions(start)
 
         def stats() -> dict[str, int]:
             return httpx.get(f"{url}/_sim/stats", headers={"X-API-KEY": KEY}).json()["requests_by_route"]
@@ -121,8 +122,10 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
             outcome = cli.run_update(location, instance, as_of)
             seconds = time.monotonic() - began
             after = stats()
-            todo = outcome.plan
-            for r in todo.ranges:
+            # The days each candidate run covered, as the sensor requested them.
+            todo = [DayRange(*range_days(r.tags, partitions)) for r in outcome.requests]
+            plan = outcome.requests[0].tags[REFRESH_TAG] if outcome.requests else "nothing"
+            for r in todo:
                 for d in r.days:
                     last_fetched[d] = as_of
             used = {k: after.get(k, 0) - before.get(k, 0) for k in after}
@@ -133,7 +136,7 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
                 for r in tenant.truth()
                 if r["posting_id"] in wanted and day_of(r["created_at"]) < as_of
             }
-            minimum = _plan_minimum(truth.values(), wanted, todo.ranges, day_of)
+            minimum = _plan_minimum(truth.values(), wanted, todo, day_of)
             check_requests = _completeness_requests(instance)
             stored = {}
             for posting_id in wanted:
@@ -147,7 +150,7 @@ def run(refresh_days: int, active_days: int, days: int, lookback: int, seed: int
                 Day(
                     day=i + 1,
                     as_of=as_of.isoformat(),
-                    plan=todo.describe(),
+                    plan=plan,
                     requests=sum(used.values()),
                     candidate_requests=candidate_requests - check_requests,
                     plan_minimum=minimum,

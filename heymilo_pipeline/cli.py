@@ -27,10 +27,18 @@ from heymilo_pipeline.definitions import CODE_LOCATION_NAME, build_defs
 from heymilo_pipeline.defs.checks import WAREHOUSE_CHECKS
 from heymilo_pipeline.defs.partitions import POSTINGS, candidate_partitions
 from heymilo_pipeline.defs.resources import Storage, build_resources
-from heymilo_pipeline.defs.schedules import update_requests
-from heymilo_pipeline.defs.tags import AS_OF_TAG, HOST_TAG, KIND_TAG, PID_TAG, range_days, range_tags, repository_tags
+from heymilo_pipeline.defs.schedules import checks_request, listing_request
+from heymilo_pipeline.defs.sensors import requests_after_listing
+from heymilo_pipeline.defs.tags import (
+    HOST_TAG,
+    KIND_TAG,
+    PID_TAG,
+    REFRESH_TAG,
+    range_days,
+    range_tags,
+    repository_tags,
+)
 from heymilo_pipeline.progress import BOARD
-from heymilo_pipeline.refresh import RefreshPlan, todays_plan
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.status import latest_check_results, report
 from heymilo_pipeline.storage import StorageError
@@ -261,39 +269,39 @@ def update(location: Location, as_of: datetime | None) -> None:
 @dataclass
 class UpdateOutcome:
     listed: bool = False
+    requests: list[dg.RunRequest] = field(default_factory=list)  # the candidate runs, as the sensor requested them
     failed_runs: list[str] = field(default_factory=list)
     checked: bool = False
     skipped: str | None = None
-    plan: RefreshPlan | None = None
 
 
 def run_update(location: Location, instance: dg.DagsterInstance, day: date) -> UpdateOutcome:
-    """The automation of one day, in this process: the listing (``postings_job``, as ``daily_update`` requests
-    it), the candidate runs ``update_after_postings`` then requests, and the warehouse checks ``daily_checks``
-    runs at the deadline."""
-    settings = location.settings
+    """The automation of one day, in this process, through the functions the automation itself calls: the listing
+    ``daily_update`` requests, the candidate runs ``update_after_postings`` then requests, and the audit
+    ``daily_checks`` requests at the deadline."""
     outcome = UpdateOutcome()
     terminal.say(f"Update of {day}: listing postings ...")
-    outcome.listed = location.execute("postings_job", instance, {KIND_TAG: "update", AS_OF_TAG: day.isoformat()})
+    listing = listing_request(day)
+    outcome.listed = location.execute("postings_job", instance, dict(listing.tags))
     if not outcome.listed:
         raise click.ClickException("could not list postings; see the error above (nothing was fetched)")
-    outcome.plan = todays_plan(day, settings, location.storage.store())
-    requests = update_requests(instance, day, outcome.plan)
+    requests = requests_after_listing(instance, listing.tags, location.settings, location.storage.store())
     if isinstance(requests, dg.SkipReason):
         outcome.skipped = requests.skip_message
-        requests = []
-    terminal.say(f"Update of {day}: {outcome.plan.describe()}")
+    else:
+        outcome.requests = requests
+        terminal.say(f"Update of {day}: {requests[0].tags[REFRESH_TAG]}")  # the plan, as every request carries it
     registered = instance.get_dynamic_partitions(POSTINGS)
-    partitions = candidate_partitions(settings.start_date)
+    partitions = candidate_partitions(location.settings.start_date)
     with location.live():
-        for request in requests:
+        for request in outcome.requests:
             first, last = range_days(request.tags, partitions)
             terminal.say(f"Updating days {first}..{last}, {len(registered)} posting(s)")
             BOARD.stage(f"update {day}, days {first}..{last}", len(registered))
             if not location.execute("candidates_job", instance, dict(request.tags)):
                 outcome.failed_runs.append(request.run_key or "?")
     terminal.say("Checking the warehouse ...")
-    outcome.checked = location.execute("warehouse_checks_job", instance, {AS_OF_TAG: day.isoformat()})
+    outcome.checked = location.execute("warehouse_checks_job", instance, dict(checks_request(day).tags))
     return outcome
 
 

@@ -267,8 +267,9 @@ def test_schedule_lists_postings_then_requests_the_refresh_plan(world: World) ->
 def test_sensor_registers_new_postings_and_requests_their_backfill(world: World) -> None:
     with dg.instance_for_test() as empty:
         resources = {name: world.resource(name) for name in ("heymilo", "pipeline")}
-        context = dg.build_sensor_context(instance=empty, resources=resources)
-        result = new_postings(context)
+        # `with`: the heymilo resource holds the storage one (its data directory keeps the rate budget)
+        with dg.build_sensor_context(instance=empty, resources=resources) as context:
+            result = new_postings(context)
     assert isinstance(result, dg.SensorResult)
     added = result.dynamic_partitions_requests[0].partition_keys
     assert sorted(added) == sorted(world.registered)

@@ -54,8 +54,18 @@ def update_requests(
     "(HEYMILO_LOOKBACK_DAYS) and one share of the older history (HEYMILO_FULL_REFRESH_DAYS), every posting.",
 )
 def daily_update(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    as_of = (context.scheduled_execution_time or datetime.now(UTC)).date()
+    return listing_request((context.scheduled_execution_time or datetime.now(UTC)).date())
+
+
+def listing_request(as_of: date) -> dg.RunRequest:
+    """The daily update's first run on ``as_of``: the listing of postings, tagged so ``update_after_postings``
+    follows it with the candidate runs."""
     return dg.RunRequest(run_key=f"postings-{as_of.isoformat()}", tags={KIND_TAG: "update", AS_OF_TAG: str(as_of)})
+
+
+def checks_request(as_of: date) -> dg.RunRequest:
+    """The audit of ``as_of``: the warehouse checks."""
+    return dg.RunRequest(run_key=f"checks-{as_of.isoformat()}", tags={AS_OF_TAG: str(as_of)})
 
 
 def daily_checks(deadline_hour: int) -> dg.ScheduleDefinition:
@@ -70,8 +80,7 @@ def daily_checks(deadline_hour: int) -> dg.ScheduleDefinition:
         "(HEYMILO_FRESHNESS_DEADLINE_HOUR): the warehouse checks.",
     )
     def _daily_checks(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        as_of = (context.scheduled_execution_time or datetime.now(UTC)).date()
-        return dg.RunRequest(run_key=f"checks-{as_of.isoformat()}", tags={AS_OF_TAG: str(as_of)})
+        return checks_request((context.scheduled_execution_time or datetime.now(UTC)).date())
 
     return _daily_checks
 

@@ -1,6 +1,7 @@
 """Sensors: register new postings and backfill them; start the day's candidate runs once postings are listed."""
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -13,6 +14,8 @@ from heymilo_pipeline.defs.schedules import update_requests
 from heymilo_pipeline.defs.tags import AS_OF_TAG, KIND_TAG, range_tags
 from heymilo_pipeline.discovery import discover_postings
 from heymilo_pipeline.refresh import todays_plan
+from heymilo_pipeline.settings import PipelineSettings
+from heymilo_pipeline.storage import Store
 
 
 @dg.sensor(
@@ -60,8 +63,15 @@ def new_postings(
 def update_after_postings(
     context: dg.RunStatusSensorContext, storage: Storage, pipeline: Pipeline
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    tags = context.dagster_run.tags
-    if tags.get(KIND_TAG) != "update" or AS_OF_TAG not in tags:
+    return requests_after_listing(context.instance, context.dagster_run.tags, pipeline.settings(), storage.store())
+
+
+def requests_after_listing(
+    instance: dg.DagsterInstance, listing_tags: Mapping[str, str], settings: PipelineSettings, store: Store
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """What follows a successful listing of postings: for the daily update's (``schedules.listing_request``), the
+    candidate runs of its day's refresh plan; nothing for any other."""
+    if listing_tags.get(KIND_TAG) != "update" or AS_OF_TAG not in listing_tags:
         return dg.SkipReason("not a daily update's listing")
-    as_of = date.fromisoformat(tags[AS_OF_TAG])
-    return update_requests(context.instance, as_of, todays_plan(as_of, pipeline.settings(), storage.store()))
+    as_of = date.fromisoformat(listing_tags[AS_OF_TAG])
+    return update_requests(instance, as_of, todays_plan(as_of, settings, store))
