@@ -270,7 +270,8 @@ def write(results: list[dict[str, Any]], out: Path, seconds: float) -> None:
 
 
 def _formula(result: dict[str, Any], day: dict[str, Any]) -> float:
-    """README's estimate of the day's candidate requests: refresh.requests_per_day with this workspace's figures
+    """The cost formula's estimate (docs/operations.md) of the day's candidate requests: refresh.requests_per_day
+    with this workspace's figures
     (candidates spread evenly over the history, the day's recent-and-active days as the lookback)."""
     from heymilo_pipeline.refresh import requests_per_day
 
@@ -290,7 +291,7 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         "days with the clock running": len(days),
         "requests per day, mean (max)": f"{sum(d['requests'] for d in days) / len(days):.0f} "
         f"({max(d['requests'] for d in days)})",
-        "candidate requests / plan minimum / README formula": f"{sum(d['candidate_requests'] for d in days)} / "
+        "candidate requests / plan minimum / cost formula": f"{sum(d['candidate_requests'] for d in days)} / "
         f"{sum(d['plan_minimum'] for d in days)} / {sum(_formula(result, d) for d in days):.0f}",
         "minutes of the key's quota per day (300/min)": f"{sum(d['requests'] for d in days) / len(days) / 300:.2f}",
         "stale candidates per day, mean (max)": f"{sum(d['stale'] for d in days) / len(days):.0f} "

@@ -2,17 +2,18 @@
 loads too), plus what depends on the settings, read once.
 
 The modules of ``defs/`` define at module level only what is the same under any settings (the ``postings`` asset,
-the table specs, the jobs, the daily update's schedule, the sensors, the warehouse checks). ``configured`` builds
-the rest from the settings: the candidate assets (their partitions start at HEYMILO_START_DATE), the audit's
-schedule (at HEYMILO_FRESHNESS_DEADLINE_HOUR), the shared tables' upkeep (only where there are shared tables), and
-the resources, whose fields show every effective setting.
+the jobs, the daily update's schedule, the sensors, the warehouse checks, the example ``posting_funnel``).
+``configured`` builds the rest from the settings: the candidate assets (their partitions start at
+HEYMILO_START_DATE), the tables and the audit's schedule (their freshness deadline is
+HEYMILO_FRESHNESS_DEADLINE_HOUR), the shared tables' upkeep (only where there are shared tables), and the
+resources, whose fields show every effective setting.
 """
 
 from pathlib import Path
 
 import dagster as dg
 
-from heymilo_pipeline.defs.assets import candidate_tables
+from heymilo_pipeline.defs.assets import candidate_tables, table_specs
 from heymilo_pipeline.defs.jobs import shared_tables_maintenance_job
 from heymilo_pipeline.defs.partitions import candidate_partitions
 from heymilo_pipeline.defs.resources import build_resources
@@ -29,7 +30,10 @@ def configured(settings: Settings, *, secrets_from_env: bool = True) -> dg.Defin
     """What ``defs/`` cannot define at import: the definitions that depend on ``settings``."""
     upkeep = [shared_tables_maintenance_job()] if settings.shared_catalog_url is not None else []
     return dg.Definitions(
-        assets=[candidate_tables(candidate_partitions(settings.start_date))],
+        assets=[
+            candidate_tables(candidate_partitions(settings.start_date)),
+            *table_specs(settings.freshness_deadline_hour),
+        ],
         jobs=upkeep,
         schedules=[daily_checks(settings.freshness_deadline_hour), *map(shared_tables_maintenance, upkeep)],
         resources=build_resources(settings, secrets_from_env=secrets_from_env),

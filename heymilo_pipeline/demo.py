@@ -36,6 +36,8 @@ nux:
 concurrency:
   runs:
     max_concurrent_runs: 4   # fetching runs in parallel; they share the key's rate budget
+freshness:
+  enabled: true  # the tables' FreshnessPolicy (a preview of Dagster's, off unless enabled)
 """
 
 

@@ -6,10 +6,12 @@ per process), take turns on the DuckDB file, and leave tables equal to the groun
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 
@@ -19,7 +21,7 @@ from heymilo_pipeline.demo import DAGSTER_YAML
 from heymilo_pipeline.refresh import plan
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
-from heymilo_pipeline_tests.support import LAST, START, clean_environ, cli, finish
+from heymilo_pipeline_tests.support import LAST, START, Harness, clean_environ, cli, finish, settings_for
 
 # Servers, subprocesses or Dagster runs: the integration tier (`make test`), not `make test-fast`.
 pytestmark = pytest.mark.integration
@@ -88,3 +90,43 @@ def test_backfill_and_update_together_share_the_rate_limit(tmp_path: Path) -> No
     assert f"backfill {START}..{LAST} · postings 1/1 · " in outputs[0], outputs[0][-2000:]
     assert "update " in outputs[1] and " requests" in outputs[1]
     assert not any("RUN_START" in output or "STEP_SUCCESS" in output for output in outputs)
+
+
+def test_your_own_asset_and_a_load_take_turns(tmp_path: Path) -> None:
+    """README's example asset (``posting_funnel``, on the ``duckdb`` resource) materialized again and again while a
+    backfill in another process writes the same DuckDB file: every run of either succeeds, and the funnel built
+    after the load counts every candidate."""
+    tenant = Tenant(TenantSpec(seed=45, postings=4, start=START, end=LAST, candidates_per_posting=(300, 600)))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    data_dir = tmp_path / "data"
+    with serve_in_thread(create_app(tenant, KEY)) as url, dg.instance_for_test() as instance:
+        env = {
+            **clean_environ(),
+            "HEYMILO_API_KEY": KEY,
+            "HEYMILO_BASE_URL": url,
+            "HEYMILO_DATA_DIR": str(data_dir),
+            "HEYMILO_START_DATE": START.isoformat(),
+            "HEYMILO_RATE_LIMIT": "240",  # 4 requests a second: the load lasts a while
+            "DAGSTER_HOME": str(home),
+        }
+        middle = START + (LAST - START) / 2
+        finish(cli(env, "backfill", "--start", START.isoformat(), "--end", middle.isoformat()))
+        yours = Harness(settings_for(url, KEY, data_dir), instance)
+        load = cli(env, "backfill", "--start", START.isoformat(), "--end", LAST.isoformat())
+        funnels = 0
+        while load.poll() is None:
+            assert yours.materialize(["posting_funnel"]).success
+            with yours.resource("duckdb").get_connection(read_only=True) as conn:
+                conn.execute("SELECT count(*) FROM candidates").fetchone()
+                time.sleep(0.3)  # a reader that takes its time: the load waits for it, and must not fail
+            funnels += 1
+        output = finish(load)
+        assert yours.materialize(["posting_funnel"]).success
+    assert funnels >= 2, output[-2000:]  # the asset ran while the load did
+    registered = [p["id"] for p in tenant.postings() if not p["test_posting"]]
+    applied = query(data_dir / "heymilo.duckdb", "SELECT sum(applied) AS n FROM posting_funnel")["n"][0]
+    assert applied == sum(
+        1 for r in tenant.truth() if r["posting_id"] in registered and day_of(r["created_at"]) <= LAST
+    )

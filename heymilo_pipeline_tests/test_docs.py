@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,18 @@ def test_command_writes_and_checks(tmp_path: Path) -> None:
     (out / "configuration.md").write_text(docs.configuration_page() + "edited by hand\n", encoding="utf-8")
     stale = runner.invoke(docs.main, ["--dir", str(out), "--check"])
     assert stale.exit_code == 1 and docs.COMMAND in stale.output and "configuration.md" in stale.output
+
+
+def test_the_readme_example_is_the_file_that_runs() -> None:
+    """README's "Add your own asset" shows heymilo_pipeline/defs/posting_funnel.py as it is (after its docstring)."""
+    source = (DOCS.parent / "heymilo_pipeline" / "defs" / "posting_funnel.py").read_text(encoding="utf-8")
+    code = source[source.index('"""', 3) + 3 :].strip()
+    block = README.read_text(encoding="utf-8").split("<!-- posting_funnel.py", 1)[1]
+    shown = block.split("```python\n", 1)[1].split("```", 1)[0].strip()
+    assert shown == code
+
+
+def test_every_relative_link_of_the_docs_resolves() -> None:
+    for page in [README, *DOCS.glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).exists(), f"{page.name}: {target}"

@@ -502,7 +502,7 @@ def test_the_ui_shows_the_effective_configuration(make_dev: Loaded) -> None:
     selector = {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"]}
     found = expect_type(graphql(dev.url, RESOURCES, {"selector": selector})["repositoryOrError"], "Repository")
     resources = {r["name"]: r for r in found["allTopLevelResourceDetails"]}
-    assert set(resources) == {"heymilo", "storage", "pipeline"}
+    assert set(resources) == {"heymilo", "storage", "pipeline", "duckdb"}
     values = {name: {v["key"]: (v["value"], v["type"]) for v in r["configuredValues"]} for name, r in resources.items()}
     _, first, _ = demo_tenant(DAYS)  # make dev's first day, by its clock
     assert values["pipeline"]["start_date"] == (f'"{first}"', "VALUE")

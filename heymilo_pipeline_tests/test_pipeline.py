@@ -361,6 +361,65 @@ def test_a_notebook_holding_the_file_too_long_fails_clearly(world: World) -> Non
     assert checksums(world) == before
 
 
+def funnel_truth(tenant: Tenant, posting_ids: list[str]) -> dict[tuple[str, date], tuple[int, int, int]]:
+    """posting_funnel as the simulator's ground truth has it: (applied, knocked out, shortlisted) per posting-day."""
+    out: Counter[tuple[str, date, str]] = Counter()
+    for r in tenant.truth():
+        if r["posting_id"] in posting_ids:
+            where = (r["posting_id"], day_of(r["created_at"]))
+            out[(*where, "applied")] += 1
+            out[(*where, "knocked_out")] += r["status"] == "knocked_out"
+            out[(*where, "shortlisted")] += bool(r["shortlisted"])
+    days = {(p, d) for p, d, _ in out}
+    return {(p, d): (out[p, d, "applied"], out[p, d, "knocked_out"], out[p, d, "shortlisted"]) for p, d in days}
+
+
+def funnel_rows(data_dir: Path) -> dict[tuple[str, date], tuple[int, int, int]]:
+    table = query(
+        data_dir / "heymilo.duckdb", "SELECT posting_id, day, applied, knocked_out, shortlisted FROM posting_funnel"
+    )
+    rows = zip(*(table[c] for c in ("posting_id", "day", "applied", "knocked_out", "shortlisted")), strict=True)
+    return {(p, pd_day(d)): (int(a), int(k), int(sh)) for p, d, a, k, sh in rows}
+
+
+def pd_day(value: Any) -> date:
+    return value.date() if hasattr(value, "date") else value
+
+
+def test_the_readme_example_asset_materializes_after_a_load(world: World) -> None:
+    result = world.materialize(["posting_funnel"])
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("posting_funnel")
+    expected = funnel_truth(world.tenant, world.registered)
+    assert funnel_rows(world.data_dir) == expected
+    assert materialization.metadata["dagster/row_count"].value == len(expected)
+
+
+def test_the_example_asset_waits_for_another_process_holding_the_file(world: World) -> None:
+    with notebook_holding(world.data_dir / "heymilo.duckdb", 3):
+        result = world.materialize(["posting_funnel"])
+    assert result.success
+    messages = [str(r.user_message) for r in world.instance.all_logs(result.run_id)]
+    assert any("is open in another process" in m and "waiting up to" in m for m in messages), messages
+    assert funnel_rows(world.data_dir) == funnel_truth(world.tenant, world.registered)
+
+
+def test_the_duckdb_resource_reads_without_holding_up_a_load(world: World) -> None:
+    """A reader opens read-only: a notebook reading at the same time does not stop it, and it gets the tables."""
+    duckdb = world.resource("duckdb")
+    with notebook_holding(world.data_dir / "heymilo.duckdb", 30), duckdb.get_connection(read_only=True) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM candidates").fetchone()
+    assert count == sum(1 for r in world.tenant.truth() if r["posting_id"] in world.registered)
+
+
+def test_the_duckdb_resource_says_what_to_do_before_the_first_load(tmp_path: Path, world: World) -> None:
+    with dg.instance_for_test() as instance:
+        empty = Harness(settings_for(world.url, KEY, tmp_path), instance)
+        connection = empty.resource("duckdb").get_connection()
+        with pytest.raises(dg.Failure, match=r"no tables yet .* materialize postings and raw_candidates first"):
+            connection.__enter__()
+
+
 def test_postings_excluded_later_leave_the_partitions(world: World, tmp_path: Path) -> None:
     """The daily update covers every registered posting, so excluding one must unregister it."""
     with dg.instance_for_test() as instance:

@@ -150,5 +150,5 @@ def test_an_asset_scaffolded_into_defs_loads_with_the_code_location(tmp_path: Pa
         check=True, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert found.stdout.strip() == str(
-        ["candidate_workflow_steps", "candidates", "my_mart", "postings", "raw_candidates"]
+        ["candidate_workflow_steps", "candidates", "my_mart", "posting_funnel", "postings", "raw_candidates"]
     )

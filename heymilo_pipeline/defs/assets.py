@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -121,30 +121,42 @@ async def _confirmed_gone(heymilo: HeyMiloAPI, posting_ids: list[str]) -> list[s
     return gone
 
 
-def _duckdb_table(key: dg.AssetKey, table: tables.TableSpec, description: str) -> dg.AssetSpec:
-    """A DuckDB table, whole: every posting and day that raw_candidates has published, with its declared columns.
+def table_specs(deadline_hour: int) -> list[dg.AssetSpec]:
+    """The DuckDB tables ``candidates`` and ``candidate_workflow_steps``, whole: every posting and day that
+    raw_candidates has published, with their declared columns.
 
-    Not partitioned, and not run on its own: the step of raw_candidates publishes a posting's rows into it in
-    the same transaction as nothing else can, and records one materialization of it per run. Its per-partition
+    Not partitioned, and not run on their own: the step of raw_candidates publishes a posting's rows into them in
+    the same transaction as nothing else can, and records one materialization of each per run. Their per-partition
     history is raw_candidates' (a grid of three identical assets cost three event-log writes a posting-day).
+
+    Each has a ``FreshnessPolicy`` (``freshness_policy``: the UI's freshness state), beside the per-posting
+    freshness check, which says which posting is late.
     """
-    return dg.AssetSpec(
-        key,
-        deps=[RAW_CANDIDATES_KEY],
-        group_name=GROUP,
-        kinds={"duckdb"},
-        description=f"{description}; DuckDB table `{table.name}`, loaded by raw_candidates' runs, posting by "
-        "posting (materialize raw_candidates partitions to load it).",
-        metadata={"dagster/column_schema": column_schema(table), "dagster/table_name": table.name},
+
+    def spec(key: dg.AssetKey, table: tables.TableSpec, description: str) -> dg.AssetSpec:
+        return dg.AssetSpec(
+            key,
+            deps=[RAW_CANDIDATES_KEY],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="To load it, materialize raw_candidates partitions: this table has no run of its own. "
+            f"{description}; DuckDB table `{table.name}`, written posting by posting with the lake.",
+            metadata={"dagster/column_schema": column_schema(table), "dagster/table_name": table.name},
+            freshness_policy=freshness_policy(deadline_hour),
+        )
+
+    return [
+        spec(CANDIDATES_KEY, tables.CANDIDATES, "One row per candidate (interview_id, the table's key), flattened"),
+        spec(WORKFLOW_STEPS_KEY, tables.WORKFLOW_STEPS, "One row per candidate and workflow step"),
+    ]
+
+
+def freshness_policy(deadline_hour: int) -> dg.FreshnessPolicy:
+    """Loaded at least once in the day before each freshness deadline (HEYMILO_FRESHNESS_DEADLINE_HOUR, UTC): the
+    daily update at 03:00 loads the tables, so a missed or failed update turns them stale at the deadline."""
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=f"0 {deadline_hour} * * *", lower_bound_delta=timedelta(hours=24), timezone="UTC"
     )
-
-
-TABLE_SPECS = [
-    _duckdb_table(
-        CANDIDATES_KEY, tables.CANDIDATES, "One row per candidate (interview_id, the table's key), flattened"
-    ),
-    _duckdb_table(WORKFLOW_STEPS_KEY, tables.WORKFLOW_STEPS, "One row per candidate and workflow step"),
-]
 
 
 def candidate_tables(partitions: dg.MultiPartitionsDefinition) -> dg.AssetsDefinition:

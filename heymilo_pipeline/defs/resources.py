@@ -1,4 +1,6 @@
-"""Resources: the API, the storage, and what the pipeline does; their fields are the settings' own declarations.
+"""Resources: the API, the storage, what the pipeline does, and ``duckdb`` for assets of your own.
+
+The first three's fields are the settings' own declarations.
 
 Each resource takes its fields from one group of ``heymilo_pipeline.settings`` (``settings_resource``): the same
 name, default and description, the description led by the field's ``HEYMILO_*`` variable. ``build_resources``
@@ -17,6 +19,8 @@ from types import UnionType
 from typing import Any, ClassVar, Union, get_args, get_origin
 
 import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
 from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model
 
 from heymilo_pipeline.api.client import HeyMiloClient
@@ -24,6 +28,7 @@ from heymilo_pipeline.api.errors import ConfigurationError
 from heymilo_pipeline.api.settings import ClientSettings, ConnectionSettings
 from heymilo_pipeline.settings import PipelineSettings, Settings, StorageSettings, problems, variable
 from heymilo_pipeline.storage import StorageError, Store
+from heymilo_pipeline.storage.reads import quote
 
 
 def _config_type(annotation: Any) -> Any:
@@ -123,6 +128,44 @@ class Pipeline(settings_resource(PipelineSettings)):
     """
 
 
+class HeyMiloDuckDB(DuckDBResource):
+    """dagster-duckdb's ``DuckDBResource`` on the pipeline's own tables, for assets of your own.
+
+    ``get_connection()`` opens the tables where the ``storage`` resource keeps them: the DuckDB file (waiting, like
+    the pipeline, up to HEYMILO_LOCK_TIMEOUT while another process writes it), or an in-memory DuckDB with the
+    shared tables attached. Pass ``read_only=True`` to only read: readers never hold up each other. Either way
+    the connection is yours only inside the ``with``, so keep it short: a load waits for it, too.
+    """
+
+    database: str = Field(
+        description="What get_connection opens: the DuckDB file under HEYMILO_DATA_DIR, or ':memory:' with the "
+        "shared tables attached (HEYMILO_SHARED_*). Follows the storage resource."
+    )
+    storage: Storage
+
+    @contextmanager
+    def get_connection(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        store = self.storage.store(on_wait=dg.get_dagster_logger().warning)
+        if not store.exists():
+            raise dg.Failure(
+                f"there are no tables yet in {store.description}: materialize postings and raw_candidates first",
+                allow_retries=False,
+            )
+        try:
+            with store.connect(read_only=read_only) as conn:
+                for name, value in self.connection_config.items():  # DuckDB settings, as the parent applies them
+                    conn.execute(f"SET {quote(name)} = {_literal(value)}")
+                yield conn
+        except StorageError as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from None
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool | int | float):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def build_resources(settings: Settings, *, secrets_from_env: bool = True) -> dict[str, Any]:
     """The resources of ``settings``. Secrets are EnvVar references in the code location (the key always, so the
     UI names the variable even before it is set); a test that built its settings in code passes
@@ -139,10 +182,12 @@ def build_resources(settings: Settings, *, secrets_from_env: bool = True) -> dic
         return found
 
     storage = Storage(**values(StorageSettings))
+    database = ":memory:" if settings.shared_catalog_url is not None else str(settings.duckdb_path)
     return {
         "heymilo": HeyMiloAPI(**values(ConnectionSettings), storage=storage),
         "storage": storage,
         "pipeline": Pipeline(**values(PipelineSettings)),
+        "duckdb": HeyMiloDuckDB(database=database, storage=storage),
     }
 
 
