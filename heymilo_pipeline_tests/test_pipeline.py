@@ -28,6 +28,7 @@ import pytest
 from heymilo_pipeline.api.stats import minimum_requests
 from heymilo_pipeline.api.windows import DayRange, day_of, midnight
 from heymilo_pipeline.cli import run_backfill
+from heymilo_pipeline.defs.checks import AFTER_LOADS, WAREHOUSE_CHECKS
 from heymilo_pipeline.defs.jobs import CANDIDATES_SELECTION
 from heymilo_pipeline.defs.partitions import key
 from heymilo_pipeline.defs.schedules import daily_update, update_requests
@@ -180,7 +181,8 @@ def test_every_partition_shows_its_own_posting_day(world: World) -> None:
                 limit=1,
             ).records
             metadata = records[0].asset_materialization.metadata
-            assert metadata["dagster/row_count"].value == per_day.get(day, 0), (posting_id, day)
+            assert metadata["candidate_rows"].value == per_day.get(day, 0), (posting_id, day)
+            assert "dagster/row_count" not in metadata  # the asset's overview would show a posting-day's as its own
             assert metadata["workflow_step_rows"].value == steps_per_day.get(day, 0), (posting_id, day)
             assert metadata["posting_id"].value == posting_id
             assert metadata["posting_title"].value == titles[posting_id]  # which posting the id is
@@ -359,6 +361,25 @@ def test_a_notebook_holding_the_file_too_long_fails_clearly(world: World) -> Non
     assert "stayed locked by another process" in message and "Nothing was fetched or written" in message
     assert str(world.data_dir / "heymilo.duckdb") in message
     assert checksums(world) == before
+
+
+def test_the_checks_of_what_is_stored_follow_every_load(world: World) -> None:
+    """checks_after_loads' condition: nothing while nothing is loaded; after a load, the three checks that read only
+    what is stored (never freshness or completeness, the daily audit's), and they pass."""
+    defs = world.defs()
+    quiet = dg.evaluate_automation_conditions(defs=defs, instance=world.instance)
+    quiet = dg.evaluate_automation_conditions(defs=defs, instance=world.instance, cursor=quiet.cursor)
+    assert quiet.total_requested == 0
+    posting_id = world.registered[0]
+    assert world.run(LAST, LAST, posting_id, posting_id).success
+    after = dg.evaluate_automation_conditions(defs=defs, instance=world.instance, cursor=quiet.cursor)
+    requested = {r.key for r in after.results if r.true_subset.size}
+    assert requested == {dg.AssetCheckKey(WAREHOUSE_CHECKS[name][0], name) for name in AFTER_LOADS}
+    assert {"freshness", "completeness"}.isdisjoint(AFTER_LOADS)
+    result = world.materialize(dg.AssetSelection.checks(*requested))
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == dict.fromkeys(AFTER_LOADS, True)
+    again = dg.evaluate_automation_conditions(defs=defs, instance=world.instance, cursor=after.cursor)
+    assert again.total_requested == 0  # handled: not requested again until the next load
 
 
 def funnel_truth(tenant: Tenant, posting_ids: list[str]) -> dict[tuple[str, date], tuple[int, int, int]]:

@@ -77,12 +77,16 @@ class ClientSettings(ConnectionSettings):
     """What ``HeyMiloClient`` needs: the connection with a key, and the directory of the machine's rate budget
     (unless ``rate_budget_url`` puts it in PostgreSQL). ``repr`` and logs never show the key."""
 
-    state_dir: Path = Field(description="Where the shared rate budget lives (one file per key).")
+    state_dir: Path | None = Field(
+        None, description="Where this machine's rate budget lives (one file per key), unless rate_budget_url is set."
+    )
 
     @model_validator(mode="after")
-    def _key_present(self) -> ClientSettings:
+    def _key_and_budget(self) -> ClientSettings:
         if self.api_key is None or not self.api_key.get_secret_value().strip():
             raise ValueError("the API key is missing or empty")
+        if self.state_dir is None and self.rate_budget_url is None:
+            raise ValueError("the rate budget needs a place: state_dir or rate_budget_url")
         return self
 
     @classmethod
@@ -112,4 +116,5 @@ class ClientSettings(ConnectionSettings):
         if self.rate_budget_url is not None:
             url = self.rate_budget_url.get_secret_value()
             return PostgresRateLimiter.for_key(url, key, self.base_url, *rate)
+        assert self.state_dir is not None  # checked above
         return SharedRateLimiter.for_key(self.state_dir, key, self.base_url, *rate)

@@ -332,8 +332,10 @@ class _Progress:
             dg.AssetMaterialization(
                 asset_key=RAW_CANDIDATES_KEY,
                 partition=key(result.posting_id, day),
+                # Not dagster/row_count: the asset's overview shows the latest event's as the asset's row count,
+                # and one posting-day's rows are not what raw_candidates holds.
                 metadata={
-                    "dagster/row_count": result.rows_by_day.get(day, 0),
+                    "candidate_rows": result.rows_by_day.get(day, 0),
                     "workflow_step_rows": result.steps_by_day.get(day, 0),
                     **shared,
                 },

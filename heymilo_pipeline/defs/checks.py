@@ -7,8 +7,9 @@
   can see what no single run sees: a missed or failed update (freshness), rows missing or extra against
   the API (completeness), an interview_id stored twice, steps without their candidate, DuckDB drifting
   from the lake. They run on their own (``warehouse_checks_job``, scheduled at the freshness deadline, and
-  at the end of ``heymilo-pipeline update``), never inside a backfill, so they are never "not evaluated"
-  and reported as passed.
+  at the end of ``heymilo-pipeline update``), never inside a partition run, so they are never "not evaluated"
+  and reported as passed; the ones that read only what is stored also run after every load (``AFTER_LOADS``,
+  the sensor ``checks_after_loads``).
 """
 
 import asyncio
@@ -110,9 +111,29 @@ def _as_of(context: dg.AssetCheckExecutionContext) -> datetime:
     return datetime.now(UTC)
 
 
+# The checks that read only what is stored (no API request) are evaluated after every load: once candidates or
+# its steps are newly materialized and no raw_candidates partition is in progress (a load half done would look
+# like a difference), ``checks_after_loads`` requests them. Freshness judges the day against its deadline and
+# completeness costs a request per posting, so the daily audit alone evaluates those two.
+AFTER_LOADS = ("unique_interview_id", "steps_reference_candidates", "matches_lake")
+# eager, but not held back by partitions never loaded (days before a posting existed, a posting that failed):
+# the checks judge what is stored.
+AFTER_A_LOAD = (
+    dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()).with_label("after a load")
+)
+
+
 @dg.multi_asset_check(
     specs=[
-        dg.AssetCheckSpec(name, asset=asset, description=description, blocking=False)
+        dg.AssetCheckSpec(
+            name,
+            asset=asset,
+            description=description
+            + (" Evaluated after every load." if name in AFTER_LOADS else " Evaluated by the daily audit."),
+            blocking=False,
+            additional_deps=[RAW_CANDIDATES_KEY] if name in AFTER_LOADS else None,
+            automation_condition=AFTER_A_LOAD if name in AFTER_LOADS else None,
+        )
         for name, (asset, description) in WAREHOUSE_CHECKS.items()
     ],
     can_subset=True,
@@ -250,3 +271,14 @@ def _completeness(
             ),
         },
     )
+
+
+checks_after_loads = dg.AutomationConditionSensorDefinition(
+    "checks_after_loads",
+    target=dg.AssetSelection.checks(*(dg.AssetCheckKey(WAREHOUSE_CHECKS[n][0], n) for n in AFTER_LOADS)),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="After every load (once no raw_candidates partition is in progress): the warehouse checks that read "
+    "only what is stored (uniqueness, step references, DuckDB against the lake). On by default, like "
+    "update_after_postings: it requests nothing while nothing is loaded.",
+)
