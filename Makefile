@@ -48,6 +48,6 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py
 
-## make bench-quick: the same harness on tiny sizes without dlt (a smoke test, < 1 min)
+## make bench-quick: the same harness on tiny sizes, without dlt and the two hosts (a smoke test, ~2 min)
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --quick

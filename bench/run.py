@@ -1,7 +1,7 @@
 """``make bench``: every benchmark of the pipeline in one run, written to bench/RESULTS.md.
 
     .venv/bin/python bench/run.py            # everything (~10-15 min on 2 cores), rewrites bench/RESULTS.md
-    .venv/bin/python bench/run.py --quick    # tiny sizes, no dlt, no 300/min run (CI smoke test, < 1 min)
+    .venv/bin/python bench/run.py --quick    # tiny sizes, no dlt, no two hosts (CI smoke test, ~2 min)
     .venv/bin/python bench/run.py --only local --only dlt --out /tmp/r.md
 
 Each measurement runs in its own child process (peak RSS = the sampled RSS of the child's process
@@ -585,6 +585,9 @@ def bench_overhead(report: Report) -> None:
 def bench_hosts(report: Report) -> None:
     section = "7. Two hosts, one budget"
     print(f"{section} ...", flush=True)
+    if report.quick:  # the same two hosts on PostgreSQL and S3 are test_hosts.py's, in every `make test`
+        report.add(section, "skipped", "--quick skips the two hosts (test_hosts.py runs them)")
+        return
     # Time-scaled: 100 requests in any 10 s (600/min); each host is told the key's 600/min and shares it with the
     # other through PostgreSQL (HEYMILO_RATE_BUDGET_URL), each with a data directory and Dagster home of its own.
     # Then the same on the whole production profile: the hosts also write the shared tables (catalog in the same

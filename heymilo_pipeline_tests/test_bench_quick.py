@@ -1,5 +1,5 @@
 """Smoke test of the benchmark harness: ``bench/run.py --quick`` runs every benchmark on tiny sizes
-(dlt and the real-time 300/min run are skipped) and reports numbers. No timing is asserted: CI
+(dlt, and the two hosts that test_hosts.py runs, are skipped) and reports numbers. No timing is asserted: CI
 machines are shared and noisy; the real figures come from ``make bench`` (bench/RESULTS.md)."""
 
 from __future__ import annotations
@@ -51,3 +51,4 @@ def test_quick_benchmarks_run_and_report_numbers(tmp_path: Path) -> None:
     assert 1.0 <= float(efficiency["value"].rsplit("=", 1)[1]) <= 1.02 and efficiency["passed"], efficiency
     assert any("candidates/s" in v for v in measured.values())
     assert any(r["section"] == "4. Against dlt" and r["measure"] == "skipped" for r in rows)
+    assert any(r["section"] == "7. Two hosts, one budget" and r["measure"] == "skipped" for r in rows)

@@ -45,8 +45,9 @@ def test_dg_loads_the_same_definitions(tmp_path: Path) -> None:
         "raw_candidates": ["postings"],
         "candidates": ["raw_candidates"],
         "candidate_workflow_steps": ["raw_candidates"],
+        "posting_funnel": ["candidates"],
     }
-    assert {r["name"] for r in defs["resources"]} == {"heymilo", "storage", "pipeline"}
+    assert {r["name"] for r in defs["resources"]} == {"heymilo", "storage", "pipeline", "duckdb"}
     assert {s["name"] for s in defs["schedules"]} == {"daily_update", "daily_checks"}
 
 
