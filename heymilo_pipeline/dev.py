@@ -45,12 +45,15 @@ def main(data_dir: Path, port: int, days: int) -> None:
         command = [str(dg), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
         # Started in DAGSTER_HOME, not the project root: Dagster reads .env from its working directory,
         # and a .env meant for the real API must not point this simulator session at it.
-        process = subprocess.Popen(command, env=env, cwd=home, start_new_session=True)
         # SIGTERM and SIGHUP (a closed terminal) end this process the way Ctrl-C does: the handler only
         # interrupts the wait below, so the stopping happens here in the main thread, not inside the
-        # interrupted process.wait() (which holds its lock: stopping from the handler deadlocked).
-        for name in ("SIGTERM", "SIGHUP"):
+        # interrupted process.wait() (which holds its lock: stopping from the handler deadlocked). SIGINT gets
+        # the handler too, before the dev server starts: a process started in the background by a shell or a
+        # supervisor may have SIGINT ignored, an ignored signal stays ignored in every child, and Dagster's
+        # dev server stops on SIGINT; a handled one is reset to the default in the children.
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
             signal.signal(getattr(signal, name), _interrupt)
+        process = subprocess.Popen(command, env=env, cwd=home, start_new_session=True)
         try:
             process.wait()
         except KeyboardInterrupt:
@@ -80,6 +83,7 @@ def _stop(process: subprocess.Popen) -> None:
     try:
         process.wait(timeout=30)
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        click.echo("the dev server did not stop on SIGINT: killed it", err=True)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 

@@ -109,10 +109,10 @@ def descendants(root: int) -> list[Proc]:
     return found
 
 
-def _default_sigint() -> None:
-    # A shell that starts a background job without job control makes it ignore SIGINT (and dagster dev then
-    # ignores SIGTERM too: it maps SIGTERM to its SIGINT handler). Give the child what a terminal gives `make dev`.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _ignore_sigint() -> None:
+    # What a shell gives a job it starts in the background without job control (and some supervisors): SIGINT
+    # ignored, which stays ignored in every child unless dev.py handles it (Dagster's dev server stops on SIGINT).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass
@@ -127,7 +127,7 @@ class MakeDev:
     groups: set[int] = field(default_factory=set)  # process groups (= sessions here) of dev.py and dagster dev
 
     @classmethod
-    def start(cls, tmp: Path, port: int) -> MakeDev:
+    def start(cls, tmp: Path, port: int, sigint_ignored: bool = False) -> MakeDev:
         data_dir = tmp / "data"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
         env.update(PYTHONUNBUFFERED="1", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
@@ -138,7 +138,7 @@ class MakeDev:
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 args, env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_default_sigint,
+                start_new_session=True, preexec_fn=_ignore_sigint if sigint_ignored else None,
             )  # fmt: skip
         dev = cls(popen, log, f"http://127.0.0.1:{port}", data_dir)
         dev.groups.add(popen.pid)
@@ -464,14 +464,19 @@ query {
 
 
 @pytest.mark.parametrize(
-    ("sig", "group"),
-    [(signal.SIGTERM, False), (signal.SIGHUP, True)],
-    ids=["SIGTERM to dev.py (a supervisor)", "SIGHUP to its group (a closed terminal)"],
+    ("sig", "group", "sigint_ignored"),
+    [(signal.SIGTERM, False, False), (signal.SIGHUP, True, False), (signal.SIGTERM, False, True)],
+    ids=[
+        "SIGTERM to dev.py (a supervisor)",
+        "SIGHUP to its group (a closed terminal)",
+        "SIGTERM to dev.py started in the background (SIGINT ignored)",
+    ],
 )
-def test_make_dev_stops_cleanly_on(tmp_path: Path, sig: signal.Signals, group: bool) -> None:
-    """Like Ctrl-C (the module's fixture checks that one): every process gone, the port free again."""
+def test_make_dev_stops_cleanly_on(tmp_path: Path, sig: signal.Signals, group: bool, sigint_ignored: bool) -> None:
+    """Like Ctrl-C (the module's fixture checks that one): every process gone, the port free again, and the dev
+    server stopped on its own (dev.py did not have to kill it after its 30 s), however dev.py was started."""
     port = free_port()
-    dev = MakeDev.start(tmp_path, port)
+    dev = MakeDev.start(tmp_path, port, sigint_ignored)
     try:
         wait_for("the webserver to answer", lambda: server_answers(dev.url), STARTUP_TIMEOUT_S, dev)
         wait_for("the code location to load", lambda: loaded_repository(dev.url), STARTUP_TIMEOUT_S, dev)
@@ -481,6 +486,7 @@ def test_make_dev_stops_cleanly_on(tmp_path: Path, sig: signal.Signals, group: b
         code, left = dev.stop(sig, group)
     assert not left, f"{sig.name} left these processes running:\n" + "\n".join(map(str, left)) + dev.output()
     assert code == 0, f"dev.py exited with {code} after {sig.name}\n{dev.output()}"
+    assert "did not stop on SIGINT" not in dev.output(), dev.output()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))  # nothing listens there any more
 
