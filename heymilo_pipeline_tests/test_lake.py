@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -172,6 +173,8 @@ def test_temp_files_are_never_listed_and_are_cleaned(tmp_path: Path) -> None:
     crashed.write_bytes(b"half a parquet file")
     fresh = files[MONTH].raw.parent / ".part.parquet.tmp-4567"
     fresh.write_bytes(b"being written")
+    now = time.time()  # the clock the cleaning reads (under faketime, not the file system's)
+    os.utime(fresh, (now, now))
     os.utime(crashed, (1, 1))  # long ago
     assert crashed not in lake.paths("candidates") and len(lake.paths("candidates")) == 1
     assert lake.read("candidates").num_rows == 5
