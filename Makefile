@@ -48,6 +48,6 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py
 
-## make bench-quick: the same harness on tiny sizes, without dlt and the two hosts (a smoke test, ~2 min)
+## make bench-quick: the same harness on tiny sizes, without dlt, the real-limit runs and the two hosts (a smoke test)
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --quick

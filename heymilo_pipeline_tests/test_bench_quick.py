@@ -1,6 +1,7 @@
 """Smoke test of the benchmark harness: ``bench/run.py --quick`` runs every benchmark on tiny sizes
-(dlt, and the two hosts that test_hosts.py runs, are skipped) and reports numbers. No timing is asserted: CI
-machines are shared and noisy; the real figures come from ``make bench`` (bench/RESULTS.md)."""
+(dlt, the runs at the real 300/min limit, and the two hosts that test_hosts.py runs, are skipped) and reports
+numbers. No timing is asserted: CI machines are shared and noisy; the real figures come from ``make bench``
+(bench/RESULTS.md)."""
 
 from __future__ import annotations
 
