@@ -1,8 +1,6 @@
 """Resources: the API, the storage, what the pipeline does, and ``duckdb`` for assets of your own.
 
-The first three's fields are the settings' own declarations.
-
-Each resource takes its fields from one group of ``heymilo_pipeline.settings`` (``settings_resource``): the same
+The first three take their fields from one group of ``heymilo_pipeline.settings`` each (``settings_resource``): the same
 name, default and description, the description led by the field's ``HEYMILO_*`` variable. ``build_resources``
 fills them from the settings the code location read once, so the Dagster UI (Deployment > Resources) shows the
 effective configuration; secrets stay ``EnvVar`` references, never values. ``settings()`` turns a resource back
