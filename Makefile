@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# One worker per core (at most 4), a test file per worker at a time: a file's module fixtures are set up once.
+PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: test test-fast lint demo dev notebook bench bench-quick
 
@@ -16,13 +18,13 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PARALLEL)
 
 ## make test-fast: ruff and the fast tier only (no servers, no subprocesses, no Dagster runs), well under a minute
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q -m "not integration"
+	$(BIN)/pytest -q $(PARALLEL) -m "not integration"
 
 ## make lint: ruff only (fast)
 lint: $(STAMP)

@@ -107,15 +107,17 @@ def user_environment(
     args: argparse.Namespace, root: Path, rate_limit: int, postings: list[str], **extra: str
 ) -> dict[str, str]:
     """What a user's ``heymilo-pipeline`` commands see: this environment without any HEYMILO_ or DAGSTER_
-    variable, then ``args``' server and first day, a fresh data dir and Dagster home (make demo's) under
-    ``root``, and ``extra``. Registers the postings (``heymilo-pipeline postings``) before it returns."""
+    variable, then ``args``' server and first day, a fresh data dir and Dagster home (make demo's, or
+    ``extra["DAGSTER_YAML"]``) under ``root``, and the rest of ``extra``. Registers the postings
+    (``heymilo-pipeline postings``) before it returns."""
     from heymilo_pipeline.demo import DAGSTER_YAML
 
+    config = extra.pop("DAGSTER_YAML", DAGSTER_YAML)  # another profile's dagster.yaml (cli_run.py --postgres)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
     env.update(
         HEYMILO_API_KEY=KEY, HEYMILO_BASE_URL=args.url, HEYMILO_DATA_DIR=str(root / "data"),
         HEYMILO_START_DATE=args.first.isoformat(), HEYMILO_RATE_LIMIT=str(rate_limit),
-        HEYMILO_POSTINGS=",".join(postings), DAGSTER_HOME=str(dagster_home(root, DAGSTER_YAML)), **extra,
+        HEYMILO_POSTINGS=",".join(postings), DAGSTER_HOME=str(dagster_home(root, config)), **extra,
     )  # fmt: skip
     listed = subprocess.run([CLI, "postings"], env=env, cwd=root, capture_output=True, text=True)
     if listed.returncode != 0:

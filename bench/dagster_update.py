@@ -44,6 +44,8 @@ def main() -> None:
             os.environ["DAGSTER_POSTGRES_URL"] = os.environ["HEYMILO_RATE_BUDGET_URL"] = args.postgres
             deployed = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
             config += yaml.safe_dump({"storage": deployed["storage"]})
+            compose = yaml.safe_load((REPO / "deploy" / "docker-compose.yaml").read_text())
+            os.environ["DAGSTER_EVENT_BATCH_SIZE"] = compose["x-environment"]["DAGSTER_EVENT_BATCH_SIZE"]
         if args.shared_data:  # S3 credentials: AWS's variables, from the caller
             os.environ["HEYMILO_SHARED_CATALOG_URL"], os.environ["HEYMILO_SHARED_DATA_PATH"] = (
                 args.postgres,

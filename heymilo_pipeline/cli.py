@@ -23,7 +23,7 @@ from dotenv import load_dotenv  # what dagster uses to read .env, so both read i
 
 from heymilo_pipeline import terminal
 from heymilo_pipeline.api.errors import ConfigurationError
-from heymilo_pipeline.definitions import CODE_LOCATION_NAME, build_defs
+from heymilo_pipeline.definitions import build_defs
 from heymilo_pipeline.defs.checks import WAREHOUSE_CHECKS
 from heymilo_pipeline.defs.partitions import POSTINGS, candidate_partitions
 from heymilo_pipeline.defs.resources import Storage, build_resources
@@ -36,7 +36,6 @@ from heymilo_pipeline.defs.tags import (
     REFRESH_TAG,
     range_days,
     range_tags,
-    repository_tags,
 )
 from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.settings import Settings
@@ -99,7 +98,6 @@ class Location:
         self, job_name: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None
     ) -> dg.ExecuteInProcessResult:
         tags = {**(tags or {}), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-        tags |= repository_tags(CODE_LOCATION_NAME)
         job = self.defs.resolve_job_def(job_name)
         # The events always go to the run log (the UI shows them); the terminal gets them only if asked.
         quiet = None if self.verbose else {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}

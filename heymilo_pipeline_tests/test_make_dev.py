@@ -33,6 +33,7 @@ import httpx
 import pytest
 
 from heymilo_pipeline.api.windows import day_of
+from heymilo_pipeline.defs.tags import KIND_TAG
 from heymilo_pipeline.demo import DEMO_KEY, DEMO_RATE_LIMIT, demo_tenant
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.dagster_ui import (
@@ -413,10 +414,14 @@ query JobRuns($filter: RunsFilter!) {
 """
 
 
-def test_headless_runs_show_in_the_ui_with_their_posting_titles(make_dev: Loaded) -> None:
-    """A run the CLI executes in its own process is listed where the UI lists the location's runs (the job
-    page and the Overview timeline filter on the location's tag), and the listing names every posting."""
-    dev, repo = make_dev.dev, make_dev.repo
+def test_headless_runs_show_on_the_runs_page_with_their_posting_titles(make_dev: Loaded) -> None:
+    """A run the CLI executes in its own process is listed on the Runs page under its job, with its kind, and the
+    listing names every posting.
+
+    It has no code-location origin: Dagster gives one only to runs created through the webserver or the daemon,
+    and its job page and Overview timeline filter on that origin's hidden tag (dagster-io/dagster#17707), so they
+    do not list it. We do not forge that tag (docs/operations.md)."""
+    dev = make_dev.dev
     tenant, first, last = demo_tenant(DAYS)  # the workspace make dev serves, and its days
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEYMILO_", "DAGSTER_"))}
     env.update(
@@ -440,11 +445,12 @@ def test_headless_runs_show_in_the_ui_with_their_posting_titles(make_dev: Loaded
     assert done.returncode == 0, done.stdout + done.stderr
     backfill_runs = re.findall(r"run ([0-9a-f-]{36}): succeeded", done.stderr)
     assert len(backfill_runs) == 1, done.stderr
-    location = f"__repository__@{repo['location']['name']}"
-    for job, expected in (("postings_job", run_id), ("candidates_job", backfill_runs[0])):
-        job_page = {"pipelineName": job, "tags": [{"key": ".dagster/repository", "value": location}]}
-        runs = expect_type(graphql(dev.url, JOB_RUNS, {"filter": job_page})["pipelineRunsOrError"], "Runs")
-        assert expected in {r["runId"] for r in runs["results"]}, (job, expected, runs)
+    for job, expected, kind in (("postings_job", run_id, None), ("candidates_job", backfill_runs[0], "backfill")):
+        runs_page = {"pipelineName": job, "tags": [{"key": KIND_TAG, "value": kind}] if kind else []}
+        runs = expect_type(graphql(dev.url, JOB_RUNS, {"filter": runs_page})["pipelineRunsOrError"], "Runs")
+        listed = {r["runId"]: r for r in runs["results"]}
+        assert expected in listed, (job, expected, runs)
+        assert listed[expected]["status"] == "SUCCESS", listed[expected]
     # The posting titles, beside the ids, in the listing's materialization.
     found = graphql(dev.url, POSTINGS_TABLE)["assetNodeOrError"]
     table = next(e["mdStr"] for e in found["assetMaterializations"][0]["metadataEntries"] if e["label"] == "postings")

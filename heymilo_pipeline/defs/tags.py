@@ -42,16 +42,3 @@ def range_days(tags: Mapping[str, str], partitions: dg.MultiPartitionsDefinition
         partitions, [tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]]
     )
     return first, last
-
-
-def repository_tags(location_name: str) -> dict[str, str]:
-    """The tag Dagster gives a run launched from a code location (``.dagster/repository``), for runs the CLI
-    executes in its own process.
-
-    The job page and the Overview timeline list a location's runs by this tag, and a run created without a
-    remote origin (``execute_in_process``, ``execute_job``, ``dagster job execute``) gets none, so it shows only
-    on the Runs page: dagster-io/dagster#17707 (open). Dagster offers no public constant or API to set it short
-    of launching through a running code server, so this is the workaround; ``test_make_dev.py`` checks that
-    headless runs show on the job page. ``__repository__`` is the name Dagster gives a ``Definitions``' repository.
-    """
-    return {".dagster/repository": f"__repository__@{location_name}"}
