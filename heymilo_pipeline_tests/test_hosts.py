@@ -136,7 +136,9 @@ def test_the_production_instance_loads(postgres_url: str, tmp_path: Path, monkey
     # A run container sees what the daemon passes on, and a variable listed but unset fails the launch: the two
     # lists must be the same, and hold only settings the pipeline (or Dagster's storage) reads.
     assert set(launcher.env_vars) == passed
-    assert passed - {"DAGSTER_POSTGRES_URL"} - set(S3_VARIABLES) <= {variable(name) for name in Settings.model_fields}
+    dagster_reads = {"DAGSTER_POSTGRES_URL", "DAGSTER_EVENT_BATCH_SIZE"}  # its storage; its batched event writes
+    assert passed - dagster_reads - set(S3_VARIABLES) <= {variable(name) for name in Settings.model_fields}
+    assert int(compose["x-environment"]["DAGSTER_EVENT_BATCH_SIZE"]) > 0
     s3 = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL"}  # MinIO's
     shared = {"HEYMILO_SHARED_CATALOG_URL", "HEYMILO_SHARED_DATA_PATH", *s3}
     assert {"HEYMILO_RATE_BUDGET_URL", "HEYMILO_API_KEY", "DAGSTER_POSTGRES_URL", *shared} <= passed
