@@ -414,10 +414,8 @@ def _create(conn: duckdb.DuckDBPyConnection) -> None:
             if (table.name, None) in comments and (table.name, column.name) not in comments:
                 # A column added in a later release; old rows get NULL.
                 conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
-        wanted = [(None, table.description)] + [(c.name, c.description) for c in table.columns]
-        for (column, text), statement in zip(wanted, table.comment_sql(), strict=True):
-            if comments.get((table.name, column)) != text:
-                conn.execute(statement)
+        for statement in table.changed_comments({c: text for (t, c), text in comments.items() if t == table.name}):
+            conn.execute(statement)
 
 
 def _checked(item: SliceRows) -> SliceRows:

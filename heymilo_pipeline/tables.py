@@ -8,6 +8,7 @@ warehouse and the docs import these; nothing else declares a column.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -70,6 +71,12 @@ class TableSpec:
     def comment_sql(self) -> list[str]:
         table = [f'COMMENT ON TABLE "{self.name}" IS {_text(self.description)}']
         return table + [f'COMMENT ON COLUMN "{self.name}"."{c.name}" IS {_text(c.description)}' for c in self.columns]
+
+    def changed_comments(self, existing: Mapping[str | None, str | None]) -> list[str]:
+        """The comment statements whose text differs from ``existing`` (column name, or None for the table, to
+        its comment now). Each is a write to the catalog: an unchanged schema writes nothing."""
+        wanted = [(None, self.description)] + [(c.name, c.description) for c in self.columns]
+        return [sql for (name, text), sql in zip(wanted, self.comment_sql(), strict=True) if existing.get(name) != text]
 
     def dagster_columns(self) -> list[tuple[str, str, str]]:
         """(name, type, description) per column, for a Dagster ``TableSchema``."""

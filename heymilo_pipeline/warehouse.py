@@ -206,16 +206,24 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def _create(conn: duckdb.DuckDBPyConnection) -> None:
+    """Missing tables, columns and key, and the comments that differ: every run ensures the schema, and rewriting
+    ~60 unchanged comments made each run write the file (and checkpoint it) for nothing."""
     for table in WAREHOUSE_TABLES:
         conn.execute(table.create_sql())
-        listed = conn.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table.name])
-        existing = {name for (name,) in listed.fetchall()}
+        listed = conn.execute(
+            "SELECT column_name, comment FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND table_name = ?",
+            [table.name],
+        )
+        comments: dict[str | None, str | None] = dict(listed.fetchall())
+        described = conn.execute("SELECT comment FROM duckdb_tables() WHERE table_name = ?", [table.name])
+        comments[None] = described.fetchone()[0]
         for column in table.columns:
-            if column.name not in existing:  # a column added in a later release; old rows get NULL
+            if column.name not in comments:  # a column added in a later release; old rows get NULL
                 conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
         if table.primary_key and not _has_primary_key(conn, table.name):
             _add_primary_key(conn, table)
-        for statement in table.comment_sql():
+        for statement in table.changed_comments(comments):
             conn.execute(statement)
 
 

@@ -78,6 +78,25 @@ def checksums(warehouse: Warehouse) -> dict[str, str]:
     }
 
 
+def test_a_changed_comment_is_rewritten_and_an_unchanged_schema_writes_nothing(warehouse: Warehouse) -> None:
+    """Every run ensures the schema: only a comment that differs is written (each is a catalog write)."""
+    warehouse.ensure_schema()
+    with warehouse.connect() as conn:
+        conn.execute('COMMENT ON COLUMN "candidates"."score" IS \'stale\'')
+        conn.execute("CHECKPOINT")
+    size = warehouse.path.stat().st_size, warehouse.path.stat().st_mtime_ns
+    warehouse.ensure_schema()
+    with warehouse.connect(read_only=True) as conn:
+        (comment,) = conn.execute(
+            "SELECT comment FROM duckdb_columns() WHERE table_name = 'candidates' AND column_name = 'score'"
+        ).fetchone()
+    assert comment == next(c.description for c in CANDIDATES.columns if c.name == "score")
+    assert (warehouse.path.stat().st_size, warehouse.path.stat().st_mtime_ns) != size  # the stale one was written
+    size = warehouse.path.stat().st_size, warehouse.path.stat().st_mtime_ns
+    warehouse.ensure_schema()
+    assert (warehouse.path.stat().st_size, warehouse.path.stat().st_mtime_ns) == size
+
+
 def test_schema_with_comments_is_idempotent(warehouse: Warehouse) -> None:
     warehouse.ensure_schema()
     with warehouse.connect(read_only=True) as conn:
