@@ -669,7 +669,7 @@ def bench_bookkeeping(report: Report) -> None:
             costs[name] = result
             report.add(
                 section,
-                f"one partition's materialization, {name} ({partitions:,} in one run)",
+                f"one partition (its planned event and its materialization), {name} ({partitions:,} in one run)",
                 f"log_event {result['log_event']['ms_per_partition']:.2f} ms; ranged output "
                 f"{result['ranged output']['ms_per_partition']:.2f} ms",
             )
