@@ -7,7 +7,6 @@ a blocking check) fails only its own partitions; the run ends failed naming thos
 """
 
 import asyncio
-import os
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -217,8 +216,7 @@ def publish_candidates(
     context.log.info(
         f"{postings_count} posting(s), {len(slices)} slice(s) to fetch: " + "; ".join(str(s) for s in slices[:20])
     )
-    batched = batched_writes() and len(partition_keys) <= BATCHED_MAX_PARTITIONS
-    progress = _Progress(context, postings_count, store.posting_labels(), batched=batched)
+    progress = _Progress(context, postings_count, store.posting_labels())
     registered = set(context.instance.get_dynamic_partitions(POSTINGS))
 
     async def run() -> list[PostingResult]:
@@ -241,11 +239,7 @@ def publish_candidates(
 
     try:
         with core_logs_to(context.log), progress, startup_objects_frozen():
-            try:
-                results = asyncio.run(run())
-            except BaseException:
-                progress.flush()
-                raise
+            results = asyncio.run(run())
     except (AuthenticationError, ConfigurationError) as exc:
         raise _fail(exc) from None
     except StorageLockedError as exc:
@@ -256,7 +250,6 @@ def publish_candidates(
         ) from None
     for event in progress.tables_loaded(store):
         context.log_event(event)
-    yield from progress.recorded(context.partition_keys)
     yield from slice_results(results)
     failed = [r for r in results if r.error and not r.gone]
     gone = [r.posting_id for r in results if r.gone]
@@ -288,50 +281,24 @@ def _span(result: PostingResult) -> str:
     return ", ".join(str(s.days) for s in result.slices)
 
 
-# Above this many partitions in a run, its materializations are recorded one by one even where Dagster batches:
-# add_asset_metadata checks each partition key against the run's whole range, expanded anew (and its dynamic
-# postings read from the instance) at every call, so per-partition metadata for N partitions costs O(N^2): 56 ms a
-# call at 4,500 partitions here, 252 s for the run, against ~20 ms an event written alone (docs/performance.md).
-BATCHED_MAX_PARTITIONS = 1_000
-
-
-def batched_writes() -> bool:
-    """Whether Dagster stores a run's partition materializations as one batch: when ``DAGSTER_EVENT_BATCH_SIZE`` is
-    above 0 (Dagster's own switch, read as Dagster reads it; the production profile sets it). PostgreSQL's event log
-    then writes the batch in one statement; SQLite's, and any other, still writes event by event."""
-    try:
-        return int(os.environ.get("DAGSTER_EVENT_BATCH_SIZE") or 0) > 0
-    except ValueError:
-        return False  # Dagster itself fails on such a value, before any step runs
-
-
 class _Progress:
-    """Run-log progress (throttled), and each published posting-day's materialization with its own figures.
+    """Run-log progress (throttled) and, per posting as soon as it is published, its partitions' materializations
+    with that posting-day's figures.
 
-    Two ways to record them, because Dagster's event log has two costs:
+    The materializations are stored by one writer thread: each is a write to Dagster's event log (~9-20 ms on the
+    default SQLite storage or on PostgreSQL), which in the step's thread would stall the event loop, and with it
+    every request in flight, for seconds after each posting; in the writer they overlap the fetch. Leaving the
+    ``with`` block waits for the writer and raises what it raised, so the step ends only once every
+    materialization is stored.
 
-    - **batched** (``batched_writes``, runs of up to ``BATCHED_MAX_PARTITIONS``): kept until the step ends, then
-      one ranged ``MaterializeResult`` with per-partition metadata, which Dagster writes as one batch (one INSERT
-      on PostgreSQL). Only when every partition of the run was published: a ranged output marks them all, so a
-      run where a posting failed or was gone records its published partitions one event each instead.
-    - **one by one** (the default, and SQLite's only way): per posting, as soon as it is published, by one
-      writer thread. Each event is a write of its own (~8 ms on the default SQLite storage); in the step's thread
-      they would stall the event loop, and with it every request in flight, for seconds after each posting; in
-      the writer they overlap the fetch. Leaving the ``with`` block waits for the writer and raises what it
-      raised, so the step ends only once every materialization is stored.
+    Not one ranged output with per-partition metadata, which Dagster would write as one batch where
+    ``DAGSTER_EVENT_BATCH_SIZE`` is set: ``add_asset_metadata`` checks each partition against the run's whole
+    range, expanded anew with the dynamic postings read from the instance at every call, so the batch cost more
+    than the writes it saves (the daily update on PostgreSQL: 18 s against 5 s outside the API; bench/ANALYSIS.md).
     """
 
-    def __init__(
-        self,
-        context: dg.AssetExecutionContext,
-        postings: int,
-        labels: dict[str, tuple[str, str]],
-        *,
-        batched: bool = False,
-    ) -> None:
+    def __init__(self, context: dg.AssetExecutionContext, postings: int, labels: dict[str, tuple[str, str]]) -> None:
         self.context = context
-        self.batched = batched
-        self.pending: dict[str, dict[str, object]] = {}  # partition key -> metadata, for the batched way
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="materializations")
         self.writes: list[Future[None]] = []
         self.published: list[str] = []
@@ -384,10 +351,7 @@ class _Progress:
             }
             for day in result.days
         }
-        if self.batched:
-            self.pending.update(metadata)
-        else:
-            self.writes.append(self.writer.submit(self._store, _materializations(metadata)))
+        self.writes.append(self.writer.submit(self._store, _materializations(metadata)))
         log.info(
             f"posting {result.posting_id}, days {_span(result)}: published {rows} candidates "
             f"({result.stats.requests} requests, {result.stats.retries} retries); "
@@ -406,27 +370,6 @@ class _Progress:
         ):
             metadata = {"dagster/row_count": counts[table.name], "rows_published_by_this_run": rows, **shared}
             yield dg.AssetMaterialization(asset_key=asset, metadata=metadata)
-
-    def recorded(self, run_partitions: list[str]) -> Iterator[dg.MaterializeResult]:
-        """The batched way's materializations, once the fetching is over (nothing for the one-by-one way)."""
-        if not self.pending:
-            return
-        if set(self.pending) == set(run_partitions):
-            for partition, metadata in self.pending.items():
-                self.context.add_asset_metadata(metadata, asset_key=RAW_CANDIDATES_KEY, partition_key=partition)
-            yield dg.MaterializeResult(asset_key=RAW_CANDIDATES_KEY)
-        else:
-            self.context.log.info(
-                f"{len(self.pending)} of the run's {len(run_partitions)} partitions were published: "
-                "recording them one event each (a batch would mark every partition of the run)"
-            )
-            self.flush()
-
-    def flush(self) -> None:
-        """Record what the batched way holds, one event each: whatever stops the step, a published posting-day is
-        marked materialized."""
-        pending, self.pending = self.pending, {}
-        self._store(_materializations(pending))
 
     def _store(self, events: Iterable[dg.AssetMaterialization]) -> None:
         for event in events:
