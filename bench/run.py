@@ -511,7 +511,7 @@ def production_backfill(
     report.raw.setdefault("overhead", {})[f"{len(ids)} postings x 90 days, production profile"] = result
     report.add(
         section,
-        f"{len(ids)} postings x 90 days: ours on the production profile (PostgreSQL, batched events, shared tables)",
+        f"{len(ids)} postings x 90 days: ours on the production profile (PostgreSQL, shared tables)",
         f"{result['seconds']:.1f} s, {result['candidates']:,} candidates, {result['requests']:,} requests, "
         f"peak RSS {mib(result['peak_rss'])}",
     )
@@ -724,7 +724,7 @@ def bench_bookkeeping(report: Report) -> None:
         profiles = (
             ("local profile (SQLite)", [], {}, None),
             (
-                "production profile (PostgreSQL, batched events, shared tables on S3)",
+                "production profile (PostgreSQL, shared tables on S3)",
                 ["--postgres", fresh_database(server, "workspace"), "--shared-data", f"s3://{s3.bucket}/workspace/"],
                 s3.environ(),
                 1.15,

@@ -216,7 +216,10 @@ def _create(conn: duckdb.DuckDBPyConnection) -> None:
             [table.name],
         )
         comments: dict[str | None, str | None] = dict(listed.fetchall())
-        described = conn.execute("SELECT comment FROM duckdb_tables() WHERE table_name = ?", [table.name])
+        described = conn.execute(
+            "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
+            [table.name],
+        )
         comments[None] = described.fetchone()[0]
         for column in table.columns:
             if column.name not in comments:  # a column added in a later release; old rows get NULL

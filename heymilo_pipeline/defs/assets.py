@@ -8,7 +8,7 @@ a blocking check) fails only its own partitions; the run ends failed naming thos
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
@@ -265,13 +265,6 @@ def publish_candidates(
         )
 
 
-def _materializations(metadata: dict[str, dict[str, object]]) -> list[dg.AssetMaterialization]:
-    return [
-        dg.AssetMaterialization(asset_key=RAW_CANDIDATES_KEY, partition=partition, metadata=values)
-        for partition, values in metadata.items()
-    ]
-
-
 def _stored(store: Store, slices: list[Slice]) -> dict[str, dict[date, int]]:
     span = DayRange(min(s.days.first for s in slices), max(s.days.last for s in slices))
     return store.rows_by_day(sorted({s.posting_id for s in slices}), span)
@@ -341,17 +334,21 @@ class _Progress:
         }
         self.published.append(result.posting_id)
         self.steps += sum(result.steps_by_day.values())
-        metadata = {
-            key(result.posting_id, day): {
+        events = [
+            dg.AssetMaterialization(
+                asset_key=RAW_CANDIDATES_KEY,
+                partition=key(result.posting_id, day),
                 # Not dagster/row_count: the asset's overview shows the latest event's as the asset's row count,
                 # and one posting-day's rows are not what raw_candidates holds.
-                "candidate_rows": result.rows_by_day.get(day, 0),
-                "workflow_step_rows": result.steps_by_day.get(day, 0),
-                **shared,
-            }
+                metadata={
+                    "candidate_rows": result.rows_by_day.get(day, 0),
+                    "workflow_step_rows": result.steps_by_day.get(day, 0),
+                    **shared,
+                },
+            )
             for day in result.days
-        }
-        self.writes.append(self.writer.submit(self._store, _materializations(metadata)))
+        ]
+        self.writes.append(self.writer.submit(self._store, events))
         log.info(
             f"posting {result.posting_id}, days {_span(result)}: published {rows} candidates "
             f"({result.stats.requests} requests, {result.stats.retries} retries); "
@@ -371,7 +368,7 @@ class _Progress:
             metadata = {"dagster/row_count": counts[table.name], "rows_published_by_this_run": rows, **shared}
             yield dg.AssetMaterialization(asset_key=asset, metadata=metadata)
 
-    def _store(self, events: Iterable[dg.AssetMaterialization]) -> None:
+    def _store(self, events: list[dg.AssetMaterialization]) -> None:
         for event in events:
             self.context.log_event(event)
 
