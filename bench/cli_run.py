@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CLI, KEY, REPO, WORK_DIR, range_arguments, user_environment, write_result
+from common import CLI, KEY, WORK_DIR, production_profile, range_arguments, user_environment, write_result
 
 from heymilo_pipeline.warehouse import query
 
@@ -64,20 +63,9 @@ def main() -> None:
 
 
 def production(args: argparse.Namespace) -> dict[str, str]:
-    """The variables deploy/ gives every process of the production profile, pointed at ``args``' database."""
-    if not args.postgres:
-        return {}
-    compose = yaml.safe_load((REPO / "deploy" / "docker-compose.yaml").read_text())
-    deployed = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
-    env = {
-        "DAGSTER_POSTGRES_URL": args.postgres,
-        "HEYMILO_RATE_BUDGET_URL": args.postgres,
-        "DAGSTER_EVENT_BATCH_SIZE": compose["x-environment"]["DAGSTER_EVENT_BATCH_SIZE"],
-        "DAGSTER_YAML": yaml.safe_dump({"telemetry": {"enabled": False}, "storage": deployed["storage"]}),
-    }
-    if args.shared_data:  # S3 credentials, where PATH is in S3: AWS's variables, from the caller
-        env |= {"HEYMILO_SHARED_CATALOG_URL": args.postgres, "HEYMILO_SHARED_DATA_PATH": args.shared_data}
-    return env
+    """The production profile's variables and dagster.yaml (``DAGSTER_YAML`` for user_environment), or nothing."""
+    storage, env = production_profile(args.postgres, args.shared_data)
+    return {**env, "DAGSTER_YAML": "telemetry:\n  enabled: false\n" + storage} if storage else {}
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 try:  # in the bench extra; without it only the child itself is sampled (from /proc)
     import psutil
@@ -101,6 +102,25 @@ def dagster_home(work: Path, config: str) -> Path:
 
 
 CLI = str(Path(sys.executable).with_name("heymilo-pipeline"))
+
+
+def production_profile(postgres: str | None, shared_data: str | None = None) -> tuple[str, dict[str, str]]:
+    """deploy/'s Dagster side pointed at the database ``postgres``: the dagster.yaml lines of its storage, and the
+    variables compose gives every process (the key's budget there, Dagster's batch size; with ``shared_data`` the
+    shared tables, catalog in the same database). Nothing for the local profile (``postgres`` None). Its run
+    launcher is not used: the runs execute in the benchmark's own processes."""
+    if not postgres:
+        return "", {}
+    deployed = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+    compose = yaml.safe_load((REPO / "deploy" / "docker-compose.yaml").read_text())
+    env = {
+        "DAGSTER_POSTGRES_URL": postgres,
+        "HEYMILO_RATE_BUDGET_URL": postgres,
+        "DAGSTER_EVENT_BATCH_SIZE": compose["x-environment"]["DAGSTER_EVENT_BATCH_SIZE"],
+    }
+    if shared_data:  # S3 credentials, where the path is in S3: AWS's variables, from the caller
+        env |= {"HEYMILO_SHARED_CATALOG_URL": postgres, "HEYMILO_SHARED_DATA_PATH": shared_data}
+    return yaml.safe_dump({"storage": deployed["storage"]}), env
 
 
 def user_environment(

@@ -17,11 +17,9 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, REPO, WORK_DIR, dagster_home, vm_hwm, write_result
+from common import KEY, WORK_DIR, dagster_home, production_profile, vm_hwm, write_result
 
 
 def main() -> None:
@@ -39,19 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     WORK_DIR.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
-        config = "telemetry:\n  enabled: false\n"
-        if args.postgres:  # deploy/dagster.yaml's storage; its run launcher is not used (runs execute here)
-            os.environ["DAGSTER_POSTGRES_URL"] = os.environ["HEYMILO_RATE_BUDGET_URL"] = args.postgres
-            deployed = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
-            config += yaml.safe_dump({"storage": deployed["storage"]})
-            compose = yaml.safe_load((REPO / "deploy" / "docker-compose.yaml").read_text())
-            os.environ["DAGSTER_EVENT_BATCH_SIZE"] = compose["x-environment"]["DAGSTER_EVENT_BATCH_SIZE"]
-        if args.shared_data:  # S3 credentials: AWS's variables, from the caller
-            os.environ["HEYMILO_SHARED_CATALOG_URL"], os.environ["HEYMILO_SHARED_DATA_PATH"] = (
-                args.postgres,
-                args.shared_data,
-            )
-        home = dagster_home(Path(work), config)
+        storage, production = production_profile(args.postgres, args.shared_data)
+        os.environ.update(production)
+        home = dagster_home(Path(work), "telemetry:\n  enabled: false\n" + storage)
         os.environ.update(
             {
                 "HEYMILO_API_KEY": KEY,

@@ -491,8 +491,8 @@ def run_three(
 def production_backfill(
     report: Report, section: str, url: str, ids: list[str], first: date, last: date
 ) -> dict[str, Any] | None:
-    """The CLI's backfill on the production profile (Dagster's storage and the budget in PostgreSQL with batched
-    events, the shared tables' files on S3), against the same server as run_three's."""
+    """The CLI's backfill on the production profile (Dagster's storage and the budget in PostgreSQL, the shared
+    tables' files on S3), against the same server as run_three's."""
     with postgres() as server, ExitStack() as stack:
         if server is None:
             report.add(section, "production profile", "not run: no PostgreSQL (initdb, pg_ctl)", "runs", False)
@@ -686,7 +686,7 @@ def bench_bookkeeping(report: Report) -> None:
         if server is None:
             report.add(section, "PostgreSQL", "not run: no PostgreSQL (initdb, pg_ctl)", "runs", False)
             return
-        # What one partition's materialization costs, alone: each storage, each way of recording it.
+        # What a partition costs Dagster, alone (its planned event and its materialization): each storage, each way.
         costs: dict[str, dict[str, Any]] = {}
         for name, args in (
             ("SQLite (Dagster's default)", ["--storage", "sqlite"]),
