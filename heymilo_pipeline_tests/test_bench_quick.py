@@ -57,3 +57,7 @@ def test_quick_benchmarks_run_and_report_numbers(tmp_path: Path) -> None:
     # Dagster's event log, per partition, on the default storage and on the production profile's.
     costs = [r["value"] for r in rows if r["section"] == "8. Bookkeeping" and "planned" in r["measure"]]
     assert len(costs) == 2 and all("log_event" in v and "ranged output" in v for v in costs), costs
+    # The workspace at the limit, tiny: its timeline read back from the command's own event log (3 postings x 5
+    # days: one planned event a partition, none of `heymilo-pipeline postings` before it).
+    timeline = next(r["value"] for r in rows if r["section"] == "8. Bookkeeping" and "timeline" in r["measure"])
+    assert "planned events (15)" in timeline and "before the last request" in timeline, timeline
