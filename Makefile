@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # One worker per core (at most 4), a test file per worker at a time: a file's module fixtures are set up once.
 PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
 
-.PHONY: test test-fast lint demo dev notebook bench bench-quick
+.PHONY: test test-fast test-deploy lint demo dev notebook bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,20 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q $(PARALLEL)
+	$(BIN)/pytest -q $(PARALLEL) -m "not deploy"
 
 ## make test-fast: ruff and the fast tier only (no servers, no subprocesses, no Dagster runs), well under a minute
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q $(PARALLEL) -m "not integration"
+	$(BIN)/pytest -q $(PARALLEL) -m "not integration and not deploy"
+
+## make test-deploy: install and start a Docker engine if none runs (root, Debian), build deploy/'s images, start the
+## stack and exercise it end to end (heymilo_pipeline_tests/test_deploy.py); removes what it made, stops what it started
+test-deploy: $(STAMP)
+	deploy/local/docker-host.sh up
+	$(BIN)/pytest -q -m deploy heymilo_pipeline_tests/test_deploy.py; status=$$?; \
+		deploy/local/docker-host.sh down; exit $$status
 
 ## make lint: ruff only (fast)
 lint: $(STAMP)
