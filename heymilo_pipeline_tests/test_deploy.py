@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from heymilo_pipeline.defs.tags import AS_OF_TAG, KIND_TAG
 from heymilo_pipeline.simulator.tenant import Tenant, TenantSpec
 from heymilo_pipeline_tests.dagster_ui import expect_type, graphql, loaded_repository, server_answers, wait_for
 from heymilo_pipeline_tests.test_dagster_dev import BACKFILL, DONE, LAUNCH_BACKFILL, run_report
@@ -40,7 +41,7 @@ API_KEY = "sk_test_deploy-simulator"
 # The simulated workspace (the api service's defaults in docker-compose.local.yaml): fixed days, so the test
 # means the same on any date after them.
 SPEC = TenantSpec(postings=4, start=date(2026, 1, 1), end=date(2026, 1, 30))
-BACKFILLED = 3  # postings in the first backfill; the last one is the run that gets killed
+BACKFILLED = 2  # of the 3 postings (the fourth is a test posting): the update finds the third new
 STARTUP_TIMEOUT_S = 300.0
 RUN_TIMEOUT_S = 600.0
 
@@ -128,11 +129,13 @@ def repository() -> dict[str, Any]:
     return repo
 
 
-def launch_run(stack: Stack, job: str) -> dict[str, Any]:
+def launch_run(stack: Stack, job: str, tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Launch ``job`` as the Launchpad does; the daemon dequeues it and DockerRunLauncher starts its container."""
     repo = repository()
     selector = {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"], "jobName": job}
-    launched = graphql(WEBSERVER, LAUNCH_RUN, {"params": {"selector": selector}})["launchRun"]
+    metadata = {"tags": [{"key": key, "value": value} for key, value in (tags or {}).items()]}
+    params = {"selector": selector, "executionMetadata": metadata}
+    launched = graphql(WEBSERVER, LAUNCH_RUN, {"params": params})["launchRun"]
     run_id = expect_type(launched, "LaunchRunSuccess")["run"]["runId"]
     return wait_run(stack, run_id)
 
@@ -143,6 +146,21 @@ def wait_run(stack: Stack, run_id: str) -> dict[str, Any]:
         return run if run["status"] in FINISHED else None
 
     return wait_for(f"run {run_id} to finish", finished, RUN_TIMEOUT_S, stack, interval_s=2.0)
+
+
+RUNS = """
+query Runs($filter: RunsFilter!) {
+  runsOrError(filter: $filter) {
+    __typename
+    ... on Runs { results { runId jobName status } }
+  }
+}
+"""
+
+
+def runs_tagged(tags: dict[str, str]) -> list[dict[str, Any]]:
+    found = graphql(WEBSERVER, RUNS, {"filter": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}})
+    return expect_type(found["runsOrError"], "Runs")["results"]
 
 
 def launch_backfill(stack: Stack, postings: list[str], days: list[date]) -> dict[str, Any]:
@@ -212,3 +230,41 @@ def test_a_backfill_launched_from_the_ui_fills_the_shared_tables(stack: Stack, t
     got = published(stack)
     print(f"rows: {sum(got.values()):,} published, {sum(expected.values()):,} in the simulator")
     assert got == expected
+
+
+def test_the_daily_update_runs_through_the_daemon(stack: Stack, tmp_path: Path) -> None:
+    """The schedule's request, launched as its tick would (the listing tagged as the update of a day); the daemon's
+    update_after_postings sensor follows it with the candidate runs, which DockerRunLauncher starts."""
+    as_of = SPEC.end + timedelta(days=1)
+    update = {KIND_TAG: "update", AS_OF_TAG: as_of.isoformat()}
+    listed = launch_run(stack, "postings_job", update)
+    assert listed["status"] == "SUCCESS", run_report(WEBSERVER, [listed])
+
+    def finished() -> list[dict[str, Any]] | None:
+        runs = [r for r in runs_tagged(update) if r["jobName"] != "postings_job"]
+        return runs if runs and all(r["status"] in FINISHED for r in runs) else None
+
+    runs = wait_for("the update's candidate runs", finished, RUN_TIMEOUT_S, stack, interval_s=3.0)
+    print(f"daily update of {as_of}: {len(runs)} candidate run(s) after the listing")
+    assert all(r["status"] == "SUCCESS" for r in runs), run_report(WEBSERVER, runs)
+    postings = wanted_postings()
+    expected, got = truth(tmp_path, postings), published(stack)
+    # The backfilled postings stay whole; the others hold exactly the days the update fetched.
+    assert {k: n for k, n in got.items() if k[0] in postings[:BACKFILLED]} == {
+        k: n for k, n in expected.items() if k[0] in postings[:BACKFILLED]
+    }
+    assert all(expected[key] == n for key, n in got.items()), "a day the update fetched differs from the API"
+
+
+def test_down_and_up_keep_the_data_and_a_second_backfill_changes_nothing(stack: Stack, tmp_path: Path) -> None:
+    before = published(stack)
+    stack.timed("down", "down")
+    stack.timed("up again", "up", "-d")
+    wait_for("the webserver to answer", lambda: server_answers(WEBSERVER), STARTUP_TIMEOUT_S, stack)
+    wait_for("the code location to load", lambda: loaded_repository(WEBSERVER), STARTUP_TIMEOUT_S, stack)
+    assert published(stack) == before, "the restart lost or changed rows"
+    postings = wanted_postings()[:BACKFILLED]
+    launch_backfill(stack, postings, DAYS)
+    after = published(stack)
+    assert after == before
+    assert {k: n for k, n in after.items() if k[0] in postings} == truth(tmp_path, postings)
