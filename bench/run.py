@@ -377,6 +377,12 @@ def fresh_database(url: str, name: str) -> str:
     return sqlalchemy_url(new_database(url, name))
 
 
+def production_args(server: str, s3: Any, name: str) -> list[str]:
+    """The production profile for cli_run.py / dagster_update.py: a fresh database ``name`` for Dagster's storage,
+    the budget and the shared tables' catalog, and the tables' files under ``name/`` in the bucket."""
+    return ["--postgres", fresh_database(server, name), "--shared-data", f"s3://{s3.bucket}/{name}/"]
+
+
 def bench_dagster(report: Report) -> None:
     section = "5. Dagster overhead"
     print(f"{section} ...", flush=True)
@@ -400,7 +406,7 @@ def bench_dagster(report: Report) -> None:
         if server:
             s3 = stack.enter_context(s3_server())
             variants.append(("PostgreSQL", ["--postgres", fresh_database(server, "update")], {}))
-            shared = ["--postgres", fresh_database(server, "shared"), "--shared-data", f"s3://{s3.bucket}/update/"]
+            shared = production_args(server, s3, "update_shared")
             variants.append(("PostgreSQL + shared tables (production profile)", shared, s3.environ()))
         else:
             report.add(section, "daily update on PostgreSQL", "not run: no PostgreSQL (initdb, pg_ctl)", "runs", False)
@@ -498,12 +504,12 @@ def production_backfill(
             report.add(section, "production profile", "not run: no PostgreSQL (initdb, pg_ctl)", "runs", False)
             return None
         s3 = stack.enter_context(s3_server())
-        database = fresh_database(server, "overhead")
+        production = production_args(server, s3, "overhead")
         with patch.dict(os.environ, s3.environ()):  # the child inherits the S3 credentials
             sim_stats(url, reset=True)
             result = bench_script(
                 "cli_run", "--url", url, "--first", first.isoformat(), "--last", last.isoformat(), *posting_args(ids),
-                "--postgres", database, "--shared-data", f"s3://{s3.bucket}/overhead/",
+                *production,
             )  # fmt: skip
     if failed(report, section, result):
         return None
@@ -722,12 +728,7 @@ def bench_bookkeeping(report: Report) -> None:
         profiles: list[tuple[str, list[str], dict[str, str], float | None]] = [("local profile (SQLite)", [], {}, None)]
         if not report.quick:
             s3 = stack.enter_context(s3_server())
-            shared = [
-                "--postgres",
-                fresh_database(server, "workspace"),
-                "--shared-data",
-                f"s3://{s3.bucket}/workspace/",
-            ]
+            shared = production_args(server, s3, "workspace")
             profiles += [
                 (
                     "production profile (PostgreSQL, shared tables on S3)",

@@ -1,7 +1,8 @@
 """Helpers to drive a running Dagster webserver over GraphQL and to manage process groups in tests.
 
-Shared by the tests that start a real webserver: ``dagster dev`` (test_dagster_dev.py) and ``make dev``
-(test_make_dev.py). GraphQL goes to ``{url}/graphql`` with ``trust_env=False``, so no proxy sits in between.
+Shared by the tests that start a real webserver: ``dagster dev`` (test_dagster_dev.py), ``make dev``
+(test_make_dev.py) and the Docker deployment (test_deploy.py).
+GraphQL goes to ``{url}/graphql`` with ``trust_env=False``, so no proxy sits in between.
 """
 
 from __future__ import annotations
@@ -175,3 +176,92 @@ def check_names(repo: dict[str, Any]) -> dict[str, set[str]]:
         for node in repo["assetNodes"]
         if node["assetChecksOrError"].get("checks")
     }
+
+
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on PythonError { message stack }
+    ... on Run { runId jobName status tags { key value } }
+  }
+}
+"""
+
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+BACKFILL = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PythonError { message stack }
+    ... on PartitionBackfill {
+      status
+      numPartitions
+      error { message stack }
+      runs { runId status tags { key value } assetSelection { path } }
+    }
+  }
+}
+"""
+
+BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def launch_run(url: str, repo: dict[str, Any], job: str, tags: dict[str, str] | None = None) -> str:
+    """Launch ``job`` of ``repo`` (a ``REPOSITORIES`` node) as the Launchpad does; returns the run id."""
+    selector = {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"], "jobName": job}
+    metadata = {"tags": [{"key": key, "value": value} for key, value in (tags or {}).items()]}
+    launched = graphql(url, LAUNCH_RUN, {"params": {"selector": selector, "executionMetadata": metadata}})
+    return expect_type(launched["launchRun"], "LaunchRunSuccess")["run"]["runId"]
+
+
+def wait_for_run(url: str, run_id: str, timeout_s: float, watched: Watched) -> dict[str, Any]:
+    """The ``RUN`` node of ``run_id`` once it has finished (whatever its status)."""
+
+    def finished() -> dict[str, Any] | None:
+        run = expect_type(graphql(url, RUN, {"runId": run_id})["runOrError"], "Run")
+        return run if run["status"] in FINISHED else None
+
+    return wait_for(f"run {run_id} to finish", finished, timeout_s, watched, interval_s=1.0)
+
+
+def runs_report(url: str, runs: list[dict[str, Any]]) -> str:
+    """The errors and warnings of every run that did not succeed."""
+    out = []
+    for run in runs:
+        if run["status"] == "SUCCESS":
+            continue
+        out.append(f"run {run['runId']}: {run['status']}")
+        logs = graphql(url, RUN_LOGS, {"runId": run["runId"]})["logsForRun"]
+        for event in logs.get("events", []):
+            if event.get("error"):
+                out.append(f"  {event['__typename']} {event.get('stepKey')}: {event['error']['message']}")
+                if event["__typename"] == "ExecutionStepFailureEvent":
+                    out.append("    " + "".join(event["error"].get("stack") or [])[-2000:])
+            elif event.get("level") in ("ERROR", "CRITICAL", "WARNING"):
+                out.append(f"  {event['level']} {event.get('stepKey')}: {event.get('message')}")
+    return "\n".join(out)

@@ -36,13 +36,16 @@ from heymilo_pipeline.defs.checks import AFTER_LOADS, WAREHOUSE_CHECKS
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.dagster_ui import (
+    BACKFILL,
+    BACKFILL_DONE,
     CHECKS,
-    RUN_LOGS,
+    LAUNCH_BACKFILL,
     check_names,
     expect_type,
     free_port,
     graphql,
     loaded_repository,
+    runs_report,
     server_answers,
     signal_group,
     tail,
@@ -235,32 +238,6 @@ def dagster_dev(setup: Setup, postings: list[str]) -> Iterator[tuple[str, Proces
 # --- GraphQL ----------------------------------------------------------------------------------------
 
 
-LAUNCH_BACKFILL = """
-mutation Launch($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message stack }
-    ... on Error { message }
-  }
-}
-"""
-
-BACKFILL = """
-query Backfill($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PythonError { message stack }
-    ... on PartitionBackfill {
-      status
-      numPartitions
-      error { message stack }
-      runs { runId status tags { key value } assetSelection { path } }
-    }
-  }
-}
-"""
-
 PARTITION_STATS = """
 query Stats($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) {
@@ -269,26 +246,6 @@ query Stats($key: AssetKeyInput!) {
   }
 }
 """
-
-DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-
-
-def run_report(url: str, runs: list[dict[str, Any]]) -> str:
-    """The errors and warnings of every run that did not succeed."""
-    out = []
-    for run in runs:
-        if run["status"] == "SUCCESS":
-            continue
-        out.append(f"run {run['runId']}: {run['status']}")
-        logs = graphql(url, RUN_LOGS, {"runId": run["runId"]})["logsForRun"]
-        for event in logs.get("events", []):
-            if event.get("error"):
-                out.append(f"  {event['__typename']} {event.get('stepKey')}: {event['error']['message']}")
-                if event["__typename"] == "ExecutionStepFailureEvent":
-                    out.append("    " + "".join(event["error"].get("stack") or [])[-2000:])
-            elif event.get("level") in ("ERROR", "CRITICAL", "WARNING"):
-                out.append(f"  {event['level']} {event.get('stepKey')}: {event.get('message')}")
-    return "\n".join(out)
 
 
 # --- ground truth -----------------------------------------------------------------------------------
@@ -349,14 +306,14 @@ def test_backfill_through_dagster_dev(
     def finished() -> dict[str, Any] | None:
         found = graphql(url, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
         backfill = expect_type(found, "PartitionBackfill")
-        return backfill if backfill["status"] in DONE else None
+        return backfill if backfill["status"] in BACKFILL_DONE else None
 
     backfill = wait_for(f"backfill {backfill_id} to finish", finished, BACKFILL_TIMEOUT_S, process, interval_s=2.0)
     runs = backfill["runs"]
     took = time.monotonic() - launched_at
     print(f"backfill {backfill_id}: {backfill['status']} {took:.1f}s after launch, {len(runs)} runs")
     assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS") and all(r["status"] == "SUCCESS" for r in runs), (
-        f"backfill {backfill['status']}: {backfill['error']}\n{run_report(url, runs)}"
+        f"backfill {backfill['status']}: {backfill['error']}\n{runs_report(url, runs)}"
     )
     expected = {(posting, day) for posting in postings for day in setup.days}
     assert backfill["numPartitions"] == len(expected)

@@ -10,7 +10,6 @@ Marked ``deploy``: ``make test`` leaves it out, ``make test-deploy`` runs only i
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import secrets
@@ -19,17 +18,29 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from heymilo_pipeline.api.windows import day_of
 from heymilo_pipeline.defs.tags import AS_OF_TAG, KIND_TAG
 from heymilo_pipeline.simulator.tenant import Tenant, TenantSpec
-from heymilo_pipeline_tests.dagster_ui import expect_type, graphql, loaded_repository, server_answers, wait_for
-from heymilo_pipeline_tests.test_dagster_dev import BACKFILL, DONE, LAUNCH_BACKFILL, run_report
-from heymilo_pipeline_tests.test_make_dev import FINISHED, LAUNCH_RUN, RUN
+from heymilo_pipeline_tests.dagster_ui import (
+    BACKFILL,
+    BACKFILL_DONE,
+    FINISHED,
+    LAUNCH_BACKFILL,
+    expect_type,
+    graphql,
+    launch_run,
+    loaded_repository,
+    runs_report,
+    server_answers,
+    wait_for,
+    wait_for_run,
+)
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(2400)]
 
@@ -41,6 +52,7 @@ API_KEY = "sk_test_deploy-simulator"
 # The simulated workspace (the api service's defaults in docker-compose.local.yaml): fixed days, so the test
 # means the same on any date after them.
 SPEC = TenantSpec(postings=4, start=date(2026, 1, 1), end=date(2026, 1, 30))
+TENANT = Tenant(SPEC)
 BACKFILLED = 2  # of the 3 postings (the fourth is a test posting): the update finds the third new
 STARTUP_TIMEOUT_S = 300.0
 RUN_TIMEOUT_S = 600.0
@@ -123,29 +135,11 @@ def stack() -> Iterator[Stack]:
 # --- the UI's buttons, over GraphQL ----------------------------------------------------------------
 
 
-def repository() -> dict[str, Any]:
+def run_job(stack: Stack, job: str, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Launch ``job`` as the Launchpad does; the daemon dequeues it and DockerRunLauncher starts its container."""
     repo = loaded_repository(WEBSERVER)
     assert repo, "the code location is not loaded"
-    return repo
-
-
-def launch_run(stack: Stack, job: str, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Launch ``job`` as the Launchpad does; the daemon dequeues it and DockerRunLauncher starts its container."""
-    repo = repository()
-    selector = {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"], "jobName": job}
-    metadata = {"tags": [{"key": key, "value": value} for key, value in (tags or {}).items()]}
-    params = {"selector": selector, "executionMetadata": metadata}
-    launched = graphql(WEBSERVER, LAUNCH_RUN, {"params": params})["launchRun"]
-    run_id = expect_type(launched, "LaunchRunSuccess")["run"]["runId"]
-    return wait_run(stack, run_id)
-
-
-def wait_run(stack: Stack, run_id: str) -> dict[str, Any]:
-    def finished() -> dict[str, Any] | None:
-        run = expect_type(graphql(WEBSERVER, RUN, {"runId": run_id})["runOrError"], "Run")
-        return run if run["status"] in FINISHED else None
-
-    return wait_for(f"run {run_id} to finish", finished, RUN_TIMEOUT_S, stack, interval_s=2.0)
+    return wait_for_run(WEBSERVER, launch_run(WEBSERVER, repo, job, tags), RUN_TIMEOUT_S, stack)
 
 
 RUNS = """
@@ -173,11 +167,11 @@ def launch_backfill(stack: Stack, postings: list[str], days: list[date]) -> dict
     def finished() -> dict[str, Any] | None:
         found = graphql(WEBSERVER, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
         backfill = expect_type(found, "PartitionBackfill")
-        return backfill if backfill["status"] in DONE else None
+        return backfill if backfill["status"] in BACKFILL_DONE else None
 
     backfill = wait_for(f"backfill {backfill_id}", finished, RUN_TIMEOUT_S, stack, interval_s=2.0)
     assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), (
-        f"backfill {backfill['status']}: {backfill['error']}\n{run_report(WEBSERVER, backfill['runs'])}"
+        f"backfill {backfill['status']}: {backfill['error']}\n{runs_report(WEBSERVER, backfill['runs'])}"
     )
     return backfill
 
@@ -185,16 +179,11 @@ def launch_backfill(stack: Stack, postings: list[str], days: list[date]) -> dict
 # --- the truth ---------------------------------------------------------------------------------------
 
 
-def truth(tmp: Path, postings: list[str]) -> Counter[tuple[str, str]]:
+def truth(postings: list[str]) -> Counter[tuple[str, str]]:
     """Candidates per (posting, created day) of these postings, as the api service serves them."""
-    path = tmp / "truth.jsonl.gz"
-    Tenant(SPEC).write_truth(str(path))
-    counts: Counter[tuple[str, str]] = Counter()
-    for line in gzip.decompress(path.read_bytes()).splitlines():
-        doc = json.loads(line)
-        if doc["posting_id"] in postings:
-            counts[doc["posting_id"], datetime.fromtimestamp(doc["created_at"], UTC).date().isoformat()] += 1
-    return counts
+    return Counter(
+        (r["posting_id"], day_of(r["created_at"]).isoformat()) for r in TENANT.truth() if r["posting_id"] in postings
+    )
 
 
 def published(stack: Stack) -> Counter[tuple[str, str]]:
@@ -212,33 +201,33 @@ def published(stack: Stack) -> Counter[tuple[str, str]]:
 
 
 def wanted_postings() -> list[str]:
-    return sorted(p["id"] for p in Tenant(SPEC).postings() if not p["test_posting"])
+    return sorted(p["id"] for p in TENANT.postings() if not p["test_posting"])
 
 
 DAYS = [SPEC.start + timedelta(days=i) for i in range((SPEC.end - SPEC.start).days + 1)]
 
 
-def test_a_backfill_launched_from_the_ui_fills_the_shared_tables(stack: Stack, tmp_path: Path) -> None:
-    listed = launch_run(stack, "postings_job")
-    assert listed["status"] == "SUCCESS", run_report(WEBSERVER, [listed])
+def test_a_backfill_launched_from_the_ui_fills_the_shared_tables(stack: Stack) -> None:
+    listed = run_job(stack, "postings_job")
+    assert listed["status"] == "SUCCESS", runs_report(WEBSERVER, [listed])
     postings = wanted_postings()[:BACKFILLED]
     started = time.monotonic()
     backfill = launch_backfill(stack, postings, DAYS)
     print(f"backfill of {len(postings)} postings x {len(DAYS)} days: {time.monotonic() - started:.1f} s, "
           f"{len(backfill['runs'])} runs")  # fmt: skip
-    expected = truth(tmp_path, postings)
+    expected = truth(postings)
     got = published(stack)
     print(f"rows: {sum(got.values()):,} published, {sum(expected.values()):,} in the simulator")
     assert got == expected
 
 
-def test_the_daily_update_runs_through_the_daemon(stack: Stack, tmp_path: Path) -> None:
+def test_the_daily_update_runs_through_the_daemon(stack: Stack) -> None:
     """The schedule's request, launched as its tick would (the listing tagged as the update of a day); the daemon's
     update_after_postings sensor follows it with the candidate runs, which DockerRunLauncher starts."""
     as_of = SPEC.end + timedelta(days=1)
     update = {KIND_TAG: "update", AS_OF_TAG: as_of.isoformat()}
-    listed = launch_run(stack, "postings_job", update)
-    assert listed["status"] == "SUCCESS", run_report(WEBSERVER, [listed])
+    listed = run_job(stack, "postings_job", update)
+    assert listed["status"] == "SUCCESS", runs_report(WEBSERVER, [listed])
 
     def finished() -> list[dict[str, Any]] | None:
         runs = [r for r in runs_tagged(update) if r["jobName"] != "postings_job"]
@@ -246,9 +235,9 @@ def test_the_daily_update_runs_through_the_daemon(stack: Stack, tmp_path: Path) 
 
     runs = wait_for("the update's candidate runs", finished, RUN_TIMEOUT_S, stack, interval_s=3.0)
     print(f"daily update of {as_of}: {len(runs)} candidate run(s) after the listing")
-    assert all(r["status"] == "SUCCESS" for r in runs), run_report(WEBSERVER, runs)
+    assert all(r["status"] == "SUCCESS" for r in runs), runs_report(WEBSERVER, runs)
     postings = wanted_postings()
-    expected, got = truth(tmp_path, postings), published(stack)
+    expected, got = truth(postings), published(stack)
     # The backfilled postings stay whole; the others hold exactly the days the update fetched.
     assert {k: n for k, n in got.items() if k[0] in postings[:BACKFILLED]} == {
         k: n for k, n in expected.items() if k[0] in postings[:BACKFILLED]
@@ -256,7 +245,7 @@ def test_the_daily_update_runs_through_the_daemon(stack: Stack, tmp_path: Path) 
     assert all(expected[key] == n for key, n in got.items()), "a day the update fetched differs from the API"
 
 
-def test_down_and_up_keep_the_data_and_a_second_backfill_changes_nothing(stack: Stack, tmp_path: Path) -> None:
+def test_down_and_up_keep_the_data_and_a_second_backfill_changes_nothing(stack: Stack) -> None:
     before = published(stack)
     stack.timed("down", "down")
     stack.timed("up again", "up", "-d")
@@ -267,4 +256,4 @@ def test_down_and_up_keep_the_data_and_a_second_backfill_changes_nothing(stack: 
     launch_backfill(stack, postings, DAYS)
     after = published(stack)
     assert after == before
-    assert {k: n for k, n in after.items() if k[0] in postings} == truth(tmp_path, postings)
+    assert {k: n for k, n in after.items() if k[0] in postings} == truth(postings)

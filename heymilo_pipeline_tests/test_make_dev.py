@@ -43,11 +43,13 @@ from heymilo_pipeline_tests.dagster_ui import (
     expect_type,
     free_port,
     graphql,
+    launch_run,
     loaded_repository,
     server_answers,
     signal_group,
     tail,
     wait_for,
+    wait_for_run,
 )
 from heymilo_pipeline_tests.support import product_yesterday
 
@@ -207,28 +209,6 @@ class MakeDev:
 # --- GraphQL ----------------------------------------------------------------------------------------
 
 
-LAUNCH_RUN = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId status } }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on PythonError { message stack }
-    ... on Error { message }
-  }
-}
-"""
-
-RUN = """
-query Run($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on PythonError { message stack }
-    ... on Run { runId jobName status tags { key value } }
-  }
-}
-"""
-
 ASSET = """
 query Asset($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) {
@@ -244,8 +224,6 @@ query Asset($key: AssetKeyInput!) {
   }
 }
 """
-
-FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 def run_report(url: str, run_id: str) -> str:
@@ -263,23 +241,9 @@ def run_report(url: str, run_id: str) -> str:
 
 def launch_and_wait(dev: MakeDev, repo: dict[str, Any], job: str, tags: dict[str, str]) -> dict[str, Any]:
     """Launch ``job`` as the Launchpad does (queued, then dequeued by the daemon) and wait until it finishes."""
-    params = {
-        "selector": {
-            "repositoryLocationName": repo["location"]["name"],
-            "repositoryName": repo["name"],
-            "jobName": job,
-        },
-        "executionMetadata": {"tags": [{"key": key, "value": value} for key, value in tags.items()]},
-    }
-    launched = graphql(dev.url, LAUNCH_RUN, {"params": params})["launchRun"]
-    run_id = expect_type(launched, "LaunchRunSuccess")["run"]["runId"]
+    run_id = launch_run(dev.url, repo, job, tags)
     launched_at = time.monotonic()
-
-    def finished() -> dict[str, Any] | None:
-        run = expect_type(graphql(dev.url, RUN, {"runId": run_id})["runOrError"], "Run")
-        return run if run["status"] in FINISHED else None
-
-    run = wait_for(f"{job} run {run_id} to finish", finished, RUN_TIMEOUT_S, dev, interval_s=1.0)
+    run = wait_for_run(dev.url, run_id, RUN_TIMEOUT_S, dev)
     print(f"{job} run {run_id}: {run['status']} {time.monotonic() - launched_at:.1f}s after launch")
     assert run["status"] == "SUCCESS", f"{job} run {run['status']}\n{run_report(dev.url, run_id)}\n{dev.output(60)}"
     return run
