@@ -1,4 +1,5 @@
-"""Helpers to drive a running Dagster webserver over GraphQL and to manage process groups in tests.
+"""Helpers to drive a running Dagster webserver over GraphQL (and look at its pages in headless Chromium) and to
+manage process groups in tests.
 
 Shared by the tests that start a real webserver: ``dagster dev`` (test_dagster_dev.py), ``make dev``
 (test_make_dev.py) and the Docker deployment (test_deploy.py).
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -75,6 +79,75 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}\n{watched.output()}")
         time.sleep(interval_s)
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    state: str
+    cmd: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} (ppid {self.ppid}, pgid {self.pgid}, sid {self.sid}, state {self.state}) {self.cmd}"
+
+
+def processes() -> list[Proc]:
+    """Every process of the machine, from /proc (Linux)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # exited meanwhile
+        # "pid (comm) state ppid pgrp session ...": comm may contain spaces and parentheses.
+        state, ppid, pgid, sid = stat[stat.rindex(")") + 2 :].split()[:4]
+        out.append(Proc(int(entry.name), int(ppid), int(pgid), int(sid), state, cmd[:160] or stat.split()[1]))
+    return out
+
+
+def chromium_binary() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(
+    binary: str, args: list[str], tmp: Path, name: str, timeout_s: float = 90.0
+) -> subprocess.CompletedProcess[bytes]:
+    """Run headless Chromium in its own session; on timeout kill all of it (renderer, GPU, zygote...)."""
+    profile = tmp / f"chromium-profile-{name}"
+    command = [
+        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+        f"--user-data-dir={profile}", *args,
+    ]  # fmt: skip
+    popen = subprocess.Popen(
+        command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = popen.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        signal_group(popen.pid, signal.SIGKILL)
+        out, err = popen.communicate()
+        message = f"chromium timed out after {timeout_s:g}s:\n{err.decode(errors='replace')[-3000:]}"
+        raise AssertionError(message) from None
+    finally:
+        # Helpers (zygote, renderer) that outlived the browser: ours are in its session and use our profile.
+        for proc in processes():
+            if proc.sid == popen.pid and str(profile) in proc.cmd:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(command, popen.returncode, out, err)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", data[:16]
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 # --- GraphQL ----------------------------------------------------------------------------------------

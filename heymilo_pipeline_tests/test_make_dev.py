@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -39,12 +38,17 @@ from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.dagster_ui import (
     CHECKS,
     RUN_LOGS,
+    Proc,
     check_names,
+    chromium,
+    chromium_binary,
     expect_type,
     free_port,
     graphql,
     launch_run,
     loaded_repository,
+    png_size,
+    processes,
     server_answers,
     signal_group,
     tail,
@@ -63,40 +67,9 @@ STARTUP_TIMEOUT_S = 150.0
 RUN_TIMEOUT_S = 120.0
 SIGINT_TIMEOUT_S = 60.0  # dev.py itself gives dagster dev 30 s before it kills it
 KILL_TIMEOUT_S = 15.0
-SCREENSHOT_TIMEOUT_S = 90.0
 
 
 # --- processes --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    ppid: int
-    pgid: int
-    sid: int
-    state: str
-    cmd: str
-
-    def __str__(self) -> str:
-        return f"pid {self.pid} (ppid {self.ppid}, pgid {self.pgid}, sid {self.sid}, state {self.state}) {self.cmd}"
-
-
-def processes() -> list[Proc]:
-    """Every process of the machine, from /proc (Linux)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue  # exited meanwhile
-        # "pid (comm) state ppid pgrp session ...": comm may contain spaces and parentheses.
-        state, ppid, pgid, sid = stat[stat.rindex(")") + 2 :].split()[:4]
-        out.append(Proc(int(entry.name), int(ppid), int(pgid), int(sid), state, cmd[:160] or stat.split()[1]))
-    return out
 
 
 def descendants(root: int) -> list[Proc]:
@@ -493,43 +466,6 @@ def test_the_ui_shows_the_effective_configuration(make_dev: Loaded) -> None:
     described = {f["name"]: f["description"] for f in resources["pipeline"]["configFields"]}
     assert described["lookback_days"].startswith("HEYMILO_LOOKBACK_DAYS: ")
     assert DEMO_KEY not in str(found)
-
-
-def chromium_binary() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def chromium(binary: str, args: list[str], tmp: Path, name: str) -> subprocess.CompletedProcess[bytes]:
-    """Run headless Chromium in its own session; on timeout kill all of it (renderer, GPU, zygote...)."""
-    profile = tmp / f"chromium-profile-{name}"
-    command = [
-        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-        f"--user-data-dir={profile}", *args,
-    ]  # fmt: skip
-    popen = subprocess.Popen(
-        command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, err = popen.communicate(timeout=SCREENSHOT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        signal_group(popen.pid, signal.SIGKILL)
-        out, err = popen.communicate()
-        message = f"chromium timed out after {SCREENSHOT_TIMEOUT_S:g}s:\n{err.decode(errors='replace')[-3000:]}"
-        raise AssertionError(message) from None
-    finally:
-        # Helpers (zygote, renderer) that outlived the browser: ours are in its session and use our profile.
-        for proc in processes():
-            if proc.sid == popen.pid and str(profile) in proc.cmd:
-                with suppress(ProcessLookupError, PermissionError):
-                    os.kill(proc.pid, signal.SIGKILL)
-    return subprocess.CompletedProcess(command, popen.returncode, out, err)
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", data[:16]
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def test_asset_graph_screenshot(request: pytest.FixtureRequest, tmp_path: Path) -> None:
