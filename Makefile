@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 ## stack and exercise it end to end (heymilo_pipeline_tests/test_deploy.py); removes what it made, stops what it started
 test-deploy: $(STAMP)
 	deploy/local/docker-host.sh up
-	$(BIN)/pytest -q -m deploy heymilo_pipeline_tests/test_deploy.py; status=$$?; \
+	$(BIN)/pytest -q -s -m deploy heymilo_pipeline_tests/test_deploy.py; status=$$?; \
 		deploy/local/docker-host.sh down; exit $$status
 
 ## make lint: ruff only (fast)

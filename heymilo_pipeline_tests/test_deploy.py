@@ -332,6 +332,38 @@ def set_api_latency(stack: Stack, latency_ms: int) -> None:
     stack.compose("up", "-d", "--no-deps", "api")
 
 
+def wait_for_fetch(stack: Stack, run_id: str) -> str:
+    """The run's first progress line ("... page 1, 100/1168 rows ...") once its fetch is under way."""
+
+    def fetching() -> str | None:
+        logs = graphql(WEBSERVER, RUN_LOGS, {"runId": run_id})["logsForRun"]
+        lines = [e.get("message") or "" for e in logs.get("events", [])]
+        return next((line for line in lines if "postings done; now posting" in line), None)
+
+    return wait_for(f"run {run_id} to fetch", fetching, RUN_TIMEOUT_S, stack, interval_s=0.5)
+
+
+def run_status(run_id: str) -> str:
+    return expect_type(graphql(WEBSERVER, RUN, {"runId": run_id})["runOrError"], "Run")["status"]
+
+
+LOCATIONS = """
+query {
+  locationStatusesOrError {
+    __typename
+    ... on WorkspaceLocationStatusEntries { entries { name loadStatus versionKey } }
+  }
+}
+"""
+
+
+def location_version() -> str | None:
+    """The webserver's version of the loaded code location: it changes when the webserver reloads a new server."""
+    found = expect_type(graphql(WEBSERVER, LOCATIONS)["locationStatusesOrError"], "WorkspaceLocationStatusEntries")
+    loaded = [e["versionKey"] for e in found["entries"] if e["loadStatus"] == "LOADED"]
+    return loaded[0] if loaded else None
+
+
 def test_a_run_whose_container_is_killed_fails_and_its_reexecution_completes_the_tables(stack: Stack) -> None:
     repo = loaded_repository(WEBSERVER)
     assert repo, "the code location is not loaded"
@@ -340,18 +372,9 @@ def test_a_run_whose_container_is_killed_fails_and_its_reexecution_completes_the
         # One posting's 30 days in one run, as the asset page's Materialize of a range launches it.
         tags = range_tags(DAYS[0], DAYS[-1], KILLED_POSTING, KILLED_POSTING)
         run_id = launch_run(WEBSERVER, repo, "candidates_job", tags)
-
-        def fetching() -> str | None:
-            """The run's first progress line ("... page 1, 100/1168 rows ...") once its fetch is under way."""
-            logs = graphql(WEBSERVER, RUN_LOGS, {"runId": run_id})["logsForRun"]
-            found = [
-                e["message"] for e in logs.get("events", []) if "postings done; now posting" in (e.get("message") or "")
-            ]
-            return found[0] if found else None
-
-        progress = wait_for(f"run {run_id} to fetch", fetching, RUN_TIMEOUT_S, stack, interval_s=0.5)
+        progress = wait_for_fetch(stack, run_id)
         run = expect_type(graphql(WEBSERVER, RUN, {"runId": run_id})["runOrError"], "Run")
-        container = {t["key"]: t["value"] for t in run["tags"]}["docker/container_id"]
+        container = {t["key"]: t["value"] for t in run["tags"]}["docker/container_id"]  # DockerRunLauncher's tag
         subprocess.run(["docker", "kill", container], check=True, capture_output=True, timeout=60)
         killed = time.monotonic()
         print(f"killed the container of run {run_id} at: {progress}")
@@ -372,6 +395,36 @@ def test_a_run_whose_container_is_killed_fails_and_its_reexecution_completes_the
     got = published(stack)  # also: no interview stored twice
     print(f"after the re-execution: {sum(got.values()):,} rows, {sum(truth(postings).values()):,} in the simulator")
     assert got == truth(postings)
+
+
+def test_a_rolling_restart_during_a_run_lets_the_run_finish(stack: Stack) -> None:
+    """An upgrade's restarts (the code location, then the daemon) while a run is in flight: the run's container,
+    started from the image of its launch, goes on and succeeds; the webserver reloads the code location."""
+    repo = loaded_repository(WEBSERVER)
+    assert repo, "the code location is not loaded"
+    before = published(stack)
+    posting = BACKFILL_POSTINGS[0]
+    set_api_latency(stack, SLOW_API_MS)
+    try:
+        run_id = launch_run(WEBSERVER, repo, "candidates_job", range_tags(DAYS[0], DAYS[-1], posting, posting))
+        wait_for_fetch(stack, run_id)
+        version, started = location_version(), time.monotonic()
+        stack.compose("up", "-d", "--no-deps", "--force-recreate", "code-location")
+
+        def new_version() -> bool:  # while the server is down the location is an error, not a version
+            return location_version() not in (None, version)
+
+        wait_for("the webserver to reload the new code location", new_version, STARTUP_TIMEOUT_S, stack)
+        assert loaded_repository(WEBSERVER), "the reloaded code location has no assets"
+        reload_s, status_then = time.monotonic() - started, run_status(run_id)
+        stack.compose("up", "-d", "--no-deps", "--force-recreate", "daemon")
+        print(f"code location recreated and reloaded in {reload_s:.1f} s (the run then: {status_then}), daemon "
+              f"recreated {time.monotonic() - started:.1f} s after the restart began")  # fmt: skip
+        done = wait_for_run(WEBSERVER, run_id, RUN_TIMEOUT_S, stack)
+    finally:
+        set_api_latency(stack, 0)
+    assert done["status"] == "SUCCESS", runs_report(WEBSERVER, [done])
+    assert published(stack) == before, "the run replaced its posting's days with other rows"
 
 
 def test_the_daily_update_runs_through_the_daemon(stack: Stack) -> None:
