@@ -28,6 +28,7 @@ SPEC_URI = "urn:heymilo:openapi"
 pytestmark = pytest.mark.skipif(not SPEC_PATH.exists(), reason=f"official OpenAPI document not found at {SPEC_PATH}")
 
 CANDIDATES = "/api/v2/postings/{posting_id}/candidates"
+INTERVIEW_DATA = "/api/v2/interviews/{interview_id}/data"
 
 
 @cache
@@ -139,3 +140,38 @@ def test_the_contract_check_catches_a_score_sent_as_a_string() -> None:
     candidate = schema_validator("CandidateResponse")
     scored = [r for r in tenant.truth() if r["score"] is not None]
     assert scored and all(not candidate.is_valid(r) for r in scored)
+
+
+def test_interview_results_match_the_spec(sim_get: SimGet, sim_tenant: Tenant) -> None:
+    """getInterviewData for candidates of every posting and status (not ready included), and its errors."""
+    seen: set[str] = set()
+    for posting_id in sim_tenant.posting_ids():
+        page = sim_get(f"/api/v2/postings/{posting_id}/candidates", {"limit": 100}).json()["data"]
+        for candidate in page[:40]:
+            response = sim_get(f"/api/v2/interviews/{candidate['interview_id']}/data")
+            assert response.status_code == 200, response.text
+            check(response, INTERVIEW_DATA)
+            seen.add(response.json()["data"]["status"])
+    assert {"not_ready", "knocked_out"} <= seen and seen & {"completed", "shortlisted", "dismissed"}, seen
+    cases = [
+        (sim_get("/api/v2/interviews/00000000000000AB/data"), 404),
+        (sim_get("/api/v2/interviews/not-an-id/data"), 404),
+        (sim_get("/api/v2/interviews/00000000000000AB/data", key=None), 401),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, response.text
+        check(response, INTERVIEW_DATA)
+
+
+def test_every_interview_result_of_a_tenant_matches_interview_data_response() -> None:
+    tenant = Tenant(TenantSpec(seed=5, postings=7, candidates_per_posting=(150, 250)))
+    result = schema_validator("InterviewDataResponse")
+    sections: set[str] = set()
+    count = 0
+    for candidate in tenant.truth():
+        data = tenant.interview_data(candidate["interview_id"])
+        assert_valid(result, data)
+        sections |= {k for k in ("web_interview", "resume", "sms", "form", "cheat_detection") if data[k]}
+        count += 1
+    assert count == tenant.candidate_count() > 800
+    assert sections == {"web_interview", "resume", "sms", "form", "cheat_detection"}

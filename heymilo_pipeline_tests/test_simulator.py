@@ -724,3 +724,94 @@ def test_cli_truth_writes_the_same_file_as_the_library(tmp_path: Path) -> None:
     tenant.write_truth(tmp_path / "expected.jsonl.gz")
     assert out.read_bytes() == (tmp_path / "expected.jsonl.gz").read_bytes()
     assert f"wrote {tenant.candidate_count()} candidates" in result.output
+
+
+# --- interview results (getInterviewData) -------------------------------------------------------------
+
+
+RESULT_SECTIONS = ("web_interview", "resume", "sms", "form")
+SECTION = {"web_interview": "web_interview", "resume": "resume", "conversational_sms": "sms", "form": "form"}
+
+
+def failures(data: dict[str, Any]) -> list[str]:
+    """What in these results disqualifies: a failed dealbreaker, knockout question or eligibility criterion."""
+    out = []
+    if data["sms"]:
+        out += [f"sms {c['criteria_id']}" for c in data["sms"]["criteria"] if c["is_dealbreaker"] and not c["passed"]]
+    if data["form"]:
+        out += [f"form {q['question_id']}" for q in data["form"]["questions"] if q["is_knockout"] and not q["passed"]]
+    if data["resume"] and not data["resume"]["is_eligible"]:
+        out += [f"resume {c['criteria_id']}" for c in data["resume"]["eligibility_criteria"] if not c["passed"]]
+    return out
+
+
+def test_interview_results_agree_with_the_candidate_listing() -> None:
+    tenant = Tenant(TenantSpec(seed=5, postings=7, candidates_per_posting=(150, 250)))
+    types = {(p["id"], step["id"]): step["type"] for p in tenant.postings() for step in p["workflow"]}
+    statuses: Counter[str] = Counter()
+    for record in tenant.truth():
+        data = tenant.interview_data(record["interview_id"])
+        assert data == tenant.interview_data(record["interview_id"].lower())  # ids are hex, either case
+        summary = record["agent_summary"] or {}
+        statuses[data["status"]] += 1
+        if record["status"] in ("pending", "in_progress"):
+            assert data["status"] == "not_ready" and not any(data[k] for k in (*RESULT_SECTIONS, "cheat_detection"))
+            continue
+        assert (data["status"], data["score"], data["workflow"]) == (
+            record["status"],
+            record["score"],
+            record["workflow"],
+        )
+        assert {k for k in RESULT_SECTIONS if data[k]} == {k for k in RESULT_SECTIONS if summary.get(k)}
+        if web := data["web_interview"]:
+            assert web["match_score"] == round(summary["web_interview"]["score"])
+            assert [q["rank"] for q in web["scorecard"]] == list(range(1, len(web["scorecard"]) + 1))
+            assert all(1 <= q["score"] <= 10 and 1 <= q["score_weight"] <= 10 for q in web["scorecard"])
+            assert 0 <= web["speech_score"] <= 5 and web["transcript"][0]["speaker"] == "Interviewer"
+        if resume := data["resume"]:
+            assert resume["overall_score"] == round(summary["resume"]["resume_score"] * 20, 1)
+            assert resume["is_eligible"] == summary["resume"]["is_eligible"]
+            assert all(0 <= c["score"] <= 10 and 0 <= c["confidence"] <= 1 for c in resume["score_criteria"])
+        if sms := data["sms"]:
+            assert {c["criteria_text"] for c in sms["criteria"] if c["passed"]} == set(
+                summary["sms"]["criteria_passed"]
+            )
+            assert {c["criteria_text"] for c in sms["criteria"] if not c["passed"]} == set(
+                summary["sms"]["criteria_failed"]
+            )
+            assert sms["is_eligible"] == summary["sms"]["is_eligible"]
+            assert sum(m["role"] == "agent" for m in sms["transcript"]) == sms["messages_sent"]
+        if form := data["form"]:
+            assert len(form["questions"]) == summary["form"]["questions_answered"]
+            assert (form["overall_status"] == "passed") == summary["form"]["is_complete"]
+        if cheat := data["cheat_detection"]:
+            assert cheat["overall_ranking"] is None or 1 <= cheat["overall_ranking"] <= 5
+        # A knocked-out candidate failed something disqualifying at the step that knocked it out; no one else did.
+        knocked = [
+            types[(record["posting_id"], st["step_id"])] for st in record["workflow"]["steps"] if st["knocked_out"]
+        ]
+        found = failures(data)
+        if knocked == ["web_interview"]:
+            assert not found and data["web_interview"]["match_score"] <= 30
+        elif knocked:
+            assert found and {f.split()[0] for f in found} == {SECTION[knocked[0]]}, (knocked, found)
+        else:
+            assert not found and record["status"] != "knocked_out"
+    assert statuses["not_ready"] and statuses["knocked_out"] and statuses["completed"] + statuses["shortlisted"]
+
+
+def test_interview_results_answer_404_for_erased_and_unknown_candidates() -> None:
+    tenant = Tenant(TenantSpec(seed=5, postings=5, candidates_per_posting=(20, 40)))
+    records = list(tenant.truth())
+    app = create_app(tenant, SIM_KEY)
+    get = make_get(app)
+    gone = records[0]["interview_id"]
+    assert get(f"/api/v2/interviews/{gone}/data").status_code == 200
+    tenant.delete_candidates([gone])
+    erased = get(f"/api/v2/interviews/{gone}/data")
+    assert erased.status_code == 404 and erased.json()["error"]["code"] == "resource_missing"
+    posting = next(r["posting_id"] for r in records if r["posting_id"] != records[0]["posting_id"])
+    tenant.delete_posting(posting)
+    other = next(r["interview_id"] for r in records if r["posting_id"] == posting)
+    assert get(f"/api/v2/interviews/{other}/data").status_code == 404
+    assert get("/api/v2/interviews/FFFFFFFFFFFFFFFF/data").status_code == 404

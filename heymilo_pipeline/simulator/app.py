@@ -18,7 +18,7 @@ from .params import date_range, limit_param, optional_str
 from .ratelimit import SlidingWindowLog
 from .responses import ApiError, invalid_request, json_response, paginated
 from .stats import SimStats
-from .tenant import Tenant, UnknownCursor
+from .tenant import Tenant, UnknownCursor, UnknownInterview
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -45,6 +45,7 @@ class ApiRoutes:
             Route("/api/v2/postings", _api_errors(self.list_postings), methods=["GET"]),
             Route("/api/v2/postings/list", _api_errors(self.list_posting_summaries), methods=["GET"]),
             Route("/api/v2/postings/{posting_id}/candidates", _api_errors(self.list_candidates), methods=["GET"]),
+            Route("/api/v2/interviews/{interview_id}/data", _api_errors(self.interview_data), methods=["GET"]),
         ]
 
     async def health(self, request: Request) -> Response:
@@ -93,6 +94,16 @@ class ApiRoutes:
             self.stats.fault("total_count_offset")
             total += self.faults.total_count_offset
         return json_response(paginated(items, has_more or stuck, total, request.url.path))
+
+    async def interview_data(self, request: Request) -> Response:
+        interview_id = request.path_params["interview_id"]
+        try:
+            data = self.tenant.interview_data(interview_id)
+        except UnknownInterview:
+            raise invalid_request(
+                "resource_missing", f"No such interview: {interview_id!r}", "interview_id", status=404
+            ) from None
+        return json_response({"data": data, "meta": None})
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

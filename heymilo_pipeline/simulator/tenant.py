@@ -21,6 +21,7 @@ from .fakedata import mix64
 from .population import PeoplePool, Population, ShapeParams, build_population
 from .postings import PostingDef, make_company, make_postings
 from .render import DataShape, PostingContext, render_candidate
+from .results import render_interview_data
 
 _INTERVIEW_ID = re.compile(r"[0-9A-Fa-f]{16}")
 
@@ -29,6 +30,12 @@ class UnknownPosting(LookupError):
     def __init__(self, posting_id: str) -> None:
         super().__init__(posting_id)
         self.posting_id = posting_id
+
+
+class UnknownInterview(LookupError):
+    def __init__(self, interview_id: str) -> None:
+        super().__init__(interview_id)
+        self.interview_id = interview_id
 
 
 class UnknownCursor(LookupError):
@@ -267,6 +274,38 @@ class Tenant:
         if position is None:
             raise UnknownCursor(cursor)
         return position
+
+    # --- interview results ------------------------------------------------------------------------
+
+    def interview_data(self, interview_id: str) -> dict[str, Any]:
+        """getInterviewData's ``data`` for a candidate that exists now (``status: "not_ready"`` while unfinished);
+        UnknownInterview for any other id: erased, not created yet, its posting deleted, or never issued."""
+        number = int(interview_id, 16) if _INTERVIEW_ID.fullmatch(interview_id) else None
+        if number is not None and number not in self._erased:
+            now = self._now
+            for posting in self._live_postings():
+                pop = self._populations[posting.id]
+                i = pop.position_of(number)
+                if i is None:
+                    continue
+                planned = self._deleted_at[posting.id]
+                if pop.created_at[i] <= now and (planned is None or planned[i] > now):
+                    ctx = self._contexts[posting.id]
+                    return render_interview_data(ctx, number, pop.created_at[i], pop.people[i], now)
+                break
+        raise UnknownInterview(interview_id)
+
+    def interview_results(self, as_of: float | None = None) -> Iterator[dict[str, Any]]:
+        """The results of every candidate existing at ``as_of`` (default: now) whose results are ready, exactly as
+        getInterviewData would return them then."""
+        as_of = self._now if as_of is None else as_of
+        for posting in self._live_postings():
+            pop = self._populations[posting.id]
+            ctx = self._contexts[posting.id]
+            for i in self._positions(posting.id, as_of):
+                doc = render_interview_data(ctx, pop.interview_ids[i], pop.created_at[i], pop.people[i], as_of)
+                if doc["status"] != "not_ready":
+                    yield doc
 
     # --- ground truth -----------------------------------------------------------------------------
 
