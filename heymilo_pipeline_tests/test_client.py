@@ -386,3 +386,71 @@ def test_a_record_off_the_spec_is_named_by_posting_page_and_field_never_by_its_v
     assert "posting P1" in message and "page 2" in message and f"data.0.{broken}" in message, message
     assert "(record 0000000000000003)" in message
     assert "Zelda" not in message and "zelda@" not in message and "Quartermain" not in message, message
+
+
+# --- interview results (getInterviewData) --------------------------------------------------------
+
+
+async def interview_answers(transport: httpx.AsyncBaseTransport, tmp_path: Path, ids: list[str]) -> list[Any]:
+    async with HeyMiloClient(settings(tmp_path), transport=transport) as client:
+        return [await client.interview_data(i, posting_id="P1") for i in ids]
+
+
+def test_interview_results_as_the_simulator_serves_them(tmp_path: Path) -> None:
+    tenant = Tenant(SMALL)
+    records = list(tenant.truth())
+    sample = [r for r in records if r["status"] in ("pending", "in_progress")][:5]
+    sample += [r for r in records if r["status"] not in ("pending", "in_progress")][:20]
+    erased = sample[-1]["interview_id"]
+    tenant.delete_candidates([erased])
+    ids = [r["interview_id"] for r in sample]
+    answers = run(interview_answers(asgi_transport(create_app(tenant, KEY)), tmp_path, ids))
+    assert [a.outcome for a in answers] == ["not_ready"] * 5 + ["ready"] * 19 + ["gone"]
+    assert all(a.raw == tenant.interview_data(a.interview_id) for a in answers if a.ready)
+    assert not any(a.unexpected for a in answers)
+
+
+def fixed_api(answers: dict[str, tuple[int, Any]]) -> httpx.MockTransport:
+    """An API that answers getInterviewData for each interview id with a fixed (status, body)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, body = answers[request.url.path.split("/")[-2]]
+        return httpx.Response(status, json=body)
+
+    return httpx.MockTransport(handler)
+
+
+def test_every_shape_of_not_ready_and_unknown_shapes_are_not_stored(tmp_path: Path) -> None:
+    """What the spec allows for "not ready" (it names the status, not the place), and answers it does not describe:
+    none is stored, none raises, and only the undescribed ones are flagged for a warning."""
+    minimal = {"interview_id": "A1", "posting_id": "P1", "name": "N", "email": "e@x", "status": "completed"}
+    error = {"type": "invalid_request_error", "message": "The candidate has not finished."}
+    answers = {
+        "A1": (200, {"data": {**minimal, "future_field": {"x": 1}}, "meta": None}),
+        "B1": (200, {"data": {**minimal, "interview_id": "B1", "status": "not_ready"}}),
+        "B2": (200, {"data": None, "meta": {"status": "NOT_READY"}}),
+        "B3": (200, {"status": "not-ready"}),
+        "B4": (400, {"error": {**error, "code": "not_ready"}}),
+        "B5": (404, {"error": {**error, "code": "interview_not_ready"}}),
+        "B6": (409, {"error": {**error, "code": "conflict", "type": "not_ready"}}),
+        "C1": (200, {"data": {**minimal, "interview_id": "OTHER"}}),
+        "C2": (200, []),
+        "C3": (200, {"data": {**minimal, "interview_id": "C3", "web_interview": "pending"}}),
+        "C4": (200, {"results": {}}),
+        "D1": (404, {"error": {**error, "code": "resource_missing", "message": "No such interview"}}),
+    }
+    got = {a.interview_id: a for a in run(interview_answers(fixed_api(answers), tmp_path, list(answers)))}
+    assert {i: a.outcome for i, a in got.items()} == {
+        "A1": "ready", **{f"B{n}": "not_ready" for n in range(1, 7)}, **{f"C{n}": "not_ready" for n in range(1, 5)},
+        "D1": "gone",
+    }  # fmt: skip
+    assert got["A1"].raw == answers["A1"][1]["data"]  # as sent, unknown fields too
+    assert {i for i, a in got.items() if a.unexpected} == {"C1", "C2", "C3", "C4"}
+    assert "OTHER" in got["C1"].note and "web_interview" in got["C3"].note
+
+
+def test_interview_results_with_a_rejected_key_raise(tmp_path: Path) -> None:
+    transport = fixed_api({"A1": (401, {"error": {"type": "authentication_error", "code": "invalid_api_key",
+                                                  "message": "Invalid or missing API key."}})})  # fmt: skip
+    with pytest.raises(errors.AuthenticationError):
+        run(interview_answers(transport, tmp_path, ["A1"]))

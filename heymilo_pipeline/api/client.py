@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import pydantic
@@ -43,6 +44,7 @@ from heymilo_pipeline.api.models import (
     PostingSummary,
     PostingSummaryList,
 )
+from heymilo_pipeline.api.results import InterviewAnswer, classify, not_ready_marker
 from heymilo_pipeline.api.settings import ClientSettings
 from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.api.windows import DayRange, iso_z
@@ -242,6 +244,28 @@ class HeyMiloClient:
             [lambda q=q: self.fetch_candidates(*q) for q in queries],
             max_concurrency or self.settings.max_concurrency,
         )
+
+    # --- interview results ------------------------------------------------------------------
+
+    async def interview_data(
+        self, interview_id: str, *, posting_id: str | None = None, stats: QueryStats | None = None
+    ) -> InterviewAnswer:
+        """getInterviewData (``GET /api/v2/interviews/{interview_id}/data``): the interview's results as sent, or
+        why there are none (not ready yet; gone, a 404, as for an erased candidate). One request, retried like
+        every other; errors other than those raise as usual."""
+        stats = stats if stats is not None else QueryStats()
+        context = errors.RequestContext(f"fetching the results of interview {interview_id}", posting_id)
+        path = f"/api/v2/interviews/{quote(interview_id, safe='')}/data"
+        try:
+            body = await self._get_json(path, {}, stats, context, posting_id=posting_id)
+        except errors.APIError as exc:
+            if not_ready_marker({"error": {"code": exc.code, "type": exc.error_type}}):
+                return InterviewAnswer(interview_id, "not_ready", note=f"not ready (HTTP {exc.status_code})")
+            if isinstance(exc, errors.NotFoundError):
+                return InterviewAnswer(interview_id, "gone", note=exc.detail)
+            raise
+        stats.rows += 1
+        return classify(interview_id, body)
 
     # --- one request, retried ---------------------------------------------------------------
 

@@ -160,6 +160,143 @@ class PostingSummary(APIModel):
     name: str | None = None
 
 
+# --- interview results (getInterviewData) -----------------------------------------------------
+
+
+class TranscriptEntry(APIModel):
+    speaker: str
+    text: str
+    timestamp: float
+    timestamp_str: str | None = None
+
+
+class ScorecardQuestion(APIModel):
+    question_id: str
+    question_text: str
+    score: float | None = None  # 1-10; a number, so a fraction or an out-of-range value reaches the checks
+    score_weight: float | None = 5
+    evaluation_summary: str | None = None
+    evaluation_criteria: str | None = None
+    score_1_description: str | None = None
+    score_5_description: str | None = None
+    not_scored: bool = False
+    rank: int | None = None
+    transcript: list[TranscriptEntry] = Field(default_factory=list)
+
+
+class WebInterviewResult(APIModel):
+    interview_id: str | None = None
+    match_score: float | None = None
+    highlights: list[str] = Field(default_factory=list)
+    lowlights: list[str] = Field(default_factory=list)
+    scorecard: list[ScorecardQuestion] = Field(default_factory=list)
+    speech_score: float | None = None
+    transcript: list[TranscriptEntry] = Field(default_factory=list)
+    audio_recording_url: str | None = None
+    video_recording_url: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class ResumeScoreCriterion(APIModel):
+    criteria_id: str
+    criteria_text: str | None = None
+    score: float | None = None
+    confidence: float | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class ResumeEligibilityCriterion(APIModel):
+    criteria_id: str
+    criteria_text: str | None = None
+    passed: bool | None = None
+    confidence: float | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class ResumeResult(APIModel):
+    interview_id: str | None = None
+    overall_score: float | None = None
+    is_eligible: bool | None = None
+    score_criteria: list[ResumeScoreCriterion] = Field(default_factory=list)
+    eligibility_criteria: list[ResumeEligibilityCriterion] = Field(default_factory=list)
+    resume_url: str | None = None
+
+
+class SMSCriterionResult(APIModel):
+    criteria_id: str
+    criteria_text: str | None = None
+    passed: bool | None = None
+    confidence: float | None = None
+    is_dealbreaker: bool = False
+    reasons: list[str] = Field(default_factory=list)
+
+
+class SMSMessage(APIModel):
+    role: str
+    text: str
+    timestamp: float | None = None
+
+
+class SMSResult(APIModel):
+    interview_id: str | None = None
+    is_eligible: bool | None = None
+    confidence: float | None = None
+    criteria: list[SMSCriterionResult] = Field(default_factory=list)
+    transcript: list[SMSMessage] = Field(default_factory=list)
+    messages_sent: int | None = None
+    messages_received: int | None = None
+
+
+class FormQuestionResult(APIModel):
+    question_id: str
+    question_text: str | None = None
+    question_type: str | None = None
+    is_knockout: bool | None = None
+    passed: bool | None = None
+    candidate_answer: str | None = None
+    expected_answer: str | None = None
+
+
+class FormResult(APIModel):
+    interview_id: str | None = None
+    overall_status: str | None = None
+    questions: list[FormQuestionResult] = Field(default_factory=list)
+
+
+class CheatDetection(APIModel):
+    overall_confidence: float | None = None
+    overall_ranking: float | None = None  # 1-5
+    enabled: bool | None = None
+    threshold: float | None = None
+    types: list[str] | None = None
+    # The signals' payloads vary by detector and version (the spec calls some of them raw); kept as sent.
+    web_interview: dict[str, Any] | None = None
+    resume: dict[str, Any] | None = None
+
+
+class InterviewDataResponse(APIModel):
+    """A candidate's results across its workflow. Fields the spec requires are optional here on purpose: results
+    are read one interview at a time, and a result missing a field is stored with a null the checks report,
+    rather than failing its posting."""
+
+    object: str | None = "interview_data"
+    interview_id: str
+    candidate_id: str | None = None
+    posting_id: str | None = None
+    name: str | None = None
+    email: str | None = None
+    score: float | None = None
+    status: str | None = None
+    workflow: CandidateWorkflow | None = None
+    web_interview: WebInterviewResult | None = None
+    resume: ResumeResult | None = None
+    sms: SMSResult | None = None
+    form: FormResult | None = None
+    cheat_detection: CheatDetection | None = None
+    metadata: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+
+
 # --- envelopes and errors ---------------------------------------------------------------------
 
 
