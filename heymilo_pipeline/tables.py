@@ -213,4 +213,138 @@ PARTITION_LOADS = spec(
 )
 # fmt: on
 
+# --- interview results (getInterviewData) ---------------------------------------------------------------
+# Every table is keyed by interview and carries the posting and the candidate's created_date, the partition its
+# candidate belongs to, so a posting-day's results are replaced together with its candidates.
+
+_RESULT_KEYS = (
+    ("interview_id", _S, "The candidate's interview_id.", NOT_NULL),
+    ("posting_id", _S, "ID of the posting the candidate belongs to.", NOT_NULL),
+    ("created_date", _D, "The candidate's created_date (partition day).", NOT_NULL),
+)
+_PERSONAL = "personal data; null or a keyed hash under HEYMILO_PII=drop|hash"
+
+# fmt: off
+INTERVIEW_RESULTS = spec(
+    "interview_results",
+    "One row per interview whose results HeyMilo has ready (getInterviewData): scores, verdicts and the integrity "
+    "ranking, as of the candidate state they were fetched for.",
+    *_RESULT_KEYS,
+    ("fetched_at", _TS, "When the results were fetched (UTC).", NOT_NULL),
+    ("candidate_state", _S, "The candidate's listing state the results were fetched for (status, score, "
+                            "interviewed_at, last activity); a change of it fetches the results again.", NOT_NULL),
+    ("status", _S, "The candidate's status when the results were fetched.", NOT_NULL),
+    ("score", _F, "Overall match score (0-100) when the results were fetched."),
+    ("web_interview_match_score", _F, "Web interview: overall match score (0-100)."),
+    ("web_interview_speech_score", _F, "Web interview: communication and speech score (0.0-5.0)."),
+    ("web_interview_questions", _I32, "Web interview: questions in the scorecard (null without a web interview)."),
+    ("web_interview_weighted_score", _F, "Web interview: the scorecard's scores (1-10) averaged by their weights, "
+                                         "informational questions left out."),
+    ("web_interview_highlights", _L, "Web interview: candidate strengths identified by the AI."),
+    ("web_interview_lowlights", _L, "Web interview: areas for improvement."),
+    ("web_interview_tags", _L, "Web interview: tags extracted from the interview."),
+    ("resume_overall_score", _F, "Resume: weighted score across all criteria (0.0-100.0)."),
+    ("resume_is_eligible", _B, "Resume: whether the candidate meets all eligibility criteria."),
+    ("sms_is_eligible", _B, "SMS screening: the overall eligibility verdict."),
+    ("sms_confidence", _F, "SMS screening: the AI's confidence in the verdict (0.0-1.0)."),
+    ("sms_messages_sent", _I64, "SMS screening: messages sent by the agent."),
+    ("sms_messages_received", _I64, "SMS screening: messages received from the candidate."),
+    ("form_overall_status", _S, "Form screening: passed, failed or pending."),
+    ("integrity_enabled", _B, "Whether cheat detection is enabled for the posting; null when not configured."),
+    ("integrity_overall_ranking", _F, "Integrity: severity ranking, 1 (no cheating) to 5 (highly detected)."),
+    ("integrity_overall_confidence", _F, "Integrity: aggregate confidence across all signals (0.0-1.0)."),
+    ("integrity_threshold", _F, "Integrity: the posting's detection threshold (0-100)."),
+    ("integrity_types", _L, "Integrity: the detection types enabled for the posting."),
+    ("extra", _S, "Fields of the results the pipeline's models do not know (yet), as JSON keyed by dotted path; "
+                  "null when there are none.", JSON),
+    primary_key=("interview_id",),
+)
+SCORECARD = spec("interview_scorecard", "One row per web-interview question of an interview's scorecard.",
+    *_RESULT_KEYS,
+    ("question_id", _S, "Unique question identifier.", NOT_NULL),
+    ("rank", _I64, "Order in which the question was asked (1-based)."),
+    ("question_text", _S, "The question as asked to the candidate."),
+    ("score", _F, "Score (1-10): 1 weak, 10 exceptional; null when not_scored."),
+    ("score_weight", _F, "Importance weight of the question (1-10)."),
+    ("not_scored", _B, "True when the question was informational only.", NOT_NULL),
+    ("evaluation_summary", _S, f"The AI's summary of the candidate's answer ({_PERSONAL})."),
+    ("evaluation_criteria", _S, "Criteria used to evaluate the question."),
+    primary_key=("interview_id", "question_id"),
+)
+RESUME_CRITERIA = spec("interview_resume_criteria", "One row per resume scoring criterion of an interview.",
+    *_RESULT_KEYS,
+    ("criteria_id", _S, "Unique criterion identifier.", NOT_NULL),
+    ("criteria_text", _S, "The criterion as defined by the recruiter."),
+    ("score", _F, "Score (0.0-10.0)."),
+    ("confidence", _F, "The AI's confidence (0.0-1.0)."),
+    ("reasons", _L, f"The AI's reasoning for the score ({_PERSONAL})."),
+    primary_key=("interview_id", "criteria_id"),
+)
+ELIGIBILITY_CRITERIA = spec("interview_eligibility_criteria",
+    "One row per resume eligibility criterion of an interview.",
+    *_RESULT_KEYS,
+    ("criteria_id", _S, "Unique criterion identifier.", NOT_NULL),
+    ("criteria_text", _S, "The criterion description."),
+    ("passed", _B, "Whether the candidate meets the criterion."),
+    ("confidence", _F, "The AI's confidence (0.0-1.0)."),
+    ("reasons", _L, f"The AI's reasoning for the pass or fail ({_PERSONAL})."),
+    primary_key=("interview_id", "criteria_id"),
+)
+SMS_CRITERIA = spec("interview_sms_criteria", "One row per SMS screening criterion of an interview.",
+    *_RESULT_KEYS,
+    ("criteria_id", _S, "Unique criterion identifier.", NOT_NULL),
+    ("criteria_text", _S, "The question asked by SMS."),
+    ("passed", _B, "Whether the candidate passed the criterion."),
+    ("is_dealbreaker", _B, "Whether failing the criterion disqualifies the candidate.", NOT_NULL),
+    ("confidence", _F, "The AI's confidence (0.0-1.0)."),
+    ("reasons", _L, f"The AI's reasoning ({_PERSONAL})."),
+    primary_key=("interview_id", "criteria_id"),
+)
+FORM_QUESTIONS = spec("interview_form_questions", "One row per form question an interview's candidate answered.",
+    *_RESULT_KEYS,
+    ("question_id", _S, "Unique question identifier.", NOT_NULL),
+    ("question_text", _S, "The question displayed on the form."),
+    ("question_type", _S, "Form field type: textarea, number, multiple-choice, file-upload, slider or date."),
+    ("is_knockout", _B, "Whether the question is a knockout (pass/fail) question."),
+    ("passed", _B, "Whether the candidate's answer passed validation."),
+    ("candidate_answer", _S, f"The candidate's answer ({_PERSONAL})."),
+    ("expected_answer", _S, "The expected answer (knockout questions)."),
+    primary_key=("interview_id", "question_id"),
+)
+INTEGRITY_SIGNALS = spec("interview_integrity_signals",
+    "One row per integrity signal of an interview's cheat detection: transcript_cheating, llm_generated, "
+    "unusual_delay and tab_switching (web interview), resume_ai_generated (resume).",
+    *_RESULT_KEYS,
+    ("signal", _S, "The detector.", NOT_NULL),
+    ("detected", _B, "Whether the detector flagged the interview (null when it gives no verdict)."),
+    ("confidence", _F, "The detector's confidence or probability (0.0-1.0)."),
+    ("events", _I64, "Instances, segments or events the detector reported."),
+    primary_key=("interview_id", "signal"),
+)
+TRANSCRIPTS = spec("interview_transcripts",
+    "One row per turn of an interview's transcripts (web interview and SMS); stored only when "
+    "HEYMILO_STORE_TRANSCRIPTS is on.",
+    *_RESULT_KEYS,
+    ("source", _S, "web_interview or sms.", NOT_NULL),
+    ("turn", _I64, "Position of the turn in its transcript (1-based).", NOT_NULL),
+    ("speaker", _S, "Interviewer, Candidate or System (web interview); agent or candidate (SMS).", NOT_NULL),
+    ("text", _S, f"What was said or written ({_PERSONAL})."),
+    ("seconds", _F, "Web interview: seconds from the start of the interview."),
+    ("sent_at", _TS, "SMS: when the message was sent (UTC)."),
+    primary_key=("interview_id", "source", "turn"),
+)
+RAW_RESULTS = spec("raw_interview_results",
+    "Every interview's results as the API sent them (signed URLs removed; personal data and transcripts as the "
+    "settings say), enough to rebuild the results tables: the lake's Parquet under lake/raw/results, or this table "
+    "of the shared tables.",
+    *_RESULT_KEYS,
+    ("fetched_at", _TS, "When the results were fetched (UTC).", NOT_NULL),
+    ("candidate_state", _S, "The candidate's listing state the results were fetched for.", NOT_NULL),
+    ("record", _S, "The results object (data) as the API returned it, scrubbed (JSON).", NOT_NULL, JSON),
+)
+# fmt: on
+
+RESULT_TABLES = (INTERVIEW_RESULTS, SCORECARD, RESUME_CRITERIA, ELIGIBILITY_CRITERIA, SMS_CRITERIA, FORM_QUESTIONS)
+RESULT_TABLES += (INTEGRITY_SIGNALS, TRANSCRIPTS)
+
 WAREHOUSE_TABLES = (CANDIDATES, WORKFLOW_STEPS, POSTINGS, PARTITION_LOADS)  # DuckDB

@@ -165,8 +165,8 @@ class PostingSummary(APIModel):
 
 class TranscriptEntry(APIModel):
     speaker: str
-    text: str
-    timestamp: float
+    text: str | None = None  # null once HEYMILO_PII=drop has been applied
+    timestamp: float | None = None
     timestamp_str: str | None = None
 
 
@@ -233,7 +233,7 @@ class SMSCriterionResult(APIModel):
 
 class SMSMessage(APIModel):
     role: str
-    text: str
+    text: str | None = None
     timestamp: float | None = None
 
 
