@@ -37,7 +37,7 @@ class InterviewAnswer:
 
 
 def _says_not_ready(value: Any) -> bool:
-    """ "not_ready", and its spellings: "NOT_READY", "not-ready", "interview_not_ready"..."""
+    """Whether ``value`` says not ready, however spelled: not_ready, NOT_READY, not-ready, interview_not_ready."""
     return isinstance(value, str) and NOT_READY in value.strip().lower().replace("-", "_").replace(" ", "_")
 
 
