@@ -29,9 +29,11 @@ test-fast: $(STAMP)
 ## make test-deploy: install and start a Docker engine if none runs (root, Debian), build deploy/'s images, start the
 ## stack and exercise it end to end (heymilo_pipeline_tests/test_deploy.py); removes what it made, stops what it started
 test-deploy: $(STAMP)
-	deploy/local/docker-host.sh up
-	$(BIN)/pytest -q -s -m deploy heymilo_pipeline_tests/test_deploy.py; status=$$?; \
-		deploy/local/docker-host.sh down; exit $$status
+	deploy/local/docker-host.sh up; status=$$?; \
+	if [ $$status = 0 ]; then \
+		$(BIN)/pytest -q -s --durations=0 -m deploy heymilo_pipeline_tests/test_deploy.py; status=$$?; \
+	fi; \
+	deploy/local/docker-host.sh down; exit $$status
 
 ## make lint: ruff only (fast)
 lint: $(STAMP)

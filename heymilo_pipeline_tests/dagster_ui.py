@@ -322,6 +322,94 @@ def wait_for_run(url: str, run_id: str, timeout_s: float, watched: Watched) -> d
     return wait_for(f"run {run_id} to finish", finished, timeout_s, watched, interval_s=1.0)
 
 
+def launch_backfill(url: str, params: dict[str, Any], timeout_s: float, watched: Watched) -> dict[str, Any]:
+    """Launch a backfill as the asset page's Launch backfill does (``LaunchBackfillParams``) and wait for its end;
+    the ``BACKFILL`` node, once it and every run of it succeeded (else the failure, with the runs' errors)."""
+    launched = graphql(url, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    backfill_id = expect_type(launched, "LaunchBackfillSuccess")["backfillId"]
+
+    def finished() -> dict[str, Any] | None:
+        found = graphql(url, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+        backfill = expect_type(found, "PartitionBackfill")
+        return backfill if backfill["status"] in BACKFILL_DONE else None
+
+    backfill = wait_for(f"backfill {backfill_id} to finish", finished, timeout_s, watched, interval_s=2.0)
+    runs = backfill["runs"]
+    assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS") and all(r["status"] == "SUCCESS" for r in runs), (
+        f"backfill {backfill['status']}: {backfill['error']}\n{runs_report(url, runs)}"
+    )
+    return backfill
+
+
+REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams!) {
+  launchRunReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+RUNS = """
+query Runs($filter: RunsFilter!) {
+  runsOrError(filter: $filter) {
+    __typename
+    ... on Runs { results { runId jobName status } }
+  }
+}
+"""
+
+
+def runs_tagged(url: str, tags: dict[str, str]) -> list[dict[str, Any]]:
+    """The runs (id, job, status) carrying every one of ``tags``."""
+    found = graphql(url, RUNS, {"filter": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}})
+    return expect_type(found["runsOrError"], "Runs")["results"]
+
+
+LOCATIONS = """
+query {
+  workspaceOrError {
+    __typename
+    ... on Workspace { locationEntries { name loadStatus versionKey locationOrLoadError { __typename } } }
+  }
+}
+"""
+
+
+def location_version(url: str) -> str | None:
+    """The version of the code location the webserver has loaded (it changes when the webserver loads a new server),
+    or None while it loads or holds only the error of a server it cannot reach."""
+    found = expect_type(graphql(url, LOCATIONS)["workspaceOrError"], "Workspace")
+    loaded = [
+        e["versionKey"] for e in found["locationEntries"]
+        if e["loadStatus"] == "LOADED" and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
+    ]  # fmt: skip
+    return loaded[0] if loaded else None
+
+
+def _budget(size: tuple[int, int]) -> list[str]:
+    # The UI renders client-side: Chromium runs the page's scripts for up to 20 s of virtual time first.
+    return ["--virtual-time-budget=20000", f"--window-size={size[0]},{size[1]}"]
+
+
+def page_dom(binary: str, page: str, tmp: Path, size: tuple[int, int] = (1600, 1000)) -> str:
+    """The HTML of ``page`` once headless Chromium rendered it (the UI renders client-side)."""
+    dom = chromium(binary, [*_budget(size), "--dump-dom", page], tmp, "dom")
+    assert dom.returncode == 0, f"chromium --dump-dom {page}: {dom.stderr.decode(errors='replace')[-3000:]}"
+    return dom.stdout.decode(errors="replace")
+
+
+def screenshot(binary: str, page: str, tmp: Path, png: Path, size: tuple[int, int] = (1600, 1000)) -> bytes:
+    """A PNG of ``page`` from headless Chromium, checked to be one of ``size`` with content."""
+    shot = chromium(binary, [*_budget(size), f"--screenshot={png}", page], tmp, "shot")
+    assert shot.returncode == 0 and png.exists(), shot.stderr.decode(errors="replace")[-3000:]
+    data = png.read_bytes()
+    assert png_size(data) == size and len(data) > 30_000, f"{png}: {png_size(data)}, {len(data)} bytes (empty page?)"
+    return data
+
+
 def runs_report(url: str, runs: list[dict[str, Any]]) -> str:
     """The errors and warnings of every run that did not succeed."""
     out = []

@@ -40,15 +40,15 @@ from heymilo_pipeline_tests.dagster_ui import (
     RUN_LOGS,
     Proc,
     check_names,
-    chromium,
     chromium_binary,
     expect_type,
     free_port,
     graphql,
     launch_run,
     loaded_repository,
-    png_size,
+    page_dom,
     processes,
+    screenshot,
     server_answers,
     signal_group,
     tail,
@@ -477,22 +477,11 @@ def test_asset_graph_screenshot(request: pytest.FixtureRequest, tmp_path: Path) 
     # What the UI's "Skip" on its first-visit community dialog does; otherwise the dialog covers the graph.
     graphql(dev.url, "mutation { setNuxSeen }")
     page = f"{dev.url}/locations/{repo['location']['name']}/asset-groups/{GROUP}"
-    budget = ["--virtual-time-budget=15000", "--window-size=1600,1000"]
-
-    # The page rendered the graph (node labels in the DOM), not a spinner or an error page...
-    dom = chromium(binary, [*budget, "--dump-dom", page], tmp_path, "dom")
-    html = dom.stdout.decode(errors="replace")
+    # The page rendered the graph (node labels), not a spinner or an error page...
+    html = page_dom(binary, page, tmp_path)
     missing = [key for key in sorted(ASSETS - {"posting_funnel"}) if key not in html]  # the page of one group
-    assert dom.returncode == 0 and not missing, (
-        f"chromium --dump-dom {page}: exit {dom.returncode}, assets missing {missing}\n{html[-3000:]}\n"
-        f"{dom.stderr.decode(errors='replace')[-3000:]}"
-    )
-
+    assert not missing, f"{page}: assets missing {missing}\n{html[-3000:]}"
     # ...and the screenshot of the same page is a real 1600x1000 PNG with content.
     png = tmp_path / "graph.png"
-    shot = chromium(binary, [*budget, f"--screenshot={png}", page], tmp_path, "shot")
-    assert shot.returncode == 0 and png.exists(), shot.stderr.decode(errors="replace")[-3000:]
-    data = png.read_bytes()
-    assert png_size(data) == (1600, 1000)
-    assert len(data) > 30_000, f"{png}: only {len(data)} bytes, likely an empty page"
+    data = screenshot(binary, page, tmp_path, png)
     print(f"asset graph screenshot: {png} ({len(data):,} bytes) of {page}")

@@ -652,6 +652,23 @@ def test_admin_stats_clock_and_truth() -> None:
     assert bad.status_code == 400 and unauthorized.status_code == 401
 
 
+def test_admin_latency_slows_every_later_request() -> None:
+    app = create_app(Tenant(TINY), SIM_KEY)
+    headers = {"X-API-KEY": SIM_KEY}
+
+    def postings_after(ms: Any) -> tuple[httpx.Response, float]:
+        calls = [("POST", "/_sim/latency", {"headers": headers, "json": {"ms": ms}})]
+        set_latency = asyncio.run(sim_requests(app, calls))[0]
+        started = time.perf_counter()
+        asyncio.run(sim_requests(app, [("GET", "/api/v2/postings", {"headers": headers})]))
+        return set_latency, time.perf_counter() - started
+
+    slow, slow_s = postings_after(300)
+    assert slow.json() == {"latency_ms": 300.0} and slow_s >= 0.3  # a lower bound: a busy machine only adds
+    assert postings_after(0)[0].json() == {"latency_ms": 0.0}
+    assert [postings_after(bad)[0].status_code for bad in (-1, "x", None)] == [400, 400, 400]
+
+
 # --- real sockets ---------------------------------------------------------------------------------
 
 

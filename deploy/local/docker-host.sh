@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Docker host for `make test-deploy` on a Debian machine where none runs and no image can be pulled.
-#   docker-host.sh up    install Debian's docker.io, docker-compose and debootstrap if missing; start dockerd if
-#                        none answers (remembering that it did); make the base image if missing
+#   docker-host.sh up    install Debian's docker.io, docker-compose, debootstrap and chromium if missing; start
+#                        dockerd if none answers (remembering that it did); make the base image if missing
 #   docker-host.sh down  stop dockerd if `up` started it
 # The daemon runs without iptables and without the default bridge (user-defined networks still work, and
 # ports published on 127.0.0.1 answer), on the vfs storage driver: what works inside this kind of sandbox.
@@ -17,6 +17,7 @@ up() {
   command -v dockerd >/dev/null || missing+=(docker.io)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)  # the UI check
   if [ ${#missing[@]} -gt 0 ]; then
     need_root "installing ${missing[*]}"
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"

@@ -5,6 +5,7 @@ They sit under /_sim, need the API key, and are never rate limited or fault-inje
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .faults import FaultInjector
 from .responses import ApiError, invalid_request, json_response
 from .stats import SimStats
 from .tenant import Tenant
@@ -20,9 +22,10 @@ from .timeparse import parse_timestamp
 
 
 class AdminRoutes:
-    def __init__(self, tenant: Tenant, stats: SimStats) -> None:
+    def __init__(self, tenant: Tenant, stats: SimStats, injector: FaultInjector) -> None:
         self.tenant = tenant
         self.stats = stats
+        self.injector = injector
 
     def routes(self) -> list[Route]:
         return [
@@ -31,6 +34,7 @@ class AdminRoutes:
             Route("/_sim/clock", self.clock, methods=["GET", "POST"]),
             Route("/_sim/truth", self.truth, methods=["GET"]),
             Route("/_sim/delete", self.delete, methods=["POST"]),
+            Route("/_sim/latency", self.latency, methods=["POST"]),
         ]
 
     async def get_stats(self, request: Request) -> Response:
@@ -86,6 +90,18 @@ class AdminRoutes:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             return _error(invalid_request("invalid_body", 'Send {"posting_id": id} or {"interview_ids": [ids]}.'))
         return json_response({"deleted_candidates": self.tenant.delete_candidates(ids)})
+
+    async def latency(self, request: Request) -> Response:
+        """Every request's added latency from now on: ``{"ms": milliseconds}`` (a slow API on demand, so a test can
+        act on a run while it fetches)."""
+        try:
+            ms = (await request.json())["ms"]
+            if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 <= ms < math.inf:
+                raise ValueError(ms)
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            return _error(invalid_request("invalid_body", 'Send {"ms": milliseconds >= 0}.', "ms"))
+        self.injector.faults = dataclasses.replace(self.injector.faults, latency_ms=float(ms))
+        return json_response({"latency_ms": self.injector.faults.latency_ms})
 
     async def truth(self, request: Request) -> Response:
         raw = request.query_params.get("as_of")

@@ -117,10 +117,9 @@ def create_app(tenant: Tenant, api_key: str, faults: Faults | None = None) -> St
     faults = faults or Faults()
     limiter = SlidingWindowLog(faults.rate_limit, faults.rate_window_s)
     stats = SimStats(limiter)
-    routes = ApiRoutes(tenant, faults, stats).routes() + AdminRoutes(tenant, stats).routes()
-    gateway = Middleware(
-        Gateway, api_key=api_key, injector=FaultInjector(faults), limiter=limiter, stats=stats, routes=routes
-    )
+    injector = FaultInjector(faults)
+    routes = ApiRoutes(tenant, faults, stats).routes() + AdminRoutes(tenant, stats, injector).routes()
+    gateway = Middleware(Gateway, api_key=api_key, injector=injector, limiter=limiter, stats=stats, routes=routes)
     app = Starlette(routes=routes, middleware=[gateway], exception_handlers={HTTPException: _http_exception})
     app.state.api_key = api_key  # for tests calling the admin routes; never rendered anywhere
     app.state.tenant = tenant
