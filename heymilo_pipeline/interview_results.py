@@ -310,95 +310,29 @@ def flatten(results: Iterable[StoredResult]) -> dict[str, pa.Table]:
                 "extra": json_text(unknown) if unknown else None,
             }
         )
+        # The child tables' columns are their items' field names, keys aside: one row per item.
+        children = [
+            (SCORECARD, web and web.scorecard),
+            (RESUME_CRITERIA, resume and resume.score_criteria),
+            (ELIGIBILITY_CRITERIA, resume and resume.eligibility_criteria),
+            (SMS_CRITERIA, sms and sms.criteria),
+            (FORM_QUESTIONS, form and form.questions),
+        ]
+        for spec, items in children:
+            fields = [name for name in spec.names if name not in keys]
+            rows[spec.name] += [{**keys, **{f: getattr(item, f) for f in fields}} for item in items or ()]
         if web is not None:
-            rows[SCORECARD.name] += [
-                {
-                    **keys,
-                    "question_id": q.question_id,
-                    "rank": q.rank,
-                    "question_text": q.question_text,
-                    "score": q.score,
-                    "score_weight": q.score_weight,
-                    "not_scored": q.not_scored,
-                    "evaluation_summary": q.evaluation_summary,
-                    "evaluation_criteria": q.evaluation_criteria,
-                }
-                for q in web.scorecard
-            ]
             rows[TRANSCRIPTS.name] += [
-                {
-                    **keys,
-                    "source": "web_interview",
-                    "turn": n,
-                    "speaker": t.speaker,
-                    "text": t.text,
-                    "seconds": t.timestamp,
-                    "sent_at": None,
-                }
+                {**keys, "source": "web_interview", "turn": n, "speaker": t.speaker, "text": t.text,
+                 "seconds": t.timestamp, "sent_at": None}
                 for n, t in enumerate(web.transcript, start=1)
-            ]
-        if resume is not None:
-            rows[RESUME_CRITERIA.name] += [
-                {
-                    **keys,
-                    "criteria_id": c.criteria_id,
-                    "criteria_text": c.criteria_text,
-                    "score": c.score,
-                    "confidence": c.confidence,
-                    "reasons": c.reasons,
-                }
-                for c in resume.score_criteria
-            ]
-            rows[ELIGIBILITY_CRITERIA.name] += [
-                {
-                    **keys,
-                    "criteria_id": c.criteria_id,
-                    "criteria_text": c.criteria_text,
-                    "passed": c.passed,
-                    "confidence": c.confidence,
-                    "reasons": c.reasons,
-                }
-                for c in resume.eligibility_criteria
-            ]
+            ]  # fmt: skip
         if sms is not None:
-            rows[SMS_CRITERIA.name] += [
-                {
-                    **keys,
-                    "criteria_id": c.criteria_id,
-                    "criteria_text": c.criteria_text,
-                    "passed": c.passed,
-                    "is_dealbreaker": c.is_dealbreaker,
-                    "confidence": c.confidence,
-                    "reasons": c.reasons,
-                }
-                for c in sms.criteria
-            ]
             rows[TRANSCRIPTS.name] += [
-                {
-                    **keys,
-                    "source": "sms",
-                    "turn": n,
-                    "speaker": t.role,
-                    "text": t.text,
-                    "seconds": None,
-                    "sent_at": _ts(t.timestamp),
-                }
+                {**keys, "source": "sms", "turn": n, "speaker": t.role, "text": t.text, "seconds": None,
+                 "sent_at": _ts(t.timestamp)}
                 for n, t in enumerate(sms.transcript, start=1)
-            ]
-        if form is not None:
-            rows[FORM_QUESTIONS.name] += [
-                {
-                    **keys,
-                    "question_id": q.question_id,
-                    "question_text": q.question_text,
-                    "question_type": q.question_type,
-                    "is_knockout": q.is_knockout,
-                    "passed": q.passed,
-                    "candidate_answer": q.candidate_answer,
-                    "expected_answer": q.expected_answer,
-                }
-                for q in form.questions
-            ]
+            ]  # fmt: skip
         if cheat is not None:
             rows[INTEGRITY_SIGNALS.name] += [{**keys, **signal} for signal in _signals(cheat)]
     return {name: pa.Table.from_pylist(found, schema=_SPECS[name].schema) for name, found in rows.items()}
