@@ -303,9 +303,10 @@ def _section(ctx: PostingContext, step: StepDef, sp: StepPlan, state: str, iid_h
 
 
 def render_candidate(
-    ctx: PostingContext, interview_id: int, created_at: float, person_number: int, now: float
+    ctx: PostingContext, interview_id: int, created_at: float, person_number: int, now: float, plan: Plan | None = None
 ) -> dict[str, Any]:
-    plan = plan_candidate(ctx, interview_id, created_at)
+    """The candidate as the listing shows it at ``now``; ``plan``: its plan, when the caller has made it already."""
+    plan = plan or plan_candidate(ctx, interview_id, created_at)
     iid_hex = f"{interview_id:016X}"
     step_views = []
     summary: dict[str, Any] = {"resume": None, "web_interview": None, "sms": None, "form": None}

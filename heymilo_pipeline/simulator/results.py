@@ -297,7 +297,8 @@ def render_interview_data(
     ctx: PostingContext, interview_id: int, created_at: float, person_number: int, now: float
 ) -> dict[str, Any]:
     """The ``data`` of getInterviewData for this candidate at ``now``."""
-    candidate = render_candidate(ctx, interview_id, created_at, person_number, now)
+    plan = plan_candidate(ctx, interview_id, created_at)
+    candidate = render_candidate(ctx, interview_id, created_at, person_number, now, plan)
     doc: dict[str, Any] = {
         "object": "interview_data",
         **{k: candidate[k] for k in ("interview_id", "candidate_id", "posting_id", "name", "email", "score")},
@@ -314,7 +315,6 @@ def render_interview_data(
     if candidate["status"] in UNFINISHED:
         doc["status"] = NOT_READY
         return doc
-    plan = plan_candidate(ctx, interview_id, created_at)
     rng = random.Random((ctx.seed << 64) | (interview_id ^ _SALT_RESULTS))
     iid_hex = candidate["interview_id"]
     first = candidate["name"].split(" ", 1)[0] if candidate["name"] else FIRST_NAMES[0]
