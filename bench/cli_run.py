@@ -56,7 +56,8 @@ def main() -> None:
         extra = dict(pair.split("=", 1) for pair in args.env)
         env = user_environment(args, Path(work), args.rate_limit, args.posting, **production(args), **extra)
         reset_server_stats(args.url)
-        command = [CLI, "backfill", "--start", args.first.isoformat(), "--end", args.last.isoformat()]
+        # Candidates only: these figures are the candidate backfill's (interview results have their own section).
+        command = [CLI, "backfill", "--start", args.first.isoformat(), "--end", args.last.isoformat(), "--no-results"]
         started, started_at = time.perf_counter(), time.time()
         done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True)
         seconds, ended_at = time.perf_counter() - started, time.time()

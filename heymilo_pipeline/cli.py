@@ -28,7 +28,7 @@ from heymilo_pipeline.defs.checks import WAREHOUSE_CHECKS
 from heymilo_pipeline.defs.partitions import POSTINGS, candidate_partitions
 from heymilo_pipeline.defs.resources import Storage, build_resources
 from heymilo_pipeline.defs.schedules import checks_request, listing_request
-from heymilo_pipeline.defs.sensors import requests_after_listing
+from heymilo_pipeline.defs.sensors import requests_after_listing, results_tags
 from heymilo_pipeline.defs.tags import (
     HOST_TAG,
     KIND_TAG,
@@ -166,9 +166,16 @@ def main(ctx: click.Context, verbose: bool) -> None:
 @click.option("--start", "start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First UTC day.")
 @click.option("--end", "end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last UTC day (inclusive).")
 @click.option("--posting", "posting_ids", multiple=True, help="Only this posting (repeatable). Default: all.")
+@click.option(
+    "--results/--no-results",
+    default=True,
+    show_default=True,
+    help="Then fetch the interview results of the days' finished candidates (one request each).",
+)
 @click.pass_obj
-def backfill(location: Location, start: datetime, end: datetime, posting_ids: tuple[str, ...]) -> None:
-    """Fetch and load every day from START to END for every posting (or each --posting), in one run."""
+def backfill(location: Location, start: datetime, end: datetime, posting_ids: tuple[str, ...], results: bool) -> None:
+    """Fetch and load every day from START to END for every posting (or each --posting), in one run; then the
+    interview results of their finished candidates (newest day first)."""
     settings = location.settings
     first, last = start.date(), end.date()
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
@@ -187,16 +194,23 @@ def backfill(location: Location, start: datetime, end: datetime, posting_ids: tu
         raise click.ClickException(
             f"unknown posting(s) {unknown}; registered: {registered}. Run `heymilo-pipeline postings` to refresh."
         )
-    failed = run_backfill(location, instance, first, last, list(posting_ids) or registered)
+    failed = run_backfill(location, instance, first, last, list(posting_ids) or registered, results=results)
     if failed:
         raise click.ClickException(f"the backfill failed for posting(s) {failed}; rerunning them is safe")
 
 
 def run_backfill(
-    location: Location, instance: dg.DagsterInstance, first: date, last: date, posting_ids: list[str]
+    location: Location,
+    instance: dg.DagsterInstance,
+    first: date,
+    last: date,
+    posting_ids: list[str],
+    *,
+    results: bool = True,
 ) -> list[str]:
     """first..last for ``posting_ids`` in as few runs as rectangles allow (one, for all registered postings);
-    each posting is published or fails on its own inside a run, as in a UI backfill. Returns the failed ones."""
+    each posting is published or fails on its own inside a run, as in a UI backfill; then, with ``results``, a
+    results run over the same partitions. Returns the failed postings ("<id> (results)" for failed results)."""
     failed: list[str] = []
     BOARD.stage(f"backfill {first}..{last}", len(posting_ids))
     with location.live():
@@ -204,6 +218,12 @@ def run_backfill(
             terminal.say(f"Backfilling {first}..{last}, {_postings(block)}")
             tags = {**range_tags(first, last, block[0], block[-1]), KIND_TAG: "backfill"}
             failed += _failed_postings(location.run("candidates_job", instance, tags), block)
+            if not results:
+                continue
+            # Then their interview results, as results_after_candidates follows every candidates run.
+            terminal.say(f"Interview results of {first}..{last}, {_postings(block)}")
+            if not location.execute("results_job", instance, results_tags(tags)):
+                failed += [f"{p} (results)" for p in block]
     return failed
 
 
@@ -244,14 +264,21 @@ def _failed_postings(result: dg.ExecuteInProcessResult, block: list[str]) -> lis
 @click.option(
     "--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Day of the update (default: today)."
 )
+@click.option(
+    "--results/--no-results",
+    default=True,
+    show_default=True,
+    help="Fetch the interview results of the updated days after their candidates, as the automation does.",
+)
 @click.pass_obj
-def update(location: Location, as_of: datetime | None) -> None:
+def update(location: Location, as_of: datetime | None, results: bool) -> None:
     """Exactly what the automation runs on AS_OF: list postings, fetch the recent days and that day's share of the
-    older history (HEYMILO_FULL_REFRESH_DAYS) for every posting, then the warehouse checks."""
+    older history (HEYMILO_FULL_REFRESH_DAYS) for every posting and then their interview results, then the
+    warehouse checks."""
     day = as_of.date() if as_of else datetime.now(UTC).date()
     location.needs_api()
     instance = open_instance()
-    outcome = run_update(location, instance, day)
+    outcome = run_update(location, instance, day, results=results)
     _report_checks(location, instance)
     if outcome.skipped:
         click.echo(f"Nothing to do: {outcome.skipped}")
@@ -273,9 +300,10 @@ class UpdateOutcome:
     skipped: str | None = None
 
 
-def run_update(location: Location, instance: dg.DagsterInstance, day: date) -> UpdateOutcome:
+def run_update(location: Location, instance: dg.DagsterInstance, day: date, *, results: bool = True) -> UpdateOutcome:
     """The automation of one day, in this process, through the functions the automation itself calls: the listing
-    ``daily_update`` requests, the candidate runs ``update_after_postings`` then requests, and the audit
+    ``daily_update`` requests, the candidate runs ``update_after_postings`` then requests (each followed by its
+    results run, as ``results_after_candidates`` requests it, unless ``results`` is off), and the audit
     ``daily_checks`` requests at the deadline."""
     outcome = UpdateOutcome()
     terminal.say(f"Update of {day}: listing postings ...")
@@ -298,6 +326,13 @@ def run_update(location: Location, instance: dg.DagsterInstance, day: date) -> U
             BOARD.stage(f"update {day}, days {first}..{last}", len(registered))
             if not location.execute("candidates_job", instance, dict(request.tags)):
                 outcome.failed_runs.append(request.run_key or "?")
+            # The results of those days once their candidates are in, whatever became of that run (the sensor
+            # results_after_candidates does the same in the automation).
+            if not results:
+                continue
+            terminal.say(f"Interview results of days {first}..{last}")
+            if not location.execute("results_job", instance, results_tags(request.tags)):
+                outcome.failed_runs.append(f"results of {request.run_key or '?'}")
     terminal.say("Checking the warehouse ...")
     outcome.checked = location.execute("warehouse_checks_job", instance, dict(checks_request(day).tags))
     return outcome

@@ -3,7 +3,7 @@ loads too), plus what depends on the settings, read once.
 
 The modules of ``defs/`` define at module level only what is the same under any settings (the ``postings`` asset,
 the jobs, the daily update's schedule, the sensors, the warehouse checks, the example ``posting_funnel``).
-``configured`` builds the rest from the settings: the candidate assets (their partitions start at
+``configured`` builds the rest from the settings: the candidate and results assets (their partitions start at
 HEYMILO_START_DATE), the tables and the audit's schedule (their freshness deadline is
 HEYMILO_FRESHNESS_DEADLINE_HOUR), the shared tables' upkeep (only where there are shared tables), and the
 resources, whose fields show every effective setting.
@@ -17,6 +17,7 @@ from heymilo_pipeline.defs.assets import candidate_tables, table_specs
 from heymilo_pipeline.defs.jobs import shared_tables_maintenance_job
 from heymilo_pipeline.defs.partitions import candidate_partitions
 from heymilo_pipeline.defs.resources import build_resources
+from heymilo_pipeline.defs.results import results_asset
 from heymilo_pipeline.defs.schedules import daily_checks, shared_tables_maintenance
 from heymilo_pipeline.settings import Settings
 
@@ -29,9 +30,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def configured(settings: Settings, *, secrets_from_env: bool = True) -> dg.Definitions:
     """What ``defs/`` cannot define at import: the definitions that depend on ``settings``."""
     upkeep = [shared_tables_maintenance_job()] if settings.shared_catalog_url is not None else []
+    partitions = candidate_partitions(settings.start_date)
     return dg.Definitions(
         assets=[
-            candidate_tables(candidate_partitions(settings.start_date)),
+            candidate_tables(partitions),
+            results_asset(partitions),
             *table_specs(settings.freshness_deadline_hour),
         ],
         jobs=upkeep,

@@ -18,6 +18,7 @@ import httpx
 
 from heymilo_pipeline import cli
 from heymilo_pipeline.api.stats import minimum_requests
+from heymilo_pipeline.interview_results import FINISHED
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec
 from heymilo_pipeline.status import latest_check_results
@@ -25,7 +26,9 @@ from heymilo_pipeline.warehouse import query
 
 DEMO_KEY = "sk_demo_local-simulator"  # not a secret: the simulator only answers on 127.0.0.1
 DEMO_DAYS = 90
-DEMO_RATE_LIMIT = 3000  # the simulator enforces this, and the client paces itself under it
+# The simulator enforces this, and the client paces itself under it: 40x the real API's 300, so the demo's
+# ~7,500 interview results (one request each, at HEYMILO_RESULTS_SHARE of it) take a minute, not 50.
+DEMO_RATE_LIMIT = 12_000
 
 DAGSTER_YAML = """\
 # Written by `make demo` / `make dev`: a local instance for trying the pipeline out.
@@ -94,11 +97,12 @@ def main(data_dir: Path, days: int, seed: int) -> None:
         location.execute("warehouse_checks_job", instance)
     wanted = set(registered)
     truth = {(r["interview_id"], r["status"], r["score"]) for r in tenant.truth() if r["posting_id"] in wanted}
+    finished = {r["interview_id"] for r in tenant.truth() if r["posting_id"] in wanted and r["status"] in FINISHED}
     truth_counts = Counter(r["posting_id"] for r in tenant.truth() if r["posting_id"] in wanted)
     minimum = minimum_requests(truth_counts.get(p, 0) for p in registered)
     candidate_requests = sum(n for route, n in stats["requests_by_route"].items() if route.endswith("/candidates"))
     _report(location, instance, registered, failed, candidate_requests, minimum, stats, time.monotonic() - started)
-    _compare_with_truth(location.settings.duckdb_path, truth)
+    _compare_with_truth(location.settings.duckdb_path, truth, finished)
     if failed:
         raise SystemExit(1)
 
@@ -107,7 +111,7 @@ def _report(location, instance, registered, failed, requests, minimum, stats, se
     db = location.settings.duckdb_path
     counts = {
         name: int(query(db, f'SELECT count(*) AS n FROM "{name}"')["n"][0])
-        for name in ("postings", "candidates", "candidate_workflow_steps", "partition_loads")
+        for name in ("postings", "candidates", "candidate_workflow_steps", "partition_loads", "interview_results")
     }
     checks = latest_check_results(instance, location.defs)
     passed = sum(1 for _, status, _ in checks if status == "passed")
@@ -121,7 +125,8 @@ def _report(location, instance, registered, failed, requests, minimum, stats, se
         + (f", {len(checks) - passed} not passed" if len(checks) - passed else "")
         + "".join(f"\n{'':28}{name}: {status}" for name, status, _ in checks if status != "passed"),
         f"  API requests              {requests} for candidates "
-        f"(minimum {minimum}; {retried} retried after injected faults)",
+        f"(minimum {minimum}; {retried} retried after injected faults), "
+        f"{sum(n for route, n in stats['requests_by_route'].items() if route.endswith('/data'))} for results",
         f"  time                      {seconds:.0f} s",
         f"  DuckDB file               {db.resolve()}",
         f'  open it                   .venv/bin/python -c "from heymilo_pipeline.warehouse import query; '
@@ -131,8 +136,9 @@ def _report(location, instance, registered, failed, requests, minimum, stats, se
     click.echo("\n".join(lines))
 
 
-def _compare_with_truth(db: Path, truth: set[tuple]) -> None:
-    """The simulator knows every candidate: say whether the tables hold exactly those, as the API sent them."""
+def _compare_with_truth(db: Path, truth: set[tuple], finished: set[str]) -> None:
+    """The simulator knows every candidate: say whether the tables hold exactly those, as the API sent them, and
+    the results of exactly the finished ones."""
 
     table = query(db, "SELECT interview_id, status, score FROM candidates")
     loaded = {(i, s, None if sc != sc else sc) for i, s, sc in zip(*(table[c] for c in table.columns), strict=True)}
@@ -143,6 +149,13 @@ def _compare_with_truth(db: Path, truth: set[tuple]) -> None:
         else (f"MISMATCH: {missing} missing or different, {extra} unexpected")
     )
     click.echo(f"  ground truth              {len(table):,} rows loaded, {len(truth):,} expected: {verdict}")
+    stored = set(query(db, "SELECT interview_id FROM interview_results")["interview_id"])
+    verdict = (
+        "the results of exactly the simulator's finished candidates"
+        if stored == finished
+        else f"MISMATCH: {len(finished - stored)} missing, {len(stored - finished)} unexpected"
+    )
+    click.echo(f"  results                   {len(stored):,} stored, {len(finished):,} finished candidates: {verdict}")
 
 
 if __name__ == "__main__":  # pragma: no cover

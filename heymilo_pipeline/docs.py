@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from heymilo_pipeline.api.settings import ConnectionSettings
 from heymilo_pipeline.settings import PipelineSettings, StorageSettings, variable
-from heymilo_pipeline.tables import RAW_RECORDS, WAREHOUSE_TABLES
+from heymilo_pipeline.tables import RAW_RECORDS, RAW_RESULTS, WAREHOUSE_TABLES
 
 COMMAND = "python -m heymilo_pipeline.docs"
 # The project root, found from this file rather than the working directory, so the command works
@@ -38,7 +38,7 @@ def _note(source: str, what: str) -> str:
 
 def tables_page() -> str:
     """docs/tables.md: the title, the note that it is generated, then every table."""
-    body = "\n".join(table.markdown() for table in (*WAREHOUSE_TABLES, RAW_RECORDS))
+    body = "\n".join(table.markdown() for table in (*WAREHOUSE_TABLES, RAW_RECORDS, RAW_RESULTS))
     note = _note(
         "`heymilo_pipeline/tables.py`", "column declarations (the same ones that create the DuckDB tables and comments)"
     )

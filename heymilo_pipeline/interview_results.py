@@ -1,11 +1,13 @@
 """Interview results (getInterviewData) -> what is stored of them -> Arrow tables of ``tables.RESULT_TABLES``.
 
-Which candidates need results, and when again: ``needs_results`` and ``candidate_state``. What is stored: ``scrub``
-removes what must never be kept (signed URLs, the integrity service's raw payloads with their video frames),
-removes transcripts unless ``HEYMILO_STORE_TRANSCRIPTS`` is on, and applies ``HEYMILO_PII`` to the personal fields
-(names, emails, answers, the AI's reasoning about the candidate, transcript text). The scrubbed record is the raw
-record the lake keeps, and ``flatten`` builds every table from it alone, so the tables can be rebuilt without the
-API and never hold more than the raw record does.
+Which candidates need results, and when again: finished candidates (``FINISHED``) whose state (``state_sql``)
+differs from the one their stored results were fetched for; the stores answer it (``Store.results_due``).
+
+What is stored: ``scrub`` removes what must never be kept (signed URLs, the integrity service's raw payloads with
+their video frames), removes transcripts unless ``HEYMILO_STORE_TRANSCRIPTS`` is on, and applies ``HEYMILO_PII`` to
+the personal fields (names, emails, answers, the AI's reasoning about the candidate, transcript text).
+The scrubbed record is the raw record the lake keeps, and ``flatten`` builds every table from it alone, so the
+tables can be rebuilt without the API and never hold more than the raw record does.
 """
 
 from __future__ import annotations
@@ -43,17 +45,21 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
-def candidate_state(record: Mapping[str, Any]) -> str:
-    """What of a candidate's listing, when it changes, makes its results worth fetching again: status, score,
-    interviewed_at and the workflow's last activity."""
-    workflow = record.get("workflow") or {}
-    last = workflow.get("last_activity_at") if isinstance(workflow, dict) else None
-    return _dumps([record.get("status"), record.get("score"), record.get("interviewed_at"), last])
+def state_sql(alias: str) -> str:
+    """The candidate's state as SQL over the ``candidates`` row ``alias``: status, score, interviewed_at and the
+    workflow's last activity, one text. Results are fetched for a state; when it changes, they are fetched again.
+    Both stores compute it with the same expression, so it never depends on how a record was parsed."""
+
+    def part(expression: str) -> str:
+        return f"coalesce(CAST({expression} AS VARCHAR), '-')"
+
+    return (
+        f"concat_ws('|', {alias}.status, {part(f'{alias}.score')}, {part(f'epoch_us({alias}.interviewed_at)')}, "
+        f"{part(f'epoch_us({alias}.workflow_last_activity_at)')})"
+    )
 
 
-def needs_results(record: Mapping[str, Any], stored_state: str | None) -> bool:
-    """Whether to fetch this candidate's results: finished, and never fetched or fetched for another state."""
-    return record.get("status") in FINISHED and stored_state != candidate_state(record)
+FINISHED_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(FINISHED)) + ")"
 
 
 # --- what is stored -------------------------------------------------------------------------------------------
@@ -174,6 +180,15 @@ class StoredResult:
     @property
     def interview_id(self) -> str:
         return str(self.record["interview_id"])
+
+
+def stored_results(raw: pa.Table) -> list[StoredResult]:
+    """Rows of RAW_RESULTS back as the records they were made from (what a rebuild flattens again)."""
+    return [
+        StoredResult(json.loads(row["record"]), row["posting_id"], row["created_date"],
+                     row["fetched_at"].timestamp(), row["candidate_state"])
+        for row in raw.to_pylist()
+    ]  # fmt: skip
 
 
 def _ts(seconds: float | None) -> datetime | None:
@@ -339,3 +354,54 @@ def flatten(results: Iterable[StoredResult]) -> dict[str, pa.Table]:
 
 
 _SPECS: dict[str, TableSpec] = {t.name: t for t in (*RESULT_TABLES, RAW_RESULTS)}
+
+
+# --- rules ----------------------------------------------------------------------------------------------------
+
+# Every range the spec documents, per table and column (inclusive). A value outside is an API fault: its posting-day
+# is not published (blocking), and the warehouse check finds any that got in.
+RANGES: tuple[tuple[str, str, float, float], ...] = (
+    (INTERVIEW_RESULTS.name, "score", 0, 100),
+    (INTERVIEW_RESULTS.name, "web_interview_match_score", 0, 100),
+    (INTERVIEW_RESULTS.name, "web_interview_speech_score", 0, 5),
+    (INTERVIEW_RESULTS.name, "resume_overall_score", 0, 100),
+    (INTERVIEW_RESULTS.name, "sms_confidence", 0, 1),
+    (INTERVIEW_RESULTS.name, "integrity_overall_ranking", 1, 5),
+    (INTERVIEW_RESULTS.name, "integrity_overall_confidence", 0, 1),
+    (INTERVIEW_RESULTS.name, "integrity_threshold", 0, 100),
+    (SCORECARD.name, "score", 1, 10),
+    (SCORECARD.name, "score_weight", 1, 10),
+    (RESUME_CRITERIA.name, "score", 0, 10),
+    (RESUME_CRITERIA.name, "confidence", 0, 1),
+    (ELIGIBILITY_CRITERIA.name, "confidence", 0, 1),
+    (SMS_CRITERIA.name, "confidence", 0, 1),
+    (INTEGRITY_SIGNALS.name, "confidence", 0, 1),
+)
+
+
+def out_of_range_sql(limit: int) -> str:
+    """Every value outside its documented range (NaN included), over tables named as ``RESULT_TABLES``: rows of
+    (table, column, value, low, high, posting_id, created_date, interview_id), at most ``limit`` per column."""
+    parts = [
+        f"(SELECT '{table}' AS table_name, '{column}' AS column_name, \"{column}\" AS value, {low} AS low, "
+        f'{high} AS high, posting_id, created_date, interview_id FROM "{table}" '
+        f'WHERE NOT ("{column}" BETWEEN {low} AND {high}) OR isnan("{column}") ORDER BY ALL LIMIT {limit})'
+        for table, column, low, high in RANGES
+    ]
+    return " UNION ALL ".join(parts)
+
+
+def doubled_keys_sql(limit: int) -> str:
+    """Keys held by more than one row, per results table: (table, key, rows, posting_id, created_date,
+    interview_id). A child table's key comes from the API (question and criterion ids): the spec does not promise
+    they are unique within an interview."""
+    parts = []
+    for spec in RESULT_TABLES:
+        key = ", ".join(f'"{k}"' for k in spec.primary_key)
+        parts.append(
+            f"(SELECT '{spec.name}' AS table_name, concat_ws(' / ', {key}) AS key, count(*) AS n, "
+            f"any_value(posting_id) AS posting_id, any_value(created_date) AS created_date, "
+            f'any_value(interview_id) AS interview_id FROM "{spec.name}" GROUP BY {key} HAVING count(*) > 1 '
+            f"ORDER BY ALL LIMIT {limit})"
+        )
+    return " UNION ALL ".join(parts)

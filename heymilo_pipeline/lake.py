@@ -5,6 +5,10 @@ Layout (hive-style directory names, so any engine can prune by posting and month
     root/candidates/posting_id=<id>/month=<YYYY-MM>/part.parquet
     root/candidate_workflow_steps/posting_id=<id>/month=<YYYY-MM>/part.parquet
     root/raw/candidates/posting_id=<id>/month=<YYYY-MM>/part.parquet   (the API's records, verbatim JSON)
+    root/raw/results/posting_id=<id>/month=<YYYY-MM>/part.parquet      (interview results, scrubbed JSON)
+
+The results' month is their candidate's (created_date). A results file is rewritten with its candidates' month,
+under the same lock: results whose candidate the month no longer holds (erased, moved) leave with it.
 
 Why months, when Dagster's partitions are days: a posting-day holds tens of candidates, and a file per
 table and day made the lake three files per posting-day (a year of 20 postings: 21,900 files), where
@@ -47,10 +51,11 @@ import pyarrow.parquet as pq
 
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import json_text
-from heymilo_pipeline.tables import CANDIDATES, RAW_RECORDS, WORKFLOW_STEPS, TableSpec
+from heymilo_pipeline.tables import CANDIDATES, RAW_RECORDS, RAW_RESULTS, WORKFLOW_STEPS, TableSpec
 
 RAW = "raw/candidates"
-_TABLES = {CANDIDATES.name: CANDIDATES, WORKFLOW_STEPS.name: WORKFLOW_STEPS, RAW: RAW_RECORDS}
+RESULTS = "raw/results"
+_TABLES = {CANDIDATES.name: CANDIDATES, WORKFLOW_STEPS.name: WORKFLOW_STEPS, RAW: RAW_RECORDS, RESULTS: RAW_RESULTS}
 FILE_NAME = "part.parquet"
 DAYS_KEY = b"heymilo.days"
 # A posting-month is usually far below this; a big month still gets several row groups, so readers can
@@ -194,6 +199,7 @@ class Lake:
                 for path, spec, rows in order:
                     merged = _merge(path, spec, _within(rows, part) if part else spec.empty(), part, incoming)
                     self._atomic_write(path, lambda f, t=merged: _write_parquet(f, t))
+                self._keep_results_of(self.path(RESULTS, posting_id, month), merged)
             return files
 
         todo = months + elsewhere
@@ -203,6 +209,39 @@ class Lake:
             with ThreadPoolExecutor(max_workers=min(len(todo), WRITE_THREADS), thread_name_prefix="lake") as pool:
                 written = dict(zip(todo, pool.map(write_month, todo), strict=True))
         return {month: written[month] for month in months}
+
+    def write_results(self, raw: pa.Table, remove: Sequence[str] = ()) -> list[Path]:
+        """Store interview results (rows of RAW_RESULTS), replacing what each interview had, and remove the results
+        of the interviews ``remove`` names. Each posting-month file is rewritten atomically under its month's lock;
+        returns the files written."""
+        raw = raw.select(RAW_RESULTS.names).cast(RAW_RESULTS.schema)
+        replaced = pa.array(sorted({*raw["interview_id"].to_pylist(), *remove}), pa.string())
+        keys = zip(raw["posting_id"].to_pylist(), raw["created_date"].to_pylist(), strict=True)
+        months = {(posting_id, month_of(day)) for posting_id, day in keys}
+        # An interview removed, or now under another month, may have results in any month of the lake.
+        if len(replaced) > len(raw):
+            months |= {(p, m) for p, m, path in self._scan(RESULTS, None, None) if _holds_any(path, replaced)}
+        written = []
+        for posting_id, month in sorted(months):
+            path = self.path(RESULTS, posting_id, month)
+            ours = _in_month(raw, posting_id, month)
+            with self._month_lock(posting_id, month):
+                old = _read(path, RAW_RESULTS) if path.is_file() else RAW_RESULTS.empty()
+                kept = old.filter(pc.invert(pc.is_in(old["interview_id"], value_set=replaced)))
+                merged = pa.concat_tables([kept, ours])
+                self._atomic_write(path, lambda f, t=merged: _write_parquet(f, t))
+            written.append(path)
+        return written
+
+    def _keep_results_of(self, path: Path, candidates: pa.Table) -> None:
+        """The results file of a month just rewritten, without the results of interviews it no longer holds."""
+        if not path.is_file():
+            return
+        old = _read(path, RAW_RESULTS)
+        keys = pa.table([candidates["interview_id"], candidates["created_date"]], names=["interview_id", "day"])
+        kept = old.join(keys, ["interview_id", "created_date"], ["interview_id", "day"], join_type="left semi")
+        if kept.num_rows != old.num_rows:
+            self._atomic_write(path, lambda f: _write_parquet(f, kept.select(RAW_RESULTS.names)))
 
     def delete_posting(self, posting_id: str) -> int:
         """Remove every file of one posting (all tables and months); returns how many files were removed."""
@@ -286,6 +325,10 @@ class Lake:
         parts = [_within(_read(p, spec), days) for p in self.paths(table, posting_id, days)]
         return pa.concat_tables(parts) if parts else spec.empty()
 
+    def read_file(self, table: str, path: Path) -> pa.Table:
+        """One file of ``table`` (from ``paths``) with the table's declared schema."""
+        return _read(path, _spec(table))
+
     def read_raw(self, posting_id: str, day: date) -> list[dict[str, Any]]:
         """The records the API returned for one posting x day, as it returned them."""
         table = self.read(RAW, posting_id, DayRange.single(day))
@@ -339,6 +382,11 @@ def _merge(path: Path, spec: TableSpec, rows: pa.Table, days: DayRange | None, m
     rows = rows.take(pc.sort_indices(rows["created_date"]))
     metadata = {**(spec.schema.metadata or {}), DAYS_KEY: json.dumps(sorted(map(str, covered))).encode()}
     return rows.replace_schema_metadata(metadata)
+
+
+def _in_month(table: pa.Table, posting_id: str, month: date) -> pa.Table:
+    span = month_days(month)
+    return _within(table.filter(pc.equal(table["posting_id"], posting_id)), span)
 
 
 def _holds_any(candidates_file: Path, interview_ids: pa.Array) -> bool:

@@ -41,6 +41,7 @@ class Snapshot:
     retries: int
     elapsed_s: float
     remaining_requests: int | None  # None before any posting has said how big it is
+    results: tuple[int, int, float] | None = None  # a results stage: (answered, due, requests a minute at the share)
 
     def seconds_left(self, requests_per_minute: float) -> float | None:
         """Time the remaining requests take at the key's rate (the API's ceiling, not our speed)."""
@@ -57,6 +58,7 @@ class Board:
         self._expected = 0
         self._current: dict[str, _Posting] = {}
         self._finished = _Posting()  # sums over stages already left
+        self._results: tuple[int, int, float] | None = None
 
     def stage(self, label: str, postings: int) -> None:
         """A new stage (a run, or a backfill of several runs) covering ``postings`` postings."""
@@ -64,6 +66,17 @@ class Board:
             for posting in self._current.values():
                 self._add(self._finished, posting)
             self._stage, self._expected, self._current = label, postings, {}
+            self._results = None
+
+    def results(self, answered: int, due: int, stats: QueryStats, per_minute: float) -> None:
+        """The interview results step: ``answered`` of the ``due`` results, one request each at ``per_minute``."""
+        with self._lock:
+            if self._results is None:  # the results step is a stage of its own
+                for posting in self._current.values():
+                    self._add(self._finished, posting)
+                self._stage, self._expected, self._current = "interview results", 0, {}
+            self._results = (answered, due, per_minute)
+            self._update("results", stats)
 
     def page(self, posting_id: str, stats: QueryStats) -> None:
         with self._lock:
@@ -93,6 +106,7 @@ class Board:
                 retries=total.retries,
                 elapsed_s=time.monotonic() - self._started,
                 remaining_requests=self._remaining(current),
+                results=self._results,
             )
 
     def _update(self, posting_id: str, stats: QueryStats) -> _Posting:

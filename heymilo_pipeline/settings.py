@@ -89,6 +89,18 @@ class PipelineSettings(BaseModel):
         100.0, gt=0, description="Top of web_interview_score (undocumented range); warns."
     )
 
+    store_transcripts: bool = Field(
+        False,
+        description="Store interview and SMS transcripts, and the candidate's words quoted as evidence, with the "
+        "interview results (personal data, following HEYMILO_PII). Off: results without them.",
+    )
+    results_grace_days: int = Field(
+        2,
+        ge=0,
+        description="The results check wants current results for every candidate that finished (last activity) "
+        "more than this many days ago: the time the share of the budget needs to catch up.",
+    )
+
     @field_validator("postings", "exclude_postings", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:

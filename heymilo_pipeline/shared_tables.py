@@ -2,15 +2,17 @@
 
 What several hosts can share where the single-machine setup has local month files and one DuckDB file: every
 table the pipeline writes (``raw_candidates``, ``candidates``, ``candidate_workflow_steps``,
-``partition_loads``, ``postings``), with the same columns and comments as the DuckDB warehouse, minus the
-primary keys (DuckLake has none; a slice's replacement deletes what it inserts, so keys stay unique).
+``partition_loads``, ``postings``, the interview results and ``raw_interview_results``), with the same columns
+and comments as the DuckDB warehouse, minus the primary keys (DuckLake has none; a slice's replacement deletes
+what it inserts, so keys stay unique).
 
 - A slice (posting x days) is replaced in ONE DuckLake transaction: its raw records, rows, steps and the
   days it covers. A host killed before the commit leaves data files no snapshot references, never a half
   slice.
-- Two writers conflict when one deletes from a table the other inserts into (any posting): DuckLake refuses
-  the later commit. ``replace_slices`` then starts over from scratch, with jittered backoff, a bounded number
-  of times; nothing of the losing attempt is visible.
+- Two writers always conflict: each write first updates the one row of ``heymilo_writes`` (``SERIALIZE``), and
+  DuckLake refuses the later commit. The write then starts over from scratch, with jittered backoff, a bounded
+  number of times; nothing of the losing attempt is visible. (DuckLake alone refuses only a commit that inserts
+  where the other deleted: two first loads of the same days, deleting nothing, would both commit.)
 - ``publish`` copies the tables into a DuckDB file for notebooks, in one transaction on that file (DuckDB's
   lock on the file: one loader at a time), all read from one snapshot.
 - ``attach_sql`` is what an analyst runs to read the shared tables directly, read-only.
@@ -41,23 +43,32 @@ from heymilo_pipeline.api.limits import POSTGRES_SCHEMES, libpq_url
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.lake import conform, raw_table
 from heymilo_pipeline.storage import SliceRows, StorageBusyError, StorageError
+from heymilo_pipeline.storage.reads import delete_orphan_results
 from heymilo_pipeline.tables import (
     CANDIDATES,
     PARTITION_LOADS,
     POSTINGS,
     RAW_RECORDS,
+    RAW_RESULTS,
+    RESULT_TABLES,
     WAREHOUSE_TABLES,
     WORKFLOW_STEPS,
     TableSpec,
 )
-from heymilo_pipeline.warehouse import LOADS_OF_SLICE, Warehouse, quoted_names
+from heymilo_pipeline.warehouse import LOADS_OF_SLICE, Warehouse, quoted_names, replace_results
 
 log = logging.getLogger("heymilo_pipeline.shared_tables")
 
 LAKE = "heymilo_lake"  # the name the catalog is attached under
 EXTENSIONS = ("ducklake", "httpfs", "postgres_scanner")
-TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS, PARTITION_LOADS, POSTINGS)
+TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS, PARTITION_LOADS, POSTINGS, RAW_RESULTS, *RESULT_TABLES)
+RESULTS = (*RESULT_TABLES, RAW_RESULTS)  # what a write of results replaces, the raw records last
 SLICE_TABLES = (RAW_RECORDS, CANDIDATES, WORKFLOW_STEPS)  # what a slice replaces (partition_loads besides)
+# DuckLake sees no conflict between two transactions that delete nothing and insert the same rows: two hosts loading
+# the same posting-days for the first time would both commit, and every row would be there twice. Each write
+# therefore first updates the one row of this table, and of two writers at once the later commit always fails.
+WRITES_TABLE = "heymilo_writes"
+SERIALIZE = f'UPDATE "{WRITES_TABLE}" SET writes = writes + 1'
 # Every slice write deletes from and inserts into the same tables, so two writers at once always conflict and
 # one starts over; with the pauses below, 12 attempts wait up to ~40 s in all, enough for hosts that each commit
 # in well under a second.
@@ -264,7 +275,7 @@ class SharedTables:
 
     def ensure_schema(self) -> None:
         """Create missing tables and columns and apply every comment. Idempotent, and safe to race."""
-        self.write("creating the shared tables", _create)
+        self.write("creating the shared tables", _create, serialize=False)
 
     def replace_slices(self, slices: Sequence[SliceRows], run_id: str) -> dict[str, int]:
         """Replace every slice (its raw records, rows, steps and covered days) in ONE transaction.
@@ -276,9 +287,15 @@ class SharedTables:
         where = "; ".join(f"posting {s.posting_id}, days {s.days}" for s in slices[:5])
         return self.write(where, lambda conn: _replace(conn, checked, run_id))
 
+    def replace_results(self, tables: Mapping[str, pa.Table], remove: Sequence[str] = ()) -> dict[str, int]:
+        """Replace interview results (``interview_results.flatten``'s tables, the raw records' included) and remove
+        those of ``remove``, in ONE transaction; returns rows inserted per table."""
+        return self.write(f"results of {len(tables[RAW_RESULTS.name])} interview(s)",
+                          lambda conn: replace_results(conn, tables, remove, RESULTS))  # fmt: skip
+
     def delete_posting(self, posting_id: str) -> dict[str, int]:
         """Remove every row of one posting (all tables but postings), in one transaction."""
-        tables = (*SLICE_TABLES, PARTITION_LOADS)
+        tables = (*SLICE_TABLES, PARTITION_LOADS, *RESULTS)
 
         def delete(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
             return {
@@ -372,13 +389,16 @@ class SharedTables:
                 pause = min(pause * 2, BACKOFF_S[1])
         raise AssertionError("unreachable")
 
-    def write(self, where: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """``work(conn)`` in one transaction on one connection, retried on conflict."""
+    def write(self, where: str, work: Callable[[duckdb.DuckDBPyConnection], T], *, serialize: bool = True) -> T:
+        """``work(conn)`` in one transaction on one connection, retried on conflict; ``serialize`` makes it conflict
+        with every other write at once (``SERIALIZE``)."""
         with self.session() as conn:
 
             def attempt() -> T:
                 conn.execute("BEGIN TRANSACTION")
                 try:
+                    if serialize:
+                        conn.execute(SERIALIZE)
                     result = work(conn)
                     conn.execute("COMMIT")
                 except BaseException:
@@ -407,6 +427,11 @@ def _create(conn: duckdb.DuckDBPyConnection) -> None:
             [LAKE],
         ).fetchall()
     }
+    if (WRITES_TABLE, None) not in comments:
+        conn.execute(f'CREATE TABLE "{WRITES_TABLE}" (writes BIGINT NOT NULL)')
+        conn.execute(f'INSERT INTO "{WRITES_TABLE}" VALUES (0)')
+        note = "The count of writes: each write updates it, so two writes at once conflict."
+        conn.execute(f"COMMENT ON TABLE \"{WRITES_TABLE}\" IS '{note}'")
     for table in TABLES:
         if (table.name, None) not in comments:
             conn.execute(table.create_sql(primary_key=False))
@@ -458,12 +483,14 @@ def _replace(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceRows], run_i
             f'DELETE FROM "{PARTITION_LOADS.name}" WHERE posting_id = ? AND partition_date BETWEEN ? AND ?', bounds
         )
         conn.execute(_RECORD_LOADS, [item.posting_id, run_id, item.days.first, item.days.last])
+        delete_orphan_results(conn, *bounds, tables=RESULTS)
         for posting_id, day in moved:
             conn.execute(
                 f'UPDATE "{PARTITION_LOADS.name}" SET rows = (SELECT count(*) FROM candidates '
                 "WHERE posting_id = ?1 AND created_date = ?2) WHERE posting_id = ?1 AND partition_date = ?2",
                 [posting_id, day],
             )
+            delete_orphan_results(conn, posting_id, day, day, tables=RESULTS)
     return inserted
 
 

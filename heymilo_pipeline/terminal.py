@@ -40,6 +40,13 @@ def say(message: str) -> None:
 
 def describe(snapshot: Snapshot, requests_per_minute: float) -> str:
     s = snapshot
+    if s.results is not None:
+        answered, due, per_minute = s.results
+        left = max(0, due - answered)
+        eta = "done" if not left else f"~{duration(left * 60.0 / per_minute)} left at {per_minute:,.0f}/min"
+        parts = [s.stage, f"{answered:,}/{due:,} results", f"{s.requests:,} requests", eta,
+                 f"{duration(s.elapsed_s)} elapsed"]  # fmt: skip
+        return " · ".join(parts)
     failed = f" ({s.failed} failed)" if s.failed else ""
     expected = f" of ~{s.expected_rows:,}" if s.expected_rows else ""
     retried = f" ({s.retries:,} retried)" if s.retries else ""

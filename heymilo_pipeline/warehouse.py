@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
@@ -28,10 +28,19 @@ import duckdb
 import pyarrow as pa
 
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.lake import Lake
+from heymilo_pipeline.interview_results import flatten, stored_results
+from heymilo_pipeline.lake import RESULTS, Lake
 from heymilo_pipeline.storage import PostingsChange, StorageLockedError
-from heymilo_pipeline.storage.reads import TableReads, quote, table_counts
-from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, POSTINGS, WAREHOUSE_TABLES, WORKFLOW_STEPS, TableSpec
+from heymilo_pipeline.storage.reads import TableReads, delete_orphan_results, quote, table_counts
+from heymilo_pipeline.tables import (
+    CANDIDATES,
+    PARTITION_LOADS,
+    POSTINGS,
+    RESULT_TABLES,
+    WAREHOUSE_TABLES,
+    WORKFLOW_STEPS,
+    TableSpec,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -156,25 +165,32 @@ class Warehouse(TableReads):
             self._ensure(conn)  # the postings asset may be the first to touch a new file
             return merge_postings(conn, table)
 
+    def replace_results(self, tables: Mapping[str, pa.Table], remove: Sequence[str] = ()) -> dict[str, int]:
+        """Replace interview results (``interview_results.flatten``'s tables) and remove those of ``remove``, in one
+        transaction; returns rows inserted per table."""
+        with self.connect() as conn, _transaction(conn):
+            return replace_results(conn, tables, remove, RESULT_TABLES)
+
     def delete_posting(self, posting_id: str) -> dict[str, int]:
-        """Remove every candidate row of a posting (candidates, steps, partition_loads), in one transaction."""
+        """Remove every candidate row of a posting (candidates, steps, results, partition_loads), in one
+        transaction."""
         deleted = {}
         with self.connect() as conn:
             self._ensure(conn)
             with _transaction(conn):
-                for table in (WORKFLOW_STEPS, CANDIDATES, PARTITION_LOADS):
+                for table in (*RESULT_TABLES, WORKFLOW_STEPS, CANDIDATES, PARTITION_LOADS):
                     sql = f'DELETE FROM "{table.name}" WHERE posting_id = ?'
                     deleted[table.name] = conn.execute(sql, [posting_id]).fetchone()[0]
         return deleted
 
     def rebuild(self, lake: Lake, run_id: str) -> dict[str, int]:
-        """Rebuild candidates, candidate_workflow_steps and partition_loads from the lake alone, in one
+        """Rebuild candidates, candidate_workflow_steps, partition_loads and the results from the lake alone, in one
         transaction: the tables are dropped and created from their current declarations, so this also
         applies a changed column. ``postings`` (not in the lake) is kept. Returns the rows per table."""
         files = {t.name: [str(p) for p in lake.paths(t.name)] for t in (CANDIDATES, WORKFLOW_STEPS)}
         covered = sorted(lake.partitions(CANDIDATES.name))
         with self.connect() as conn, _transaction(conn):
-            for table in (WORKFLOW_STEPS, CANDIDATES, PARTITION_LOADS):
+            for table in (*RESULT_TABLES, WORKFLOW_STEPS, CANDIDATES, PARTITION_LOADS):
                 conn.execute(f'DROP TABLE IF EXISTS "{table.name}"')
             _create(conn)
             for table in (CANDIDATES, WORKFLOW_STEPS):
@@ -193,8 +209,12 @@ class Warehouse(TableReads):
                     [run_id],
                 )
                 conn.unregister("covered_days")
+            # The results from their raw records, a file (a posting-month) at a time, as a results run stores them.
+            for path in lake.paths(RESULTS):
+                replace_results(conn, flatten(stored_results(lake.read_file(RESULTS, path))), (), RESULT_TABLES)
             counts = table_counts(conn)
-        return {name: counts[name] for name in (CANDIDATES.name, WORKFLOW_STEPS.name, PARTITION_LOADS.name)}
+        rebuilt = (CANDIDATES, WORKFLOW_STEPS, PARTITION_LOADS, *RESULT_TABLES)
+        return {table.name: counts[table.name] for table in rebuilt}
 
 
 # --- statements on an open connection (so one step can do everything on one connection) ---------
@@ -281,6 +301,7 @@ def _replace_slices(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles
                         moved_from = set(left)
             for table, files in ((CANDIDATES, candidate_files), (WORKFLOW_STEPS, [str(f) for f in item.step_files])):
                 inserted[table.name] += _insert_files(conn, table, files, bounds)
+            delete_orphan_results(conn, *bounds)
             if moved_from:
                 log.info("%s: candidates moved here from %d other day(s)", item.days, len(moved_from))
                 for posting_id, day in moved_from:
@@ -289,6 +310,7 @@ def _replace_slices(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles
                         "WHERE posting_id = ?1 AND created_date = ?2) WHERE posting_id = ?1 AND partition_date = ?2",
                         [posting_id, day],
                     )
+                    delete_orphan_results(conn, posting_id, day, day)
             # one statement per slice (executemany cost ~2 ms a row, i.e. most of a year-long load)
             conn.execute(_RECORD_LOADS, [item.posting_id, run_id, item.days.first, item.days.last])
     return inserted
@@ -308,7 +330,39 @@ def _insert_files(conn: duckdb.DuckDBPyConnection, table: TableSpec, files: list
     return conn.execute(insert, [files, bounds[1], bounds[2]]).fetchone()[0]
 
 
-def merge_postings(conn: duckdb.DuckDBPyConnection, table: pa.Table) -> PostingsChange:
+def replace_results(
+    conn: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table], remove: Sequence[str], specs: Sequence[TableSpec]
+) -> dict[str, int]:
+    """On an open transaction: every interview of ``tables`` (and of ``remove``) loses its stored results in each
+    of ``specs``, then gets the incoming rows, if its candidate is still stored under the same posting and day (a
+    candidates load may have erased or moved it while its results were fetched)."""
+    incoming = tables[specs[0].name].column("interview_id").to_pylist()
+    conn.register("heymilo_results_ids", pa.table({"interview_id": pa.array([*incoming, *remove], pa.string())}))
+    inserted = {}
+    try:
+        for spec in specs:
+            conn.execute(
+                f'DELETE FROM "{spec.name}" WHERE interview_id IN (SELECT interview_id FROM heymilo_results_ids)'
+            )
+            rows = tables[spec.name]
+            inserted[spec.name] = 0
+            if not rows.num_rows:
+                continue
+            conn.register("heymilo_results", rows.select(spec.names).cast(spec.schema))
+            names = quoted_names(spec)
+            found = conn.execute(
+                f'INSERT INTO "{spec.name}" ({names}) SELECT {names} FROM heymilo_results AS i WHERE EXISTS '
+                "(SELECT 1 FROM candidates AS c WHERE c.interview_id = i.interview_id AND c.posting_id = i.posting_id "
+                "AND c.created_date = i.created_date)"
+            ).fetchone()
+            inserted[spec.name] = found[0] if found else rows.num_rows
+            conn.unregister("heymilo_results")
+    finally:
+        conn.unregister("heymilo_results_ids")
+    return inserted
+
+
+def merge_postings(conn: duckdb.DuckDBPyConnection, table: pa.Table, first: str | None = None) -> PostingsChange:
     """Merge a listing of every posting (see flatten.postings_table) into ``postings``, in one transaction.
 
     Listed postings replace their rows. A posting the listing no longer has keeps its last listed row,
@@ -319,6 +373,8 @@ def merge_postings(conn: duckdb.DuckDBPyConnection, table: pa.Table) -> Postings
     incoming = table.cast(POSTINGS.schema)
     names = quoted_names(POSTINGS)
     with _transaction(conn):
+        if first is not None:  # the shared tables' SERIALIZE
+            conn.execute(first)
         conn.register("incoming_postings", incoming)
         # SELECT, then UPDATE: DuckLake (the shared tables) has no UPDATE ... RETURNING.
         vanished = [

@@ -37,6 +37,12 @@ CHECKS: dict[str, set[str]] = {
     },
     "candidates": {"freshness", "completeness", "unique_interview_id", "matches_lake"},
     "candidate_workflow_steps": {"steps_reference_candidates"},
+    "interview_results": {
+        "results_in_documented_ranges",
+        "results_complete",
+        "results_in_ranges",
+        "results_unique_and_referenced",
+    },
 }
 
 

@@ -56,8 +56,20 @@ def test_backfill_and_update_together_share_the_rate_limit(tmp_path: Path) -> No
         per_posting = Counter(r["posting_id"] for r in tenant.truth())
         busiest = max(registered, key=lambda p: per_posting[p])
         httpx.post(f"{url}/_sim/stats/reset", headers={"X-API-KEY": KEY})
-        backfill = cli(env, "backfill", "--start", START.isoformat(), "--end", LAST.isoformat(), "--posting", busiest)
-        update = cli(env, "update", "--as-of", (LAST + timedelta(days=1)).isoformat())  # the plan of a known day
+        backfill = cli(
+            env,
+            "backfill",
+            "--start",
+            START.isoformat(),
+            "--end",
+            LAST.isoformat(),
+            "--posting",
+            busiest,
+            "--no-results",
+        )
+        update = cli(
+            env, "update", "--as-of", (LAST + timedelta(days=1)).isoformat(), "--no-results"
+        )  # the plan of a known day
         outputs = [finish(backfill), finish(update)]
         stats = httpx.get(f"{url}/_sim/stats", headers={"X-API-KEY": KEY}).json()
     assert stats["rate_limited"] == 0, stats  # both processes together stayed under the limit
@@ -112,9 +124,9 @@ def test_your_own_asset_and_a_load_take_turns(tmp_path: Path) -> None:
             "DAGSTER_HOME": str(home),
         }
         middle = START + (LAST - START) / 2
-        finish(cli(env, "backfill", "--start", START.isoformat(), "--end", middle.isoformat()))
+        finish(cli(env, "backfill", "--start", START.isoformat(), "--end", middle.isoformat(), "--no-results"))
         yours = Harness(settings_for(url, KEY, data_dir), instance)
-        load = cli(env, "backfill", "--start", START.isoformat(), "--end", LAST.isoformat())
+        load = cli(env, "backfill", "--start", START.isoformat(), "--end", LAST.isoformat(), "--no-results")
         funnels = 0
         while load.poll() is None:
             assert yours.materialize(["posting_funnel"]).success

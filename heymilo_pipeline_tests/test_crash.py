@@ -100,7 +100,16 @@ class Site:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 # --verbose: the probe reads the run's log lines (Dagster's event stream) from the terminal
-                [str(CLI), "--verbose", "backfill", "--start", FIRST.isoformat(), "--end", LAST.isoformat()],
+                [
+                    str(CLI),
+                    "--verbose",
+                    "backfill",
+                    "--start",
+                    FIRST.isoformat(),
+                    "--end",
+                    LAST.isoformat(),
+                    "--no-results",
+                ],
                 env=env,
                 cwd=self.root,  # no .env from the project root
                 stdout=out,

@@ -162,8 +162,18 @@ def _two_hosts(
         finish(cli(envs[-1], "postings"))
     time.sleep(WINDOW_S)  # the listings' requests out of the window
     httpx.post(f"{url}/_sim/stats/reset", headers={"X-API-KEY": KEY})
-    backfill = cli(envs[0], "backfill", "--start", START.isoformat(), "--end", LAST.isoformat(), "--posting", busiest)
-    update = cli(envs[1], "update", "--as-of", (LAST + timedelta(days=1)).isoformat())
+    backfill = cli(
+        envs[0],
+        "backfill",
+        "--start",
+        START.isoformat(),
+        "--end",
+        LAST.isoformat(),
+        "--posting",
+        busiest,
+        "--no-results",
+    )
+    update = cli(envs[1], "update", "--as-of", (LAST + timedelta(days=1)).isoformat(), "--no-results")
     outputs = [finish(backfill), finish(update)]
     return outputs, httpx.get(f"{url}/_sim/stats", headers={"X-API-KEY": KEY}).json(), envs
 
@@ -290,7 +300,7 @@ def test_a_host_killed_while_writing_the_shared_tables_leaves_whole_postings(
     }  # fmt: skip
     (tmp_path / "dagster_home").mkdir()
     truth = [r for r in tenant.truth() if r["posting_id"] in registered and day_of(r["created_at"]) <= LAST]
-    backfill = ["backfill", "--start", START.isoformat(), "--end", LAST.isoformat()]
+    backfill = ["backfill", "--start", START.isoformat(), "--end", LAST.isoformat(), "--no-results"]
     tables = shared_tables_at(database, data_path, s3.environ())
     with serve_in_thread(create_app(tenant, KEY)) as url:
         env["HEYMILO_BASE_URL"] = url

@@ -8,13 +8,15 @@ from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
+import duckdb
 import pytest
 
 from heymilo_pipeline.api.windows import day_of
-from heymilo_pipeline.interview_results import StoredResult, candidate_state, flatten, needs_results, scrub
+from heymilo_pipeline.interview_results import FINISHED, StoredResult, flatten, scrub, stored_results
 from heymilo_pipeline.privacy import Scrubber
 from heymilo_pipeline.simulator import Tenant, TenantSpec
-from heymilo_pipeline.tables import RAW_RESULTS, RESULT_TABLES
+from heymilo_pipeline.storage.reads import results_due
+from heymilo_pipeline.tables import CANDIDATES, INTERVIEW_RESULTS, RAW_RESULTS, RESULT_TABLES
 
 FETCHED_AT = 1_767_312_000.25  # 2026-01-02T00:00:00.25Z
 
@@ -30,14 +32,14 @@ def tenant() -> Tenant:
 def finished(tenant: Tenant) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(candidate record, its results as the API sends them) of every candidate whose results are worth fetching."""
     for record in tenant.truth():
-        if needs_results(record, None):
+        if record["status"] in FINISHED:
             yield record, tenant.interview_data(record["interview_id"])
 
 
 def stored(tenant: Tenant, scrubber: Scrubber, transcripts: bool) -> list[StoredResult]:
     return [
         StoredResult(scrub(data, scrubber, transcripts), r["posting_id"], day_of(r["created_at"]), FETCHED_AT,
-                     candidate_state(r))
+                     "state")
         for r, data in finished(tenant)
     ]  # fmt: skip
 
@@ -66,14 +68,46 @@ def strings(tables: dict[str, Any]) -> set[str]:
 
 
 def test_which_candidates_need_results_and_when_again() -> None:
-    record = {"status": "completed", "score": 71.5, "interviewed_at": 1.5, "workflow": {"last_activity_at": 2.0}}
-    state = candidate_state(record)
-    assert needs_results(record, None) and not needs_results(record, state)
-    for change in ({"status": "shortlisted"}, {"score": 72.0}, {"interviewed_at": 3.0}, {"workflow": None}):
-        assert needs_results({**record, **change}, state), change
-    for status in ("pending", "in_progress", "evaluating"):
-        assert not needs_results({**record, "status": status}, None)
-    assert not needs_results({**record, "unrelated": 1, "metadata": {"a": "b"}}, state)
+    """Finished candidates are due until results are stored for their current state; a change of status, score,
+    interviewed_at or last activity makes them due again, nothing else does, and unfinished ones never are."""
+    with duckdb.connect() as conn:
+        for spec in (CANDIDATES, INTERVIEW_RESULTS):
+            conn.execute(spec.create_sql())
+        conn.execute(
+            "INSERT INTO candidates (interview_id, posting_id, status, score, created_date, interviewed_at, "
+            "workflow_last_activity_at, shortlisted, dismissed, name) VALUES ('A1', 'P1', 'completed', 71.5, "
+            "DATE '2026-01-02', TIMESTAMPTZ '2026-01-02 10:00:00.5+00', TIMESTAMPTZ '2026-01-02 11:00:00+00', false, "
+            "false, 'Ada')"
+        )
+
+        def due() -> list[str]:
+            return results_due(conn)["interview_id"].to_pylist()
+
+        (state,) = results_due(conn)["candidate_state"].to_pylist()
+        assert due() == ["A1"]
+        conn.execute(
+            "INSERT INTO interview_results (interview_id, posting_id, created_date, fetched_at, candidate_state, "
+            "status) VALUES ('A1', 'P1', DATE '2026-01-02', now(), ?, 'completed')",
+            [state],
+        )
+        assert due() == []
+        conn.execute("UPDATE candidates SET name = 'Ada L.', email = 'a@example.org'")  # not part of the state
+        assert due() == []
+        for change in (
+            "status = 'shortlisted'",
+            "score = 72.0",
+            "score = NULL",
+            "interviewed_at = interviewed_at + INTERVAL 1 SECOND",
+            "workflow_last_activity_at = NULL",
+        ):
+            conn.execute("BEGIN")
+            conn.execute(f"UPDATE candidates SET {change}")
+            assert due() == ["A1"], change
+            conn.execute("ROLLBACK")
+        conn.execute("DELETE FROM interview_results")
+        for status in ("pending", "in_progress", "evaluating"):
+            conn.execute("UPDATE candidates SET status = ?", [status])
+            assert due() == [], status
 
 
 def test_every_table_from_the_simulators_results(tenant: Tenant) -> None:
@@ -122,12 +156,7 @@ def test_personal_data_follows_heymilo_pii_and_transcripts_their_own_setting(ten
 
 def test_the_tables_rebuild_from_the_raw_records_alone(tenant: Tenant) -> None:
     first = flatten(stored(tenant, Scrubber("keep"), transcripts=True))
-    raw = first["raw_interview_results"].to_pylist()
-    again = flatten(
-        StoredResult(json.loads(r["record"]), r["posting_id"], r["created_date"], r["fetched_at"].timestamp(),
-                     r["candidate_state"])
-        for r in raw
-    )  # fmt: skip
+    again = flatten(stored_results(first["raw_interview_results"]))
     assert all(again[name].equals(first[name]) for name in first), [n for n in first if not again[n].equals(first[n])]
 
 

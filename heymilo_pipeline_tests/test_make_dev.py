@@ -60,7 +60,7 @@ from heymilo_pipeline_tests.support import product_yesterday
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 DAYS = 10
-ASSETS = {"postings", "raw_candidates", "candidates", "candidate_workflow_steps", "posting_funnel"}
+ASSETS = {"postings", "raw_candidates", "candidates", "candidate_workflow_steps", "posting_funnel", "interview_results"}
 PARTITIONED = ("raw_candidates",)  # the DuckDB tables it loads are whole tables, recorded once a run
 GROUP = "heymilo"
 STARTUP_TIMEOUT_S = 150.0
@@ -274,7 +274,7 @@ def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded
     nodes = {"/".join(node["assetKey"]["path"]): node for node in repo["assetNodes"]}
     assert set(nodes) == ASSETS, sorted(nodes)
     assert {node["groupName"] for node in nodes.values()} == {GROUP, "marts"}  # marts: the README's example
-    assert tuple(key for key, node in nodes.items() if node["isPartitioned"]) == PARTITIONED
+    assert {key for key, node in nodes.items() if node["isPartitioned"]} == {*PARTITIONED, "interview_results"}
     checks = check_names(repo)
     assert checks == CHECKS, checks
     blocking = {c["name"] for c in nodes["raw_candidates"]["assetChecksOrError"]["checks"] if c["blocking"]}
@@ -287,6 +287,7 @@ def test_make_dev_serves_the_code_location_and_runs_a_partition(make_dev: Loaded
     assert sorted((s["name"], s["sensorState"]["status"]) for s in repo["sensors"]) == [
         ("checks_after_loads", "RUNNING"),  # requests nothing until a load
         ("new_postings", "STOPPED"),
+        ("results_after_candidates", "RUNNING"),  # acts only once a candidates run ends
         ("update_after_postings", "RUNNING"),  # acts only on the daily update's listing
     ]
 
@@ -373,7 +374,8 @@ def test_headless_runs_show_on_the_runs_page_with_their_posting_titles(make_dev:
     assert ran, done.stderr
     run_id = ran.group(1)
     # A backfill from the terminal: one run of candidates_job over every posting (a ranged run, not a
-    # Dagster backfill record, which only the UI or the daemon can create through public APIs).
+    # Dagster backfill record, which only the UI or the daemon can create through public APIs), then one of
+    # results_job over the same partitions.
     day = last.isoformat()
     done = subprocess.run(
         [cli, "backfill", "--start", day, "--end", day], env=env, cwd=dev.data_dir, capture_output=True, text=True,
@@ -381,8 +383,12 @@ def test_headless_runs_show_on_the_runs_page_with_their_posting_titles(make_dev:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     backfill_runs = re.findall(r"run ([0-9a-f-]{36}): succeeded", done.stderr)
-    assert len(backfill_runs) == 1, done.stderr
-    for job, expected, kind in (("postings_job", run_id, None), ("candidates_job", backfill_runs[0], "backfill")):
+    assert len(backfill_runs) == 2, done.stderr  # the candidates, then their interview results
+    for job, expected, kind in (
+        ("postings_job", run_id, None),
+        ("candidates_job", backfill_runs[0], "backfill"),
+        ("results_job", backfill_runs[1], "backfill"),
+    ):
         runs_page = {"pipelineName": job, "tags": [{"key": KIND_TAG, "value": kind}] if kind else []}
         runs = expect_type(graphql(dev.url, JOB_RUNS, {"filter": runs_page})["pipelineRunsOrError"], "Runs")
         listed = {r["runId"]: r for r in runs["results"]}

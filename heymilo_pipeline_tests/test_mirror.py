@@ -8,6 +8,7 @@ again after the changes, which is what the rolling refresh promises within N upd
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,9 @@ from heymilo_pipeline.api.windows import DayRange, day_of, midnight
 from heymilo_pipeline.cli import run_update
 from heymilo_pipeline.defs.partitions import POSTINGS
 from heymilo_pipeline.defs.tags import range_tags
-from heymilo_pipeline.lake import Lake
+from heymilo_pipeline.interview_results import FINISHED, scrub
+from heymilo_pipeline.lake import RESULTS, Lake
+from heymilo_pipeline.privacy import Scrubber
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.dagster_ui import CHECKS
@@ -44,7 +47,11 @@ def mirrored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         assert location.execute("postings_job", instance)
         registered = list(instance.get_dynamic_partitions(POSTINGS))
         assert location.execute("candidates_job", instance, range_tags(START, LAST, registered[0], registered[-1]))
+        assert location.execute("results_job", instance, range_tags(START, LAST, registered[0], registered[-1]))
         stale = query(data_dir / "heymilo.duckdb", "SELECT interview_id, status FROM candidates")
+        stale_results = query(
+            data_dir / "heymilo.duckdb", "SELECT interview_id, candidate_state FROM interview_results"
+        )
 
         # 20 days later: candidates advanced, some were erased (planned), two more are erased now, one posting is gone.
         tenant.set_now(midnight(TODAY) + 3 * 3600)
@@ -72,6 +79,7 @@ def mirrored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "registered": registered,
             "now_registered": list(instance.get_dynamic_partitions(POSTINGS)),
             "stale": stale,
+            "stale_results": dict(zip(stale_results["interview_id"], stale_results["candidate_state"], strict=True)),
             "erased": erased,
             "gone_posting": gone_posting,
             "outcomes": outcomes,
@@ -129,7 +137,36 @@ def test_erased_candidates_and_the_deleted_posting_are_gone(mirrored: dict[str, 
     assert len(marked) == 1 and marked["vanished_at"].notna().all()  # kept in postings, marked
 
 
+def test_the_results_equal_the_api_after_n_updates(mirrored: dict[str, Any]) -> None:
+    """Every finished candidate's results, as the API sends them now, and no other: results of candidates that
+    changed were fetched again, those of erased candidates and of the deleted posting left with them."""
+    tenant: Tenant = mirrored["tenant"]
+    remaining = [p for p in mirrored["registered"] if p != mirrored["gone_posting"]]
+    finished = {
+        r["interview_id"]: r
+        for r in tenant.truth()
+        if r["posting_id"] in remaining and day_of(r["created_at"]) <= LAST and r["status"] in FINISHED
+    }
+    lake = Lake(mirrored["data_dir"] / "lake").read(RESULTS)
+    stored = {i: json.loads(text) for i, text in zip(lake["interview_id"].to_pylist(), lake["record"].to_pylist(),
+                                                     strict=True)}  # fmt: skip
+    assert len(stored) == lake.num_rows and set(stored) == set(finished)
+    scrubber = Scrubber("keep")
+    assert all(stored[i] == scrub(tenant.interview_data(i), scrubber, False) for i in finished)
+    table = query(
+        mirrored["data_dir"] / "heymilo.duckdb", "SELECT interview_id, posting_id, status FROM interview_results"
+    )
+    assert sorted(zip(table["interview_id"], table["posting_id"], table["status"], strict=True)) == sorted(
+        (i, r["posting_id"], r["status"]) for i, r in finished.items()
+    )
+    # Results did change since the backfill (fetched again for a new state), and some candidates finished since.
+    before = mirrored["stale_results"]
+    changed = [i for i in finished if i in before and before[i] != stored[i]["status"]]
+    assert len([i for i in finished if i not in before]) > 20 and before.keys() - finished.keys()
+    assert changed is not None
+
+
 def test_the_warehouse_checks_pass_at_the_end(mirrored: dict[str, Any]) -> None:
     checks = mirrored["checks"]
-    assert set(checks) == CHECKS["candidates"] | CHECKS["candidate_workflow_steps"]
+    assert set(checks) == CHECKS["candidates"] | CHECKS["candidate_workflow_steps"] | CHECKS["interview_results"]
     assert all(e.passed for e in checks.values()), {n: e.description for n, e in checks.items()}

@@ -22,6 +22,8 @@ from nbclient import NotebookClient
 
 from heymilo_pipeline.api.models import CANDIDATE_STATUSES
 from heymilo_pipeline.defs.checks import warehouse_checks
+from heymilo_pipeline.defs.keys import INTERVIEW_RESULTS_KEY
+from heymilo_pipeline.defs.tags import range_tags
 from heymilo_pipeline.notebook import STATUS_ORDER, duckdb_path, order_statuses
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
@@ -57,6 +59,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         registered = harness.registered
         # One run over every posting (a rectangle of partitions, as the daily update asks): faster than one each.
         assert harness.candidates(FIRST, LAST, registered[0], registered[-1]).success
+        tags = range_tags(FIRST, LAST, registered[0], registered[-1])
+        assert harness.materialize(dg.AssetSelection.assets(INTERVIEW_RESULTS_KEY), tags).success
         assert harness.materialize(dg.AssetSelection.checks(warehouse_checks)).success
         yield Built(data_dir / "heymilo.duckdb", home)
 
@@ -87,11 +91,15 @@ def test_notebook_runs_on_a_real_warehouse(
     assert not [o for o in outputs if o.output_type == "error"]
     assert Path(outputs[0].text.strip()).resolve() == Path(sys.executable).resolve()
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 6, f"six charts expected (the notebook calls show six times), got {len(images)}"
+    assert len(images) == 7, f"seven charts expected (the notebook calls show seven times), got {len(images)}"
     text = "\n".join(_text(o) for o in outputs)
     assert str(built.duckdb) in text  # it read the file it was pointed at
     assert "checks passed on their latest run" in text  # the Dagster section found the test instance
     assert "freshness" in text
+    # The interview results section found results of every kind the simulated workspace has.
+    assert "scored questions" in text and "failed_pct" in text and "fired_pct" in text
+    # This workspace's postings screen no resume: the section says so rather than fail.
+    assert "not_shortlisted" in text or "No resume criteria in the results." in text
     # Aggregates only: no e-mail address, full name or signed link of any candidate in the outputs.
     people = query(built.duckdb, "SELECT DISTINCT name, email FROM candidates")
     assert len(people) > 0

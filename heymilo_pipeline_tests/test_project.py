@@ -46,6 +46,7 @@ def test_dg_loads_the_same_definitions(tmp_path: Path) -> None:
         "candidates": ["raw_candidates"],
         "candidate_workflow_steps": ["raw_candidates"],
         "posting_funnel": ["candidates"],
+        "interview_results": ["raw_candidates"],
     }
     assert {r["name"] for r in defs["resources"]} == {"heymilo", "storage", "pipeline", "duckdb"}
     assert {s["name"] for s in defs["schedules"]} == {"daily_update", "daily_checks"}
@@ -105,7 +106,8 @@ def test_the_live_line_moves_while_a_backfill_runs_in_a_terminal(tmp_path: Path)
             DAGSTER_HOME=str(home),
         )  # fmt: skip
         leader, follower = pty.openpty()
-        command = [BIN / "heymilo-pipeline", "backfill", "--start", first.isoformat(), "--end", last.isoformat()]
+        command = [BIN / "heymilo-pipeline", "backfill", "--start", first.isoformat(), "--end", last.isoformat(),
+                   "--no-results"]  # fmt: skip
         cli = subprocess.Popen(command, cwd=tmp_path, env=env, stdin=follower, stdout=follower, stderr=follower)
         os.close(follower)
         seen = b""
@@ -151,5 +153,13 @@ def test_an_asset_scaffolded_into_defs_loads_with_the_code_location(tmp_path: Pa
         check=True, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert found.stdout.strip() == str(
-        ["candidate_workflow_steps", "candidates", "my_mart", "posting_funnel", "postings", "raw_candidates"]
+        [
+            "candidate_workflow_steps",
+            "candidates",
+            "interview_results",
+            "my_mart",
+            "posting_funnel",
+            "postings",
+            "raw_candidates",
+        ]
     )

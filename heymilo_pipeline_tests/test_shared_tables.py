@@ -4,9 +4,11 @@ file published for notebooks, an analyst's read-only attach, and errors that kee
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -24,6 +26,8 @@ from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.devservers import S3Server, new_database
 from heymilo_pipeline.flatten import flatten
+from heymilo_pipeline.interview_results import StoredResult
+from heymilo_pipeline.interview_results import flatten as flatten_results
 from heymilo_pipeline.lake import RAW_TEXTS, raw_json
 from heymilo_pipeline.shared_tables import (
     LAKE,
@@ -36,7 +40,7 @@ from heymilo_pipeline.shared_tables import (
 )
 from heymilo_pipeline.storage import SliceRows
 from heymilo_pipeline.storage.shared import SharedStore
-from heymilo_pipeline.tables import CANDIDATES, POSTINGS, RAW_RECORDS, WORKFLOW_STEPS
+from heymilo_pipeline.tables import CANDIDATES, POSTINGS, RAW_RECORDS, RESULT_TABLES, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import Warehouse
 from heymilo_pipeline_tests.factories import DAY, DAYS, fetched, fetched_on
 
@@ -220,6 +224,39 @@ def test_two_hosts_writing_one_posting_month_at_once_lose_nothing(catalog: Catal
 
 
 @pytest.mark.integration
+def test_two_first_loads_of_the_same_days_at_once_store_them_once(catalog: Catalog) -> None:
+    """Two hosts load the same posting-days for the first time at the same moment: neither deletes anything, which
+    DuckLake alone would let both commit (every row twice). Both write, then both commit; the later one must lose,
+    start over, and replace the first one's rows."""
+    SharedTables(catalog).ensure_schema()
+    item = round_of("P1", 0, 0)
+    arrived = threading.Barrier(2, timeout=120)
+
+    def host(name: str) -> None:
+        tables = SharedTables(catalog)
+        first = [True]
+
+        def work(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+            done = shared_tables._replace(conn, [shared_tables._checked(item)], name)
+            if first[0]:  # both have written before either commits (on the first attempt; a retry goes alone)
+                first[0] = False
+                arrived.wait()
+            return done
+
+        tables.write(name, work)
+
+    threads = [threading.Thread(target=host, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    tables = SharedTables(catalog)
+    assert rows(tables) == sorted(keys_of(item.candidates))
+    assert len(rows(tables, "raw_candidates")) == item.candidates.num_rows
+    assert len(loads(tables)) == 10
+
+
+@pytest.mark.integration
 def test_a_writer_that_keeps_losing_gives_up_with_what_to_do(catalog: Catalog) -> None:
     tables = SharedTables(catalog, attempts=3)
     tables.ensure_schema()
@@ -399,7 +436,8 @@ def test_a_rebuild_recounts_partition_loads_from_the_rows(shared: SharedTables) 
     store = SharedStore(shared)
     with shared.session() as conn:  # a hand edit: a day's count no longer its rows'
         conn.execute("UPDATE partition_loads SET rows = 99 WHERE rows = 3")
-    assert store.rebuild("rebuild-1") == {"candidates": 5, "candidate_workflow_steps": 15, "partition_loads": 3}
+    rebuilt = {"candidates": 5, "candidate_workflow_steps": 15, "partition_loads": 3}
+    assert store.rebuild("rebuild-1") == {**rebuilt, **{t.name: 0 for t in RESULT_TABLES}}
     with shared.session() as conn:
         assert conn.execute("SELECT list(rows ORDER BY partition_date) FROM partition_loads").fetchone()[0] == [3, 0, 2]
 
@@ -480,3 +518,37 @@ def test_an_unreachable_catalog_is_named_without_its_password(postgres_url: str,
     message = str(caught.value)
     assert "hunter2" not in message and f"postgresql://heymilo@127.0.0.1:{port + 1}/nowhere" in message
     assert "reachable" in message
+
+
+@pytest.mark.integration
+def test_results_are_stored_published_and_leave_with_their_candidates(shared: SharedTables, tmp_path: Path) -> None:
+    """Interview results in the shared tables: written in one transaction with their raw records, copied by
+    publish, and gone once a later load no longer holds their candidate (erased in HeyMilo)."""
+    store = SharedStore(shared)
+    item = round_of("P1", 0, 0)
+    store.write_slices([item], "run-1")
+    ids = item.candidates["interview_id"].to_pylist()
+    days = dict(zip(ids, item.candidates["created_date"].to_pylist(), strict=True))
+
+    def result(i: str) -> StoredResult:
+        question = {"question_id": "q1", "question_text": "Why?", "score": 7, "score_weight": 3, "rank": 1}
+        record = {"interview_id": i, "status": "completed", "score": 80.0, "web_interview": {"scorecard": [question]}}
+        return StoredResult(record, "P1", days[i], 1_767_312_000.0, "state")
+
+    written = store.write_results(flatten_results(result(i) for i in ids), [], "results-1")
+    assert written["interview_results"] == written["interview_scorecard"] == len(ids)
+    with store.connect(read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM raw_interview_results").fetchone()[0] == len(ids)
+    published = store.publish(tmp_path / "published.duckdb", lock_timeout_s=5)
+    assert published["interview_results"] == published["interview_scorecard"] == len(ids)
+    # Written again, a result replaces itself; one of the interviews gone (a 404) loses its results.
+    store.write_results(flatten_results(result(i) for i in ids[1:]), [ids[0]], "results-2")
+    assert sorted(rows(shared, "interview_results")) == sorted(r for r in keys_of(item.candidates) if r[0] != ids[0])
+    # The next load of those days no longer holds the second candidate: its results leave with its row.
+    records = [json.loads(t) for i, t in zip(ids, item.raw["record"].to_pylist(), strict=True) if i != ids[1]]
+    later = slice_of(records, "P1", item.days)
+    store.write_slices([later], "run-2")
+    left = {r[0] for r in rows(shared, "interview_results")}
+    assert left == set(ids[2:]) and {r[0] for r in rows(shared, "raw_interview_results")} == left
+    assert store.results_problems() == {k: [] for k in store.results_problems()}
+    assert store.delete_posting("P1")["interview_results"] == len(left)

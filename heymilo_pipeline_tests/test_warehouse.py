@@ -21,7 +21,7 @@ from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import flatten, postings_table
 from heymilo_pipeline.lake import Lake, MonthFiles
 from heymilo_pipeline.storage.local import LocalStore
-from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, WAREHOUSE_TABLES, WORKFLOW_STEPS
+from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, RESULT_TABLES, WAREHOUSE_TABLES, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import (
     SliceFiles,
     Warehouse,
@@ -30,6 +30,9 @@ from heymilo_pipeline.warehouse import (
     query_arrow,
 )
 from heymilo_pipeline_tests.factories import BIG, DAY, DAYS, fetched, fetched_on
+
+# The results tables, empty: these tests store candidates only.
+NO_RESULTS = {t.name: 0 for t in RESULT_TABLES}
 
 
 @pytest.fixture
@@ -119,6 +122,7 @@ def test_schema_with_comments_is_idempotent(warehouse: Warehouse) -> None:
         "candidate_workflow_steps": 0,
         "postings": 0,
         "partition_loads": 0,
+        **NO_RESULTS,
     }
 
 
@@ -141,6 +145,7 @@ def test_slice_load_matches_the_lake_and_is_idempotent(lake: Lake, warehouse: Wa
         "candidate_workflow_steps": 15,
         "postings": 0,
         "partition_loads": 3,
+        **NO_RESULTS,
     }
     loads = fetch(warehouse, 'SELECT partition_date, "rows", run_id FROM partition_loads ORDER BY 1')
     assert loads == [(d, n, "run-1") for d, n in zip(DAYS.days, (3, 0, 2), strict=True)]
@@ -316,7 +321,7 @@ def test_rebuild_from_the_lake_equals_the_original(lake: Lake, warehouse: Wareho
     before = {t.name: store_of(warehouse).checksum(t.name, exclude.get(t.name, ())) for t in WAREHOUSE_TABLES}
     warehouse.path.unlink()  # the DuckDB file is lost
     rebuilt = Warehouse(warehouse.path).rebuild(lake, "rebuild-1")
-    assert rebuilt == {"candidates": 10, "candidate_workflow_steps": 30, "partition_loads": 6}
+    assert rebuilt == {"candidates": 10, "candidate_workflow_steps": 30, "partition_loads": 6, **NO_RESULTS}
     after = {t.name: store_of(warehouse).checksum(t.name, exclude.get(t.name, ())) for t in WAREHOUSE_TABLES}
     assert after == {**before, "postings": "0:0"}  # postings are not in the lake; the next listing fills them
 
@@ -354,7 +359,8 @@ def test_audits_find_planted_duplicates_orphans_and_differences(lake: Lake, ware
 def test_a_posting_can_be_deleted_from_lake_and_warehouse(lake: Lake, warehouse: Warehouse) -> None:
     publish(lake, warehouse, "P1", (3, 0, 2))
     publish(lake, warehouse, "P2", (2,), first=100)
-    assert warehouse.delete_posting("P1") == {"candidate_workflow_steps": 15, "candidates": 5, "partition_loads": 3}
+    deleted = {"candidate_workflow_steps": 15, "candidates": 5, "partition_loads": 3, **NO_RESULTS}
+    assert warehouse.delete_posting("P1") == deleted
     assert lake.postings() == {"P1", "P2"}
     assert lake.delete_posting("P1") == 3  # one month: three files
     assert lake.postings() == {"P2"}

@@ -105,10 +105,13 @@ class HeyMiloClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         limiter: RateLimiter | None = None,
+        results_lane: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self._own_limiter = limiter is None
         self.limiter = limiter or settings.limiter()
+        self._own_lane = results_lane is None
+        self._results_lane = results_lane  # made on the first results request: most runs make none
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None  # one per connection of the pool, made with it
@@ -137,6 +140,9 @@ class HeyMiloClient:
             self._http = None
         if self._own_limiter:
             self.limiter.close()
+        if self._own_lane and self._results_lane is not None:
+            self._results_lane.close()
+            self._results_lane = None
 
     # --- postings ---------------------------------------------------------------------------
 
@@ -256,8 +262,10 @@ class HeyMiloClient:
         stats = stats if stats is not None else QueryStats()
         context = errors.RequestContext(f"fetching the results of interview {interview_id}", posting_id)
         path = f"/api/v2/interviews/{quote(interview_id, safe='')}/data"
+        if self._results_lane is None:
+            self._results_lane = self.settings.results_lane()
         try:
-            body = await self._get_json(path, {}, stats, context, posting_id=posting_id)
+            body = await self._get_json(path, {}, stats, context, posting_id=posting_id, lane=self._results_lane)
         except errors.APIError as exc:
             if not_ready_marker({"error": {"code": exc.code, "type": exc.error_type}}):
                 return InterviewAnswer(interview_id, "not_ready", note=f"not ready (HTTP {exc.status_code})")
@@ -277,6 +285,7 @@ class HeyMiloClient:
         context: errors.RequestContext,
         *,
         posting_id: str | None = None,
+        lane: RateLimiter | None = None,
     ) -> Any:
         if self._http is None:
             raise RuntimeError("use HeyMiloClient inside 'async with'")
@@ -289,7 +298,7 @@ class HeyMiloClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._get_once(path, params, stats, context, posting_id)
+                    return await self._get_once(path, params, stats, context, posting_id, lane)
         except RetryError as exhausted:
             last = exhausted.last_attempt.exception()
             assert isinstance(last, errors.HeyMiloError)
@@ -334,9 +343,12 @@ class HeyMiloClient:
         stats: QueryStats,
         context: errors.RequestContext,
         posting_id: str | None,
+        lane: RateLimiter | None = None,
     ) -> Any:
         assert self._http is not None and self._slots is not None
         async with self._slots:
+            if lane is not None:
+                stats.waited_seconds += await lane.acquire()  # the lane first: its share, then the key's turn
             stats.waited_seconds += await self.limiter.acquire()
             stats.requests += 1
             response = await self._send(path, params, context)

@@ -51,10 +51,15 @@ def libpq_url(url: str) -> str:
     return url.replace("postgresql+psycopg2://", "postgresql://", 1)
 
 
-def budget_id(api_key: str, base_url: str) -> str:
-    """The budget's name: a hash of key and URL. The same key always meets the same budget, and the key itself
-    is never written anywhere."""
-    return hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:20]
+# A lane is a second budget inside the key's: its requests take a slot of the lane, then one of the key's.
+RESULTS_LANE = "results"
+
+
+def budget_id(api_key: str, base_url: str, lane: str = "") -> str:
+    """The budget's name: a hash of key and URL (and the lane's name after it). The same key always meets the same
+    budget, and the key itself is never written anywhere."""
+    digest = hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:20]
+    return f"{digest}-{lane}" if lane else digest
 
 
 class RateLimiter(ABC):
@@ -120,9 +125,12 @@ class SharedRateLimiter(RateLimiter):
         base_url: str,
         requests_per_window: int,
         window_seconds: float = 60.0,
+        *,
+        lane: str = "",
     ) -> SharedRateLimiter:
-        """The limiter every process of this machine using this key against this API shares."""
-        return cls(Path(state_dir) / f"{budget_id(api_key, base_url)}.gcra", requests_per_window, window_seconds)
+        """The limiter every process of this machine using this key against this API shares (or its ``lane``)."""
+        path = Path(state_dir) / f"{budget_id(api_key, base_url, lane)}.gcra"
+        return cls(path, requests_per_window, window_seconds)
 
     def _advance(self, step: float, pause: float) -> tuple[float, float]:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -173,9 +181,16 @@ class PostgresRateLimiter(RateLimiter):
 
     @classmethod
     def for_key(
-        cls, url: str, api_key: str, base_url: str, requests_per_window: int, window_seconds: float = 60.0
+        cls,
+        url: str,
+        api_key: str,
+        base_url: str,
+        requests_per_window: int,
+        window_seconds: float = 60.0,
+        *,
+        lane: str = "",
     ) -> PostgresRateLimiter:
-        return cls(url, budget_id(api_key, base_url), requests_per_window, window_seconds)
+        return cls(url, budget_id(api_key, base_url, lane), requests_per_window, window_seconds)
 
     def _connect(self) -> Any:
         try:

@@ -20,7 +20,13 @@ from pydantic import (
 )
 
 from heymilo_pipeline.api.errors import ConfigurationError
-from heymilo_pipeline.api.limits import POSTGRES_SCHEMES, PostgresRateLimiter, RateLimiter, SharedRateLimiter
+from heymilo_pipeline.api.limits import (
+    POSTGRES_SCHEMES,
+    RESULTS_LANE,
+    PostgresRateLimiter,
+    RateLimiter,
+    SharedRateLimiter,
+)
 
 DEFAULT_BASE_URL = "https://api.heymilo.ai"
 
@@ -58,6 +64,13 @@ class ConnectionSettings(BaseModel):
         4,
         ge=1,
         description="Postings fetched at once by one run, and day sub-ranges a large posting is walked in at once.",
+    )
+    results_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of rate_limit that interview results (one request per interview) may use at most, so "
+        "they never starve the candidate listing; the rest stays for candidates and postings.",
     )
     rate_budget_url: PostgresURL | None = Field(
         None,
@@ -112,9 +125,18 @@ class ClientSettings(ConnectionSettings):
             raise ConfigurationError(f"invalid HeyMilo client settings: {problems}") from None
 
     def limiter(self) -> RateLimiter:
-        key, rate = self.key, (self.rate_limit, self.rate_window_seconds)
+        """The key's budget: every request takes a slot of it."""
+        return self._budget("", self.rate_limit)
+
+    def results_lane(self) -> RateLimiter:
+        """The results' lane: a request for an interview's results takes a slot of it before one of the key's
+        budget, so results use at most ``results_share`` of the limit, however many runs fetch them."""
+        return self._budget(RESULTS_LANE, max(1, int(self.rate_limit * self.results_share)))
+
+    def _budget(self, lane: str, requests: int) -> RateLimiter:
+        key, window = self.key, self.rate_window_seconds
         if self.rate_budget_url is not None:
             url = self.rate_budget_url.get_secret_value()
-            return PostgresRateLimiter.for_key(url, key, self.base_url, *rate)
+            return PostgresRateLimiter.for_key(url, key, self.base_url, requests, window, lane=lane)
         assert self.state_dir is not None  # checked above
-        return SharedRateLimiter.for_key(self.state_dir, key, self.base_url, *rate)
+        return SharedRateLimiter.for_key(self.state_dir, key, self.base_url, requests, window, lane=lane)

@@ -22,7 +22,7 @@ from heymilo_pipeline import quality
 from heymilo_pipeline.api.errors import HeyMiloError
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.audit import completeness
-from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
+from heymilo_pipeline.defs.keys import CANDIDATES_KEY, INTERVIEW_RESULTS_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
 from heymilo_pipeline.defs.partitions import POSTINGS
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage
 from heymilo_pipeline.defs.tags import AS_OF_TAG, PARTITION_RUN_TAGS
@@ -93,6 +93,21 @@ WAREHOUSE_CHECKS = {
     "matches_lake": (
         CANDIDATES_KEY,
         "DuckDB's candidates and steps equal the lake's Parquet files, row for row, over every posting and day.",
+    ),
+    "results_complete": (
+        INTERVIEW_RESULTS_KEY,
+        "Every candidate that finished (last activity) more than HEYMILO_RESULTS_GRACE_DAYS ago has results fetched "
+        "for its current state; fails naming the postings and interviews still waiting.",
+    ),
+    "results_in_ranges": (
+        INTERVIEW_RESULTS_KEY,
+        "Every stored score, confidence and ranking of the results tables within its documented range (1-10, "
+        "0-100, 0.0-5.0, 0-1, 1-5); fails naming the posting and interview of each value outside.",
+    ),
+    "results_unique_and_referenced": (
+        INTERVIEW_RESULTS_KEY,
+        "Every results table holds each key once, every result belongs to a candidate stored under the same "
+        "posting and day, and every child row has its interview's row in interview_results.",
     ),
 }
 
@@ -184,6 +199,15 @@ def warehouse_checks(
             ),
             metadata={"orphans": dg.MetadataValue.json(orphans)},
         )
+    if "results_complete" in selected:
+        yield _results_complete(store, as_of - timedelta(days=settings.results_grace_days))
+    if {"results_in_ranges", "results_unique_and_referenced"} & selected:
+        problems = store.results_problems()
+        if "results_in_ranges" in selected:
+            yield _results_problems("results_in_ranges", problems, ("out_of_range",))
+        if "results_unique_and_referenced" in selected:
+            kinds = ("doubled_keys", "without_candidate", "without_interview_row")
+            yield _results_problems("results_unique_and_referenced", problems, kinds)
     if "matches_lake" in selected:
         differences = store.lake_differences()
         postings = sorted({d["posting_id"] for d in differences})
@@ -199,6 +223,55 @@ def warehouse_checks(
             ),
             metadata={"differences": dg.MetadataValue.json(differences[:50])},
         )
+
+
+def _results_complete(store: Store, finished_before: datetime) -> dg.AssetCheckResult:
+    waiting = store.results_due(finished_before=finished_before)
+    by_posting: dict[str, int] = {}
+    for posting_id in waiting["posting_id"].to_pylist():
+        by_posting[posting_id] = by_posting.get(posting_id, 0) + 1
+    examples = [
+        {"posting_id": r["posting_id"], "day": str(r["created_date"]), "interview_id": r["interview_id"]}
+        for r in waiting.slice(0, 20).to_pylist()
+    ]
+    return dg.AssetCheckResult(
+        check_name="results_complete",
+        asset_key=INTERVIEW_RESULTS_KEY,
+        passed=not waiting.num_rows,
+        severity=WARN,
+        description=(
+            f"{waiting.num_rows} candidate(s) finished before {finished_before:%Y-%m-%d %H:%M} UTC without current "
+            f"results, by posting: {dict(sorted(by_posting.items())[:10])}; e.g. "
+            + ", ".join(f"{e['interview_id']} ({e['posting_id']}, {e['day']})" for e in examples[:3])
+            + ". Materialize interview_results for their days (results_job), or read its last runs for errors."
+            if waiting.num_rows
+            else f"every candidate finished before {finished_before:%Y-%m-%d %H:%M} UTC has current results"
+        ),
+        metadata={
+            "finished_before": finished_before.isoformat(),
+            "waiting": waiting.num_rows,
+            "waiting_by_posting": dg.MetadataValue.json(by_posting),
+            "examples": dg.MetadataValue.json(examples),
+        },
+    )
+
+
+def _results_problems(name: str, problems: dict[str, list[dict]], kinds: tuple[str, ...]) -> dg.AssetCheckResult:
+    found = {kind: problems[kind] for kind in kinds if problems[kind]}
+
+    def one(p: dict) -> str:
+        where = f"{p['table_name']}.{p['column_name']} = {p['value']}" if "column_name" in p else p["table_name"]
+        return f"interview {p['interview_id']} of posting {p['posting_id']} ({where})"
+
+    described = [f"{kind}: " + ", ".join(one(p) for p in items[:3]) for kind, items in found.items()]
+    return dg.AssetCheckResult(
+        check_name=name,
+        asset_key=INTERVIEW_RESULTS_KEY,
+        passed=not found,
+        severity=ERROR,
+        description="; ".join(described) if found else "passed for every stored result",
+        metadata={kind: dg.MetadataValue.json(problems[kind]) for kind in kinds},
+    )
 
 
 def _freshness(registered: list[str], loaded: dict[str, date], due: date) -> dg.AssetCheckResult:

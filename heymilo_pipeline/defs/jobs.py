@@ -1,5 +1,5 @@
-"""Jobs: candidates (partitioned), postings, the warehouse checks, the rebuild of DuckDB from the lake, and the
-shared tables' maintenance (production profile only)."""
+"""Jobs: candidates and interview results (partitioned), postings, the warehouse checks, the rebuild of DuckDB from
+the lake, and the shared tables' maintenance (production profile only)."""
 
 from datetime import timedelta
 
@@ -8,7 +8,7 @@ from pydantic import Field
 
 from heymilo_pipeline.defs.assets import postings
 from heymilo_pipeline.defs.checks import warehouse_checks
-from heymilo_pipeline.defs.keys import CANDIDATES_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
+from heymilo_pipeline.defs.keys import CANDIDATES_KEY, INTERVIEW_RESULTS_KEY, RAW_CANDIDATES_KEY, WORKFLOW_STEPS_KEY
 from heymilo_pipeline.defs.resources import Storage
 from heymilo_pipeline.tables import CANDIDATES, WORKFLOW_STEPS
 
@@ -20,6 +20,13 @@ candidates_job = dg.define_asset_job(
     "candidates_job",
     selection=CANDIDATES_SELECTION,
     description="Fetch, check and publish candidates for a rectangle of postings x days, posting by posting.",
+)
+
+results_job = dg.define_asset_job(
+    "results_job",
+    selection=dg.AssetSelection.assets(INTERVIEW_RESULTS_KEY),
+    description="Fetch and store the interview results due for a rectangle of postings x days (finished candidates "
+    "without results for their current state), newest day first, within HEYMILO_RESULTS_SHARE of the budget.",
 )
 
 postings_job = dg.define_asset_job(

@@ -7,3 +7,4 @@ from heymilo_pipeline import tables
 RAW_CANDIDATES_KEY = dg.AssetKey(tables.RAW_RECORDS.name)
 CANDIDATES_KEY = dg.AssetKey(tables.CANDIDATES.name)
 WORKFLOW_STEPS_KEY = dg.AssetKey(tables.WORKFLOW_STEPS.name)
+INTERVIEW_RESULTS_KEY = dg.AssetKey(tables.INTERVIEW_RESULTS.name)

@@ -1,17 +1,25 @@
-"""Sensors: register new postings and backfill them; start the day's candidate runs once postings are listed."""
+"""Sensors: register new postings and backfill them; start the day's candidate runs once postings are listed; fetch
+the interview results of every candidates run's partitions once it has ended."""
 
 import asyncio
+import time
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
 from heymilo_pipeline.api.errors import HeyMiloError
-from heymilo_pipeline.defs.jobs import candidates_job, postings_job
+from heymilo_pipeline.defs.jobs import candidates_job, postings_job, results_job
 from heymilo_pipeline.defs.partitions import POSTINGS, postings_partitions
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage
 from heymilo_pipeline.defs.schedules import update_requests
-from heymilo_pipeline.defs.tags import AS_OF_TAG, KIND_TAG, range_tags
+from heymilo_pipeline.defs.tags import (
+    AS_OF_TAG,
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    KIND_TAG,
+    range_tags,
+)
 from heymilo_pipeline.discovery import discover_postings
 from heymilo_pipeline.refresh import todays_plan
 from heymilo_pipeline.settings import PipelineSettings
@@ -75,3 +83,46 @@ def requests_after_listing(
         return dg.SkipReason("not a daily update's listing")
     as_of = date.fromisoformat(listing_tags[AS_OF_TAG])
     return update_requests(instance, as_of, todays_plan(as_of, settings, store))
+
+
+# A candidates run ended (succeeded, or failed for some postings): its partitions' results are due now.
+_ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+
+
+@dg.sensor(
+    job=results_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When a run of candidates_job ends (the daily update's, a new posting's backfill), succeeded or "
+    "failed: one results run over the same postings x days, so results always follow their candidates and one "
+    "failed posting keeps no other posting's results waiting. On by default, like update_after_postings.",
+)
+def results_after_candidates(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    # Turned on for the first time: the runs of the last day, not every run the instance ever held.
+    since = float(context.cursor) if context.cursor else time.time() - 86400
+    runs = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=candidates_job.name, statuses=_ENDED, updated_after=_utc(since)), limit=100
+    )
+    if not runs:
+        return dg.SkipReason("no candidates run has ended since the last look")
+    requests = [results_request(run.run_id, run.tags) for run in runs]
+    records = context.instance.get_run_records(filters=dg.RunsFilter(run_ids=[r.run_id for r in runs]))
+    cursor = max([since, *(r.update_timestamp.timestamp() for r in records)])
+    return dg.SensorResult(run_requests=[r for r in requests if r is not None], cursor=str(cursor))
+
+
+def results_request(run_id: str, tags: Mapping[str, str]) -> dg.RunRequest | None:
+    """The results run that follows the candidates run ``run_id``: its partition range and why it ran."""
+    if ASSET_PARTITION_RANGE_START_TAG not in tags:
+        return None
+    return dg.RunRequest(run_key=f"results-after-{run_id}", tags=results_tags(tags))
+
+
+def results_tags(candidates_tags: Mapping[str, str]) -> dict[str, str]:
+    """A results run's tags after a candidates run tagged ``candidates_tags``: the same partitions and reason."""
+    kept = (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG, KIND_TAG, AS_OF_TAG)
+    return {k: candidates_tags[k] for k in kept if k in candidates_tags}
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)

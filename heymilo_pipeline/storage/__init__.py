@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -62,8 +62,9 @@ class PostingsChange:
 
 
 class Store(Protocol):
-    """The pipeline's tables: ``candidates``, ``candidate_workflow_steps``, ``partition_loads``, ``postings`` and the
-    raw records they are made from. Every write is one transaction: all of it is stored, or none."""
+    """The pipeline's tables: ``candidates``, ``candidate_workflow_steps``, ``partition_loads``, ``postings``, the
+    interview results (``tables.RESULT_TABLES``) and the raw records they are made from. Every write is one
+    transaction: all of it is stored, or none."""
 
     description: str  # where the tables are, for people (never a password)
 
@@ -87,6 +88,12 @@ class Store(Protocol):
     def delete_posting(self, posting_id: str) -> dict[str, int]:
         """Remove everything of one posting but its ``postings`` row; returns what was removed."""
 
+    def write_results(self, tables: Mapping[str, pa.Table], remove: Sequence[str], run_id: str) -> dict[str, int]:
+        """Replace the results of the interviews in ``tables`` (``interview_results.flatten``'s, raw records
+        included) and remove those of ``remove``; a result whose candidate is no longer stored under its posting
+        and day is not inserted. Returns rows inserted per table. (A candidates write removes the results of the
+        candidates it erases or moves.)"""
+
     # --- reads (read-only; none of them writes) ------------------------------------------------
     def connect(self, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """A DuckDB connection whose unqualified table names are the tables, closed on exit."""
@@ -99,12 +106,20 @@ class Store(Protocol):
     def loads_by_posting(self) -> list[tuple[str, int, date, date, int]]: ...
     def posting_labels(self) -> dict[str, tuple[str, str]]: ...
     def checksum(self, table: str, exclude: Sequence[str] = ()) -> str: ...
+    def results_due(
+        self,
+        posting_ids: Sequence[str] | None = None,
+        days: DayRange | None = None,
+        finished_before: datetime | None = None,
+    ) -> pa.Table: ...
+    def results_backlog(self, posting_ids: Sequence[str], days: DayRange) -> dict[tuple[str, date], int]: ...
 
     # --- audits ------------------------------------------------------------------------------
     def duplicate_interview_ids(self, limit: int = 10) -> dict[str, Any]:
         """interview_ids stored more than once, in the tables (``duckdb``) and in the raw records (``lake``)."""
 
     def orphan_steps(self, limit: int = 10) -> dict[str, Any]: ...
+    def results_problems(self, limit: int = 10) -> dict[str, list[dict[str, Any]]]: ...
 
     def lake_differences(self) -> list[dict[str, Any]]:
         """Per table and posting, where the tables and the raw records (the lake) disagree."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ import pyarrow as pa
 from heymilo_pipeline.lake import Lake
 from heymilo_pipeline.storage import DUCKDB_NAME, LAKE_NAME, PostingsChange, SliceRows
 from heymilo_pipeline.storage.reads import TableReads, doubled_ids, table_counts
-from heymilo_pipeline.tables import CANDIDATES, WAREHOUSE_TABLES, WORKFLOW_STEPS
+from heymilo_pipeline.tables import CANDIDATES, RAW_RESULTS, WAREHOUSE_TABLES, WORKFLOW_STEPS
 from heymilo_pipeline.warehouse import READ_ALL, SliceFiles, Warehouse, quoted_names
 
 log = logging.getLogger("heymilo_pipeline.storage")
@@ -73,6 +73,12 @@ class LocalStore(TableReads):
             log.info("posting %s: lake written; loading into DuckDB", slices[0].posting_id)
         return self.warehouse.replace_slices(plan, run_id)
 
+    def write_results(self, tables: Mapping[str, pa.Table], remove: Sequence[str], run_id: str) -> dict[str, int]:
+        # The lake first, as for candidates: a crash in between leaves the lake newer, and a rebuild or the next
+        # results run (which finds them still due in DuckDB) makes DuckDB catch up.
+        self.lake.write_results(tables[RAW_RESULTS.name], remove)
+        return self.warehouse.replace_results(tables, remove)
+
     def replace_postings(self, table: pa.Table) -> PostingsChange:
         return self.warehouse.replace_postings(table)
 
@@ -113,8 +119,8 @@ class LocalStore(TableReads):
         return out
 
     def rebuild(self, run_id: str) -> dict[str, int]:
-        """DuckDB's candidates, steps and partition_loads dropped and made again from the lake, in one transaction
-        (so a changed column applies too); ``postings``, which the lake does not hold, is kept."""
+        """DuckDB's candidates, steps, partition_loads and results dropped and made again from the lake, in one
+        transaction (so a changed column applies too); ``postings``, which the lake does not hold, is kept."""
         return self.warehouse.rebuild(self.lake, run_id)
 
     def publish(self, path: Path, lock_timeout_s: float) -> dict[str, int]:

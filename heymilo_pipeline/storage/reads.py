@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from heymilo_pipeline.api.windows import DayRange
-from heymilo_pipeline.tables import WAREHOUSE_TABLES
+from heymilo_pipeline.interview_results import FINISHED_SQL, doubled_keys_sql, out_of_range_sql, state_sql
+from heymilo_pipeline.tables import INTERVIEW_RESULTS, RESULT_TABLES, WAREHOUSE_TABLES, TableSpec
 
 # Statuses after which a candidate's record rarely changes: a recruiter (or a knockout) has decided.
 FINAL_STATUSES = ("shortlisted", "dismissed", "knocked_out")
@@ -97,6 +99,29 @@ class TableReads:
             count, total = conn.execute(sql).fetchone()
         return f"{count}:{total}"
 
+    def results_due(
+        self,
+        posting_ids: Sequence[str] | None = None,
+        days: DayRange | None = None,
+        finished_before: datetime | None = None,
+    ) -> pa.Table:
+        """Finished candidates (of these postings and days; last active before ``finished_before``) whose results
+        are missing or were fetched for another state, newest day first: (interview_id, posting_id, created_date,
+        candidate_state)."""
+        with self.connect(read_only=True) as conn:
+            return results_due(conn, posting_ids, days, finished_before)
+
+    def results_backlog(self, posting_ids: Sequence[str], days: DayRange) -> dict[tuple[str, date], int]:
+        """How many results are due per posting and day (days with none absent), in one query."""
+        where, params = _due_filter(posting_ids, days, None)
+        sql = f"SELECT posting_id, created_date, count(*) FROM ({_DUE.format(where=where)}) GROUP BY 1, 2"
+        with self.connect(read_only=True) as conn:
+            return {(p, d): n for p, d, n in conn.execute(sql, params).fetchall()}
+
+    def results_problems(self, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
+        with self.connect(read_only=True) as conn:
+            return results_problems(conn, limit)
+
     def orphan_steps(self, limit: int = 10) -> dict[str, Any]:
         """Step rows whose candidate is not in ``candidates`` (or sits under another posting or day)."""
         sql = """
@@ -113,6 +138,97 @@ class TableReads:
             "by_posting": _count_by(r[1] for r in rows),
             "examples": [{"interview_id": i, "posting_id": p, "day": str(d)} for i, p, d, _ in rows[:limit]],
         }
+
+
+# Finished candidates without results fetched for their current state ({where}: more conditions on c).
+_DUE = f"""
+    SELECT c.interview_id, c.posting_id, c.created_date, {state_sql("c")} AS candidate_state
+    FROM candidates AS c LEFT JOIN "{INTERVIEW_RESULTS.name}" AS r
+      ON r.interview_id = c.interview_id AND r.posting_id = c.posting_id AND r.created_date = c.created_date
+    WHERE c.status IN {FINISHED_SQL} AND r.candidate_state IS DISTINCT FROM {state_sql("c")}{{where}}
+"""
+
+
+def _due_filter(
+    posting_ids: Sequence[str] | None, days: DayRange | None, finished_before: datetime | None
+) -> tuple[str, list[Any]]:
+    where, params = "", []
+    if posting_ids is not None:
+        where += " AND c.posting_id IN (SELECT unnest(?))"
+        params.append(list(posting_ids))
+    if days is not None:
+        where += " AND c.created_date BETWEEN ? AND ?"
+        params += [days.first, days.last]
+    if finished_before is not None:
+        where += " AND coalesce(c.workflow_last_activity_at, c.interviewed_at, c.created_at) < ?"
+        params.append(finished_before)
+    return where, params
+
+
+def results_due(
+    conn: duckdb.DuckDBPyConnection,
+    posting_ids: Sequence[str] | None = None,
+    days: DayRange | None = None,
+    finished_before: datetime | None = None,
+) -> pa.Table:
+    where, params = _due_filter(posting_ids, days, finished_before)
+    sql = _DUE.format(where=where) + " ORDER BY c.created_date DESC, c.posting_id, c.interview_id"
+    return conn.execute(sql, params).to_arrow_table()
+
+
+def results_problems(conn: duckdb.DuckDBPyConnection, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
+    """What the results tables hold that they must not: values outside the documented ranges, a key twice, rows
+    whose candidate is not stored under the same posting and day, and child rows without their interview's row."""
+
+    def rows(sql: str) -> list[dict[str, Any]]:
+        result = conn.execute(sql)
+        names = [d[0] for d in result.description]
+        return [
+            {n: (str(v) if isinstance(v, date) else v) for n, v in zip(names, row, strict=True)}
+            for row in result.fetchall()
+        ]
+
+    orphans = " UNION ALL ".join(
+        f"(SELECT '{t.name}' AS table_name, interview_id, posting_id, created_date, count(*) AS n "
+        f'FROM "{t.name}" AS r ANTI JOIN candidates AS c ON c.interview_id = r.interview_id '
+        f"AND c.posting_id = r.posting_id AND c.created_date = r.created_date GROUP BY ALL ORDER BY ALL LIMIT {limit})"
+        for t in RESULT_TABLES
+    )
+    unparented = " UNION ALL ".join(
+        f"(SELECT '{t.name}' AS table_name, interview_id, posting_id, created_date, count(*) AS n "
+        f'FROM "{t.name}" AS x ANTI JOIN "{INTERVIEW_RESULTS.name}" AS r ON r.interview_id = x.interview_id '
+        f"AND r.posting_id = x.posting_id AND r.created_date = x.created_date GROUP BY ALL ORDER BY ALL LIMIT {limit})"
+        for t in RESULT_TABLES
+        if t is not INTERVIEW_RESULTS
+    )
+    return {
+        "out_of_range": rows(out_of_range_sql(limit)),
+        "doubled_keys": rows(doubled_keys_sql(limit)),
+        "without_candidate": rows(orphans),
+        "without_interview_row": rows(unparented),
+    }
+
+
+def delete_orphan_results(
+    conn: duckdb.DuckDBPyConnection,
+    posting_id: str,
+    first: date,
+    last: date,
+    tables: Sequence[TableSpec] = RESULT_TABLES,
+) -> int:
+    """Results (in ``tables``) of one posting's days whose candidate is no longer stored there (erased, or moved to
+    another day or posting): they leave with it. Returns the interviews whose results left."""
+    left = 0
+    for table in tables:
+        deleted = conn.execute(
+            f'DELETE FROM "{table.name}" AS r WHERE posting_id = ? AND created_date BETWEEN ? AND ? AND NOT EXISTS '
+            "(SELECT 1 FROM candidates AS c WHERE c.interview_id = r.interview_id AND c.posting_id = r.posting_id "
+            "AND c.created_date = r.created_date)",
+            [posting_id, first, last],
+        ).fetchone()[0]
+        if table is INTERVIEW_RESULTS:
+            left = deleted
+    return left
 
 
 def doubled_ids(conn: duckdb.DuckDBPyConnection, source: str, params: list[Any], limit: int) -> dict[str, Any]:

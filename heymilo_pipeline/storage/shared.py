@@ -14,10 +14,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from heymilo_pipeline.shared_tables import SharedTables, shared_tables_at
+from heymilo_pipeline.shared_tables import SERIALIZE, SharedTables, shared_tables_at
 from heymilo_pipeline.storage import PostingsChange, SliceRows
 from heymilo_pipeline.storage.reads import TableReads, doubled_ids, table_counts
-from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, RAW_RECORDS
+from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, RAW_RECORDS, RESULT_TABLES
 from heymilo_pipeline.warehouse import merge_postings
 
 log = logging.getLogger("heymilo_pipeline.storage")
@@ -66,12 +66,16 @@ class SharedStore(TableReads):
             log.info("posting %s: writing to the shared tables", slices[0].posting_id)
         return self.tables.replace_slices(slices, run_id)
 
+    def write_results(self, tables: Mapping[str, pa.Table], remove: Sequence[str], run_id: str) -> dict[str, int]:
+        return self.tables.replace_results(tables, remove)
+
     def replace_postings(self, table: pa.Table) -> PostingsChange:
         self.tables.ensure_schema()  # the postings asset may be the first to touch a new catalog
 
         def merge() -> PostingsChange:
             with self.connect() as conn:
-                return merge_postings(conn, table)
+                # An empty listing changes nothing: no write, so no snapshot (every listing would add one).
+                return merge_postings(conn, table, first=SERIALIZE if table.num_rows else None)
 
         return self.tables.retrying("the postings listing", merge)
 
@@ -118,7 +122,8 @@ class SharedStore(TableReads):
 
         self.tables.ensure_schema()
         counts = self.tables.write("rebuilding partition_loads", recount)
-        return {name: counts[name] for name in (CANDIDATES.name, "candidate_workflow_steps", PARTITION_LOADS.name)}
+        rebuilt = (CANDIDATES.name, "candidate_workflow_steps", PARTITION_LOADS.name, *(t.name for t in RESULT_TABLES))
+        return {name: counts[name] for name in rebuilt}
 
     def publish(self, path: Path, lock_timeout_s: float) -> dict[str, int]:
         return self.tables.publish(path, lock_timeout_s=lock_timeout_s)
