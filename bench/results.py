@@ -37,6 +37,7 @@ def main() -> None:
     parser = range_arguments(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--rate-limit", type=int, default=1_000_000, help="the key's limit (default: no pacing)")
     parser.add_argument("--share", type=float, default=0.5, help="HEYMILO_RESULTS_SHARE")
+    parser.add_argument("--rate-window", type=float, default=60.0, help="HEYMILO_RATE_WINDOW_SECONDS")
     args = parser.parse_args()
     WORK_DIR.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
@@ -46,7 +47,7 @@ def main() -> None:
         def client(rate_limit: int) -> HeyMiloClient:
             settings = ClientSettings.build(
                 api_key=KEY, base_url=args.url, rate_limit=rate_limit, results_share=args.share,
-                state_dir=Path(work) / "ratelimit",
+                rate_window_seconds=args.rate_window, state_dir=Path(work) / "ratelimit",
             )  # fmt: skip
             return HeyMiloClient(settings)
 
@@ -84,7 +85,7 @@ def main() -> None:
             "seconds": done["seconds"],
             "waited_seconds": run.stats.waited_seconds,
             "peak_rss_before_results": rss_before,
-            "peak_rss": vm_hwm(),
+            "results_peak_rss": vm_hwm(),  # since the reset: the results step alone
             "table_rows": store.table_counts(),
         }
     write_result(args.out, result)

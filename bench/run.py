@@ -39,7 +39,7 @@ from heymilo_pipeline.devservers import new_database, postgres_server, s3_server
 # The code before the performance work of the benchmarks (GC, parsing, parallel lake writes), measured
 # beside the current code in the same run for the before/after figures.
 BASELINE_COMMIT = "d6a1dcc"
-BENCHES = ("requests", "ratelimit", "local", "dlt", "dagster", "overhead", "hosts", "bookkeeping")
+BENCHES = ("requests", "ratelimit", "local", "dlt", "dagster", "overhead", "hosts", "bookkeeping", "results")
 
 
 @dataclass
@@ -786,6 +786,76 @@ def bench_bookkeeping(report: Report) -> None:
 
 
 PLANNED_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+# --- 9. interview results -----------------------------------------------------------------------
+
+
+def finished_in(tenant: Any, posting_ids: list[str]) -> int:
+    from heymilo_pipeline.interview_results import FINISHED
+
+    return sum(1 for r in tenant.truth() if r["posting_id"] in posting_ids and r["status"] in FINISHED)
+
+
+def bench_results(report: Report) -> None:
+    """A results backfill under the key's limit (the share it is given, the requests it makes) and its memory as the
+    backlog grows tenfold, unthrottled."""
+    section = "9. Interview results"
+    print(f"{section} ...", flush=True)
+    first = date(2025, 10, 1)
+    last = date(2025, 12, 31)
+    if report.quick:  # time-scaled: 300 per 6 s
+        paced = (SimSpec(postings=2, candidates=(150, 150), first=first, last=last, latency_ms=20), 300, 6.0)
+        sizes = [SimSpec(postings=2, candidates=(150, 150), first=first, last=last),
+                 SimSpec(postings=2, candidates=(1_500, 1_500), first=first, last=last)]  # fmt: skip
+    else:  # the real 300 a minute, 200 ms answers; then 10,000 and 100,000 finished interviews, unthrottled
+        paced = (SimSpec(postings=5, candidates=(3_500, 3_500), first=first, last=last, latency_ms=200), 300, 60.0)
+        sizes = [SimSpec(postings=5, candidates=(3_500, 3_500), first=first, last=last),
+                 SimSpec(postings=5, candidates=(35_000, 35_000), first=first, last=last)]  # fmt: skip
+    spec, limit, window = paced
+    tenant = spec.tenant()
+    ids = common.wanted_postings(tenant)
+    finished = finished_in(tenant, ids)
+    share = 0.5
+    with simulator(spec) as url:
+        result = bench_script(
+            "results", "--url", url, "--first", spec.first.isoformat(), "--last", spec.last.isoformat(),
+            "--rate-limit", str(limit), "--rate-window", str(window), "--share", str(share), *posting_args(ids),
+            timeout=6 * 3600,
+        )  # fmt: skip
+    report.raw.setdefault("results", {})["paced"] = result
+    if failed(report, section, result):
+        return
+    per_minute = limit * 60 / window
+    given = per_minute * share
+    achieved = result["requests"] / result["seconds"] * 60 if result["seconds"] else 0.0
+    label = f"{finished:,} finished interviews at {per_minute:,.0f}/min" + (" (time-scaled)" if window != 60 else "")
+    report.add(section, f"{label}, share {share}: achieved / share",
+               f"{achieved:,.1f}/min of {given:,.0f}/min = {achieved / given:.3f} ({result['seconds'] / 60:.1f} min)",
+               ">= 0.95", achieved / given >= 0.95)  # fmt: skip
+    exact = result["requests"] == result["due"] + result["retries"] and result["due"] == finished
+    report.add(section, f"{label}: requests / (finished + retries)",
+               f"{result['requests']:,} / ({result['due']:,} + {result['retries']})", "equal", exact)  # fmt: skip
+    report.add(section, f"{label}: stored", f"{result['stored']:,} of {result['due']:,} due, {result['left']} left",
+               "all", result["stored"] == result["due"])  # fmt: skip
+    peaks = []
+    for spec in sizes:
+        tenant = spec.tenant()
+        ids = common.wanted_postings(tenant)
+        with simulator(spec) as url:
+            found = bench_script(
+                "results", "--url", url, "--first", spec.first.isoformat(), "--last", spec.last.isoformat(),
+                *posting_args(ids), timeout=3 * 3600,
+            )  # fmt: skip
+        report.raw["results"].setdefault("sizes", []).append(found)
+        if failed(report, section, found):
+            return
+        peaks.append((found["due"], found["results_peak_rss"], found["seconds"]))
+    (small, small_peak, small_s), (large, large_peak, large_s) = peaks
+    report.add(section, f"peak RSS of the results step, {small:,} -> {large:,} results (unthrottled)",
+               f"{mib(small_peak)} -> {mib(large_peak)} = {large_peak / small_peak:.2f}x "
+               f"({small / small_s:,.0f} and {large / large_s:,.0f} results/s)",
+               "<= 1.25x (flat)", large_peak <= 1.25 * small_peak)  # fmt: skip
 
 
 def describe_timeline(timeline: dict[str, Any], stats: dict[str, Any]) -> str:

@@ -1,10 +1,11 @@
 """Fetch and store the interview results of posting-days: the core of the ``interview_results`` asset (no Dagster).
 
-For each day, newest first, the store says which finished candidates lack results for their current state
-(``Store.results_due``); each is one getInterviewData request, taken from the results' share of the key's budget
-(``ClientSettings.results_lane``). A day's answers are checked against every documented range and key
-(``interview_results.RANGES``) and written in one transaction: a posting-day with a value out of range is not
-published at all (its previous results stay), the others are.
+What is due is read from the store once: finished candidates without results for their current state
+(``Store.results_due``). Day after day, newest first, each is one getInterviewData request, taken from the
+results' share of the key's budget (``ClientSettings.results_lane``). The answers are gathered into chunks of
+whole posting-days, and each chunk is checked against every documented range and key (``interview_results.RANGES``)
+and written in one transaction, in a thread, while the next days are fetched: a posting-day with a value out of
+range is not published at all (its previous results stay), the others are.
 
 Newest first, because the newest candidates are the ones recruiters are deciding on now: a first backfill of a
 large workspace takes hours at the share (30,000 results at 150 a minute: 3 h 20 min), and the results wanted
@@ -40,6 +41,9 @@ log = logging.getLogger("heymilo_pipeline.results")
 
 # Examples of a broken rule kept per posting-day, for the error and the UI.
 EXAMPLES = 5
+# Results checked and stored together (whole posting-days, newest first): memory holds two such chunks at most
+# (one being written, one being gathered), whatever the backlog.
+CHUNK = 2_000
 
 
 @dataclass
@@ -109,103 +113,154 @@ async def sync_results(
 ) -> ResultsRun:
     """Fetch and store the results due for the posting-days ``keys``, newest day first. ``on_progress`` hears each
     answer, ``on_partition`` each posting-day once stored (or refused). Raises only what no later request could
-    fix (the key, the settings) and storage errors; a posting-day that fails is reported in its ``error``."""
+    fix (the key, the settings) and storage errors; a posting-day that fails is reported in its ``error``.
+
+    What is due is read once, at the start. Answers are gathered day after day until ``CHUNK`` results, then
+    checked and written in one transaction, in a thread, while the next days are fetched: a write never holds up
+    the requests, and memory holds one chunk (a posting-day is never split between chunks)."""
     run = ResultsRun()
     if not keys:
         return run
-    by_day: dict[date, list[str]] = {}
-    for posting_id, day in keys:
-        by_day.setdefault(day, []).append(posting_id)
-    postings = sorted({posting_id for posting_id, _ in keys})
-    backlog = store.results_backlog(postings, DayRange(min(by_day), max(by_day)))
     wanted = set(keys)
-    backlog = {k: n for k, n in backlog.items() if k in wanted}
-    run.backlog = sum(backlog.values())
+    by_day: dict[date, list[str]] = {}
+    for posting_id, day in sorted(wanted):
+        by_day.setdefault(day, []).append(posting_id)
+    postings = sorted({posting_id for posting_id, _ in wanted})
+    due_rows: dict[tuple[str, date], list[dict[str, Any]]] = {}
+    for row in store.results_due(postings, DayRange(min(by_day), max(by_day))).to_pylist():
+        if (row["posting_id"], row["created_date"]) in wanted:
+            due_rows.setdefault((row["posting_id"], row["created_date"]), []).append(row)
+    run.backlog = sum(len(rows) for rows in due_rows.values())
     log.info("%d result(s) due over %d posting-day(s)", run.backlog, len(wanted))
     slots = asyncio.Semaphore(concurrency)
+    chunk = _Chunk()
+    writing: asyncio.Task[None] | None = None
+
+    async def flush() -> None:
+        """Start checking and writing the chunk, in a thread, once the previous chunk is stored (so memory holds
+        at most the chunk being written and the one being gathered); its posting-days are reported once stored."""
+        nonlocal chunk, writing
+        if writing is not None:
+            await writing
+        done, chunk = chunk, _Chunk()
+
+        def check_and_write() -> None:
+            tables, remove = done.checked()
+            if tables[INTERVIEW_RESULTS.name].num_rows or remove:
+                store.write_results(tables, remove, run_id)
+
+        async def store_and_report() -> None:
+            await asyncio.to_thread(check_and_write)
+            for part in done.parts:
+                if part.published:
+                    part.stored = len(done.results.get((part.posting_id, part.day), ()))
+                run.partitions.append(part)
+                if on_partition is not None:
+                    on_partition(part, run)
+
+        writing = asyncio.create_task(store_and_report())
+        await asyncio.sleep(0)  # started; the next days are fetched meanwhile
+
     for day in sorted(by_day, reverse=True):
-        parts = {posting_id: PartitionResults(posting_id, day) for posting_id in sorted(set(by_day[day]))}
-        if any(backlog.get((posting_id, day)) for posting_id in parts):
-            await _day(client, store, day, parts, run, slots, run_id, scrubber, transcripts, on_progress, clock)
-        run.partitions.extend(parts.values())
-        for part in parts.values():
-            if on_partition is not None:
-                on_partition(part, run)
+        parts = [PartitionResults(posting_id, day) for posting_id in by_day[day]]
+        rows = [row for part in parts for row in due_rows.pop((part.posting_id, day), ())]
+        for part in parts:
+            part.due = sum(1 for row in rows if row["posting_id"] == part.posting_id)
+        chunk.parts += parts
+        if rows:
+            by_posting = {part.posting_id: part for part in parts}
+            started = time.monotonic()
+            await asyncio.gather(
+                *(_fetch(client, row, by_posting[row["posting_id"]], chunk, run, slots, scrubber, transcripts,
+                         on_progress, clock) for row in rows)
+            )  # fmt: skip
+            for part in parts:
+                part.seconds = time.monotonic() - started
+        if chunk.size >= CHUNK:
+            await flush()
+    await flush()
+    if writing is not None:
+        await writing
     return run
 
 
-async def _day(
+@dataclass
+class _Chunk:
+    """Posting-days whose answers are gathered and not yet stored."""
+
+    parts: list[PartitionResults] = field(default_factory=list)
+    results: dict[tuple[str, date], list[StoredResult]] = field(default_factory=dict)
+    removed: dict[tuple[str, date], list[str]] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(len(found) for found in self.results.values())
+
+    def checked(self) -> tuple[dict[str, pa.Table], list[str]]:
+        """The tables to store and the interviews to remove: every posting-day that failed or breaks a documented
+        range or key left out (and marked so)."""
+        by_key = {(p.posting_id, p.day): p for p in self.parts}
+        tables = flatten(r for key, found in self.results.items() if by_key[key].published for r in found)
+        refused = _judge(self.parts, tables)
+        if refused:
+            keys = pa.array([f"{posting_id}|{day}" for posting_id, day in refused], pa.string())
+            for name, table in tables.items():
+                table_keys = pc.binary_join_element_wise(
+                    table["posting_id"], pc.cast(table["created_date"], pa.string()), "|"
+                )
+                tables[name] = table.filter(pc.invert(pc.is_in(table_keys, value_set=keys)))
+        remove = [i for key, ids in self.removed.items() if by_key[key].published for i in ids]
+        return tables, remove
+
+
+async def _fetch(
     client: HeyMiloClient,
-    store: Store,
-    day: date,
-    parts: dict[str, PartitionResults],
+    row: dict[str, Any],
+    part: PartitionResults,
+    chunk: _Chunk,
     run: ResultsRun,
     slots: asyncio.Semaphore,
-    run_id: str,
     scrubber: Scrubber,
     transcripts: bool,
     on_progress: Callable[[ResultsRun], None] | None,
     clock: Callable[[], float],
 ) -> None:
-    """One day of every posting in ``parts``: fetch what is due, check it, store it in one transaction."""
-    started = time.monotonic()
-    due = store.results_due(list(parts), DayRange.single(day)).to_pylist()
-    results: dict[str, list[StoredResult]] = {posting_id: [] for posting_id in parts}
-    removed: dict[str, list[str]] = {posting_id: [] for posting_id in parts}
-
-    async def one(row: dict[str, Any]) -> None:
-        part = parts[row["posting_id"]]
-        async with slots:
-            if part.error is not None:
-                return  # the posting-day failed already: its answers would not be stored
-            try:
-                answer = await client.interview_data(row["interview_id"], posting_id=part.posting_id, stats=run.stats)
-            except (AuthenticationError, ConfigurationError):
-                raise
-            except HeyMiloError as exc:
-                part.error = f"posting {part.posting_id}, day {day}: {exc}"
-                return
-            finally:
-                run.done += 1
-        _take(answer, row, part, results, removed, scrubber, transcripts, clock)
-        if on_progress is not None:
-            on_progress(run)
-
-    for row in due:
-        parts[row["posting_id"]].due += 1
-    await asyncio.gather(*(one(row) for row in due))
-    tables = flatten(r for posting_id, found in results.items() if parts[posting_id].published for r in found)
-    refused = _judge(parts, tables)
-    if refused:
-        tables = {name: t.filter(pc.invert(pc.is_in(t["posting_id"], value_set=refused))) for name, t in tables.items()}
-    remove = [i for posting_id, ids in removed.items() if parts[posting_id].published for i in ids]
-    if tables[INTERVIEW_RESULTS.name].num_rows or remove:
-        store.write_results(tables, remove, run_id)
-    for part in parts.values():
-        part.seconds = time.monotonic() - started
-        if part.published:
-            part.stored = len(results[part.posting_id])
+    async with slots:
+        if part.error is not None:
+            return  # the posting-day failed already: its answers would not be stored
+        try:
+            answer = await client.interview_data(row["interview_id"], posting_id=part.posting_id, stats=run.stats)
+        except (AuthenticationError, ConfigurationError):
+            raise
+        except HeyMiloError as exc:
+            part.error = f"posting {part.posting_id}, day {part.day}: {exc}"
+            return
+        finally:
+            run.done += 1
+    _take(answer, row, part, chunk, scrubber, transcripts, clock)
+    if on_progress is not None:
+        on_progress(run)
 
 
 def _take(
     answer: InterviewAnswer,
     row: dict[str, Any],
     part: PartitionResults,
-    results: dict[str, list[StoredResult]],
-    removed: dict[str, list[str]],
+    chunk: _Chunk,
     scrubber: Scrubber,
     transcripts: bool,
     clock: Callable[[], float],
 ) -> None:
+    key = (part.posting_id, part.day)
     if answer.outcome == "ready":
         assert answer.raw is not None
         record = scrub(answer.raw, scrubber, transcripts)
         stored = StoredResult(record, part.posting_id, part.day, clock(), row["candidate_state"])
-        results[part.posting_id].append(stored)
+        chunk.results.setdefault(key, []).append(stored)
     elif answer.outcome == "gone":
         # Erased in HeyMilo while the listing still had it: its results leave now, its row with the next listing.
         part.gone += 1
-        removed[part.posting_id].append(row["interview_id"])
+        chunk.removed.setdefault(key, []).append(row["interview_id"])
     else:
         part.not_ready += 1
         if answer.unexpected:
@@ -214,20 +269,22 @@ def _take(
                         answer.note)  # fmt: skip
 
 
-def _judge(parts: dict[str, PartitionResults], tables: dict[str, pa.Table]) -> pa.Array:
-    """Every documented range and key over the day's results: a posting-day that breaks one is refused whole.
-    Returns the postings refused."""
+def _judge(parts: Sequence[PartitionResults], tables: dict[str, pa.Table]) -> set[tuple[str, date]]:
+    """Every documented range and key over a chunk's results: a posting-day that breaks one is refused whole.
+    Returns the posting-days refused."""
     if not tables[INTERVIEW_RESULTS.name].num_rows:
-        return pa.array([], pa.string())
+        return set()
     with duckdb.connect() as conn:
         for name, table in tables.items():
             conn.register(name, table)
         problems = _rows(conn, out_of_range_sql(EXAMPLES)) + _rows(conn, doubled_keys_sql(EXAMPLES))
+    by_key = {(p.posting_id, p.day): p for p in parts}
     for problem in problems:
-        part = parts[problem["posting_id"]]
-        part.problems.append(problem)
-    for part in parts.values():
+        by_key[(problem["posting_id"], problem["created_date"])].problems.append(problem)
+    refused = set()
+    for part in parts:
         if part.problems:
+            refused.add((part.posting_id, part.day))
             part.error = (
                 f"posting {part.posting_id}, day {part.day}: the API sent results outside the documented ranges or "
                 "keys, so none of this posting-day's results were stored (its previous results are kept): "
@@ -235,7 +292,7 @@ def _judge(parts: dict[str, PartitionResults], tables: dict[str, pa.Table]) -> p
                 + ". Report the interviews to HeyMilo; the other posting-days were stored, and a rerun fetches these "
                 "again."
             )
-    return pa.array(sorted(p.posting_id for p in parts.values() if p.problems), pa.string())
+    return refused
 
 
 def _rows(conn: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:

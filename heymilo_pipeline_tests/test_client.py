@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from heymilo_pipeline.api import errors
 from heymilo_pipeline.api.client import HeyMiloClient
+from heymilo_pipeline.api.stats import QueryStats
 from heymilo_pipeline.api.windows import DayRange, day_of
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.simulator import Faults, Tenant, TenantSpec, asgi_transport, create_app, serve_in_thread
@@ -454,3 +456,27 @@ def test_interview_results_with_a_rejected_key_raise(tmp_path: Path) -> None:
                                                   "message": "Invalid or missing API key."}})})  # fmt: skip
     with pytest.raises(errors.AuthenticationError):
         run(interview_answers(transport, tmp_path, ["A1"]))
+
+
+def test_results_requests_take_the_lane_then_the_key(tmp_path: Path) -> None:
+    """Results requests are paced by the results' lane (HEYMILO_RESULTS_SHARE of the limit) as well as the key's
+    budget: 6,000/min with a share of 0.1 spaces them 100 ms apart (600/min), where candidate pages go 10 ms
+    apart. Both lanes are files beside the key's, named without the key."""
+    tenant = Tenant(SMALL)
+    ids = [r["interview_id"] for r in tenant.truth() if r["status"] == "completed"][:6]
+    lane = settings(tmp_path, rate_limit=6000, results_share=0.1)
+
+    async def go() -> tuple[float, QueryStats]:
+        stats = QueryStats()
+        async with HeyMiloClient(lane, transport=asgi_transport(create_app(tenant, KEY))) as client:
+            started = time.perf_counter()
+            for interview_id in ids:
+                assert (await client.interview_data(interview_id, stats=stats)).ready
+            return time.perf_counter() - started, stats
+
+    seconds, stats = run(go())
+    # GCRA spaces slots exactly: five gaps of 60 / (600 * 0.98) s can only take longer on a slow machine.
+    assert seconds >= 5 * 60 / (600 * 0.98) * 0.99 and stats.requests == len(ids)
+    budgets = sorted(p.name for p in (tmp_path / "ratelimit").iterdir())
+    assert len(budgets) == 2 and budgets[0] == budgets[1].replace(".gcra", "-results.gcra")
+    assert not any(CLIENT_KEY in name for name in budgets)
