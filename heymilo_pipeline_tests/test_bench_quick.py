@@ -44,6 +44,7 @@ def test_quick_benchmarks_run_and_report_numbers(tmp_path: Path) -> None:
         "5. Dagster overhead",
         "6. Overhead (as users run it)",
         "8. Bookkeeping",
+        "9. Interview results",
     }
     assert wanted <= sections
     assert not [r for r in rows if r["measure"] == "error"], [r["value"] for r in rows if r["measure"] == "error"]
@@ -59,5 +60,8 @@ def test_quick_benchmarks_run_and_report_numbers(tmp_path: Path) -> None:
     assert len(costs) == 2 and all("log_event" in v and "ranged output" in v for v in costs), costs
     # The workspace at the limit, tiny: its timeline read back from the command's own event log (3 postings x 5
     # days: one planned event a partition, none of `heymilo-pipeline postings` before it).
+    # The results backfill: one request per finished interview (plus retries), every one stored; counts, not timings.
+    results = {r["measure"].split(": ")[-1]: r for r in rows if r["section"] == "9. Interview results"}
+    assert results["requests / (finished + retries)"]["passed"] and results["stored"]["passed"], results
     timeline = next(r["value"] for r in rows if r["section"] == "8. Bookkeeping" and "timeline" in r["measure"])
     assert "planned events (15)" in timeline and "before the last request" in timeline, timeline
