@@ -8,6 +8,7 @@ is stored.
 """
 
 import asyncio
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
@@ -24,6 +25,7 @@ from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage, core_
 from heymilo_pipeline.progress import BOARD
 from heymilo_pipeline.results_sync import PartitionResults, ResultsRun, sync_results
 from heymilo_pipeline.storage import StorageLockedError
+from heymilo_pipeline.terminal import duration
 
 RANGES_CHECK = "results_in_documented_ranges"
 
@@ -140,9 +142,7 @@ def fetch_results(
         ),
         metadata={
             "refused_posting_days": dg.MetadataValue.json([f"{p.posting_id} {p.day}" for p in refused][:50]),
-            "problems": dg.MetadataValue.json(
-                [{**x, "created_date": str(x["created_date"])} for p in refused for x in p.problems][:50]
-            ),
+            "problems": dg.MetadataValue.json([_plain(x) for p in refused for x in p.problems][:50]),
         },
     )
     if failed:
@@ -154,6 +154,13 @@ def fetch_results(
             allow_retries=all(not p.problems for p in failed),
             metadata={"failed": dg.MetadataValue.json({f"{p.posting_id} {p.day}": p.error for p in failed[:50]})},
         )
+
+
+def _plain(problem: dict[str, Any]) -> dict[str, Any]:
+    """A problem as JSON holds it: the day as text, a value JSON cannot hold (NaN, infinity) as text."""
+    value = problem.get("value")
+    shown = value if not isinstance(value, float) or math.isfinite(value) else str(value)
+    return {**problem, "created_date": str(problem["created_date"]), "value": shown}
 
 
 class _Progress:
@@ -170,7 +177,7 @@ class _Progress:
 
     def line(self, run: ResultsRun, final: bool = False) -> str:
         left = run.backlog - run.done
-        eta = f", about {left / self.per_minute:.0f} min left at the share" if left and not final else ""
+        eta = f", about {duration(left * 60 / self.per_minute)} left at the share" if left and not final else ""
         return (
             f"results: {run.done}/{run.backlog} answered, {run.stored} stored, "
             f"{sum(p.not_ready for p in run.partitions)} not ready, {len(run.failed)} posting-day(s) failed; "
