@@ -126,7 +126,8 @@ def _report(location, instance, registered, failed, requests, minimum, stats, se
         + "".join(f"\n{'':28}{name}: {status}" for name, status, _ in checks if status != "passed"),
         f"  API requests              {requests} for candidates "
         f"(minimum {minimum}; {retried} retried after injected faults), "
-        f"{sum(n for route, n in stats['requests_by_route'].items() if route.endswith('/data'))} for results",
+        f"{sum(n for route, n in stats['requests_by_route'].items() if route.endswith('/data')):,} for results "
+        "(one per finished candidate, and the retries)",
         f"  time                      {seconds:.0f} s",
         f"  DuckDB file               {db.resolve()}",
         f'  open it                   .venv/bin/python -c "from heymilo_pipeline.warehouse import query; '
