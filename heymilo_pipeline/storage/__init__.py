@@ -112,7 +112,6 @@ class Store(Protocol):
         days: DayRange | None = None,
         finished_before: datetime | None = None,
     ) -> pa.Table: ...
-    def results_backlog(self, posting_ids: Sequence[str], days: DayRange) -> dict[tuple[str, date], int]: ...
 
     # --- audits ------------------------------------------------------------------------------
     def duplicate_interview_ids(self, limit: int = 10) -> dict[str, Any]:

@@ -111,13 +111,6 @@ class TableReads:
         with self.connect(read_only=True) as conn:
             return results_due(conn, posting_ids, days, finished_before)
 
-    def results_backlog(self, posting_ids: Sequence[str], days: DayRange) -> dict[tuple[str, date], int]:
-        """How many results are due per posting and day (days with none absent), in one query."""
-        where, params = _due_filter(posting_ids, days, None)
-        sql = f"SELECT posting_id, created_date, count(*) FROM ({_DUE.format(where=where)}) GROUP BY 1, 2"
-        with self.connect(read_only=True) as conn:
-            return {(p, d): n for p, d, n in conn.execute(sql, params).fetchall()}
-
     def results_problems(self, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
         with self.connect(read_only=True) as conn:
             return results_problems(conn, limit)
