@@ -54,7 +54,7 @@ notebook: $(STAMP)
 	DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/jupyter lab notebooks/candidates_overview.ipynb \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
-## make bench: every benchmark (requests, rate limit, local processing, dlt, Dagster), ~6 min; rewrites bench/RESULTS.md
+## make bench: every benchmark (requests, rate limit, local processing, dlt, Dagster, interview results), ~2 h (1 h 15 of it the results at the real 150/min); rewrites bench/RESULTS.md
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py

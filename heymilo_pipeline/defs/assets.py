@@ -274,15 +274,39 @@ def _span(result: PostingResult) -> str:
     return ", ".join(str(s.days) for s in result.slices)
 
 
+class EventWriter:
+    """A step's materializations, stored by one writer thread: each is a write to Dagster's event log (~9-20 ms on
+    the default SQLite storage or on PostgreSQL), which in the step's thread would stall the event loop, and with
+    it every request in flight. Leaving the ``with`` block waits for the writer and raises what it raised, so the
+    step ends only once every materialization is stored."""
+
+    def __init__(self, context: dg.AssetExecutionContext) -> None:
+        self.context = context
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="materializations")
+        self.writes: list[Future[None]] = []
+
+    def submit(self, events: list[dg.AssetMaterialization]) -> None:
+        self.writes.append(self.pool.submit(self._store, events))
+
+    def _store(self, events: list[dg.AssetMaterialization]) -> None:
+        for event in events:
+            self.context.log_event(event)
+
+    def __enter__(self) -> "EventWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pool.shutdown(wait=True)
+        for write in self.writes:
+            write.result()  # a failed write fails the step rather than leave partitions unmarked
+
+
 class _Progress:
     """Run-log progress (throttled) and, per posting as soon as it is published, its partitions' materializations
     with that posting-day's figures.
 
-    The materializations are stored by one writer thread: each is a write to Dagster's event log (~9-20 ms on the
-    default SQLite storage or on PostgreSQL), which in the step's thread would stall the event loop, and with it
-    every request in flight, for seconds after each posting; in the writer they overlap the fetch. Leaving the
-    ``with`` block waits for the writer and raises what it raised, so the step ends only once every
-    materialization is stored.
+    The materializations are stored by an ``EventWriter``: in the step's thread they would stall the event loop for
+    seconds after each posting; in the writer they overlap the fetch.
 
     Not one ranged output with per-partition metadata, which Dagster would write as one batch where
     ``DAGSTER_EVENT_BATCH_SIZE`` is set: ``add_asset_metadata`` checks each partition against the run's whole
@@ -292,8 +316,7 @@ class _Progress:
 
     def __init__(self, context: dg.AssetExecutionContext, postings: int, labels: dict[str, tuple[str, str]]) -> None:
         self.context = context
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="materializations")
-        self.writes: list[Future[None]] = []
+        self.writer = EventWriter(context)
         self.published: list[str] = []
         self.steps = 0
         self.postings = postings
@@ -348,7 +371,7 @@ class _Progress:
             )
             for day in result.days
         ]
-        self.writes.append(self.writer.submit(self._store, events))
+        self.writer.submit(events)
         log.info(
             f"posting {result.posting_id}, days {_span(result)}: published {rows} candidates "
             f"({result.stats.requests} requests, {result.stats.retries} retries); "
@@ -368,14 +391,8 @@ class _Progress:
             metadata = {"dagster/row_count": counts[table.name], "rows_published_by_this_run": rows, **shared}
             yield dg.AssetMaterialization(asset_key=asset, metadata=metadata)
 
-    def _store(self, events: list[dg.AssetMaterialization]) -> None:
-        for event in events:
-            self.context.log_event(event)
-
     def __enter__(self) -> "_Progress":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.writer.shutdown(wait=True)
-        for write in self.writes:
-            write.result()  # a failed write fails the step rather than leave partitions unmarked
+        self.writer.__exit__(*exc_info)

@@ -10,7 +10,6 @@ is stored.
 import asyncio
 import math
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
@@ -18,7 +17,7 @@ import dagster as dg
 
 from heymilo_pipeline import tables
 from heymilo_pipeline.api.errors import AuthenticationError, ConfigurationError
-from heymilo_pipeline.defs.assets import GROUP, PROGRESS_EVERY_S, column_schema
+from heymilo_pipeline.defs.assets import GROUP, PROGRESS_EVERY_S, EventWriter, column_schema
 from heymilo_pipeline.defs.keys import INTERVIEW_RESULTS_KEY, RAW_CANDIDATES_KEY
 from heymilo_pipeline.defs.partitions import POSTINGS, key, keys_of
 from heymilo_pipeline.defs.resources import HeyMiloAPI, Pipeline, Storage, core_logs_to
@@ -164,14 +163,12 @@ def _plain(problem: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Progress:
-    """Throttled progress lines, and each posting-day's materialization once stored, written by one thread (an
-    event-log write in the event loop's thread would hold up every request in flight)."""
+    """Throttled progress lines, and each posting-day's materialization once stored (``EventWriter``)."""
 
     def __init__(self, context: dg.AssetExecutionContext, per_minute: float) -> None:
         self.context = context
         self.per_minute = per_minute
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="materializations")
-        self.writes: list[Future[None]] = []
+        self.writer = EventWriter(context)
         self.last = 0.0
         self.started = time.monotonic()
 
@@ -207,12 +204,10 @@ class _Progress:
                 "run_backlog_left": run.backlog - run.done,
             },
         )
-        self.writes.append(self.writer.submit(self.context.log_event, event))
+        self.writer.submit([event])
 
     def __enter__(self) -> "_Progress":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.writer.shutdown(wait=True)
-        for write in self.writes:
-            write.result()
+        self.writer.__exit__(*exc_info)
