@@ -126,11 +126,14 @@ async def sync_results(
     for posting_id, day in sorted(wanted):
         by_day.setdefault(day, []).append(posting_id)
     postings = sorted({posting_id for posting_id, _ in wanted})
-    due_rows: dict[tuple[str, date], list[dict[str, Any]]] = {}
-    for row in store.results_due(postings, DayRange(min(by_day), max(by_day))).to_pylist():
-        if (row["posting_id"], row["created_date"]) in wanted:
-            due_rows.setdefault((row["posting_id"], row["created_date"]), []).append(row)
-    run.backlog = sum(len(rows) for rows in due_rows.values())
+    # Arrow, newest day first: a day's rows become Python objects only when that day is fetched.
+    due = store.results_due(postings, DayRange(min(by_day), max(by_day)))
+    offsets: dict[date, tuple[int, int]] = {}  # a day's rows: due.slice(first, end - first)
+    run.backlog = 0
+    columns = zip(due.column("posting_id").to_pylist(), due.column("created_date").to_pylist(), strict=True)
+    for i, (posting_id, day) in enumerate(columns):
+        offsets[day] = (offsets.get(day, (i, i))[0], i + 1)
+        run.backlog += (posting_id, day) in wanted
     log.info("%d result(s) due over %d posting-day(s)", run.backlog, len(wanted))
     slots = asyncio.Semaphore(concurrency)
     chunk = _Chunk()
@@ -163,7 +166,9 @@ async def sync_results(
 
     for day in sorted(by_day, reverse=True):
         parts = [PartitionResults(posting_id, day) for posting_id in by_day[day]]
-        rows = [row for part in parts for row in due_rows.pop((part.posting_id, day), ())]
+        first, end = offsets.get(day, (0, 0))
+        ours = {part.posting_id for part in parts}
+        rows = [row for row in due.slice(first, end - first).to_pylist() if row["posting_id"] in ours]
         for part in parts:
             part.due = sum(1 for row in rows if row["posting_id"] == part.posting_id)
         chunk.parts += parts
