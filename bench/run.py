@@ -857,6 +857,38 @@ def bench_results(report: Report) -> None:
                f"{mib(small_peak)} -> {mib(large_peak)} = {large_peak / small_peak:.2f}x "
                f"({small / small_s:,.0f} and {large / large_s:,.0f} results/s)",
                "<= 1.25x (flat)", large_peak <= 1.25 * small_peak)  # fmt: skip
+    daily_update_with_results(report, section)
+
+
+def daily_update_with_results(report: Report, section: str) -> None:
+    """The daily update of section 5's workspace, its results run after its candidates run, a simulated day after
+    the same days were loaded with their results: what is due is what a day changed."""
+    today = datetime.now(UTC).date()
+    postings = 6 if report.quick else 51  # one is a test posting, which the pipeline skips
+    spec = SimSpec(postings=postings, candidates=(300, 1_500), first=today - timedelta(days=60), last=today)
+    window = 6.0 if report.quick else 60.0
+    with simulator(spec) as url:
+        result = bench_script(
+            "daily_results", "--url", url, "--start-date", (today - timedelta(days=30)).isoformat(),
+            "--rate-limit", "300", "--rate-window", str(window), "--latency-ms", "200",
+        )  # fmt: skip
+    report.raw.setdefault("results", {})["daily_update"] = result
+    if failed(report, section, result):
+        return
+    per_minute = 300 * 60 / window
+    report.add(
+        section,
+        f"daily update with results at {per_minute:,.0f}/min" + (" (time-scaled)" if window != 60 else "")
+        + f", {result['postings']} postings x {result['days']} days ({result['candidates']:,} candidates, "
+        f"{result['candidate_requests']} requests; then {result['results_requests']:,} results requests, "
+        f"{result['results_stored']:,} stored; {result['rate_limited']} 429s)",
+        f"wall {result['wall_seconds']:.1f} s (candidates {result['candidates_wall_seconds']:.1f} s, results "
+        f"{result['results_wall_seconds']:.1f} s), API {result['api_seconds']:.1f} s (candidates "
+        f"{result['candidates_api_seconds']:.1f} s, results {result['results_api_seconds']:.1f} s); "
+        f"wall/API {result['wall_over_api']:.2f}",
+        "wall/API <= 1.2",
+        result["wall_over_api"] <= 1.2,
+    )  # fmt: skip
 
 
 def describe_timeline(timeline: dict[str, Any], stats: dict[str, Any]) -> str:

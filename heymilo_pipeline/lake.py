@@ -61,6 +61,8 @@ DAYS_KEY = b"heymilo.days"
 # A posting-month is usually far below this; a big month still gets several row groups, so readers can
 # parallelise and skip by statistics.
 ROW_GROUP_ROWS = 128 * 1024
+# A raw result is kilobytes of JSON: groups of this many keep a results file's rewrite to a few MB at a time.
+RESULT_GROUP_ROWS = 1024
 FILE_MODE, DIR_MODE = 0o600, 0o700
 # Months of one slice written at once: enough to overlap fsyncs and compression (which release the
 # GIL), few enough not to thrash two cores.
@@ -221,15 +223,15 @@ class Lake:
         # An interview removed, or now under another month, may have results in any month of the lake.
         if len(replaced) > len(raw):
             months |= {(p, m) for p, m, path in self._scan(RESULTS, None, None) if _holds_any(path, replaced)}
+
+        def unreplaced(old: pa.Table) -> pa.Array:
+            return pc.invert(pc.is_in(old["interview_id"], value_set=replaced))
+
         written = []
         for posting_id, month in sorted(months):
             path = self.path(RESULTS, posting_id, month)
-            ours = _in_month(raw, posting_id, month)
             with self._month_lock(posting_id, month):
-                old = _read(path, RAW_RESULTS) if path.is_file() else RAW_RESULTS.empty()
-                kept = old.filter(pc.invert(pc.is_in(old["interview_id"], value_set=replaced)))
-                merged = pa.concat_tables([kept, ours])
-                self._atomic_write(path, lambda f, t=merged: _write_parquet(f, t))
+                self._rewrite_results(path, unreplaced, _in_month(raw, posting_id, month))
             written.append(path)
         return written
 
@@ -237,11 +239,37 @@ class Lake:
         """The results file of a month just rewritten, without the results of interviews it no longer holds."""
         if not path.is_file():
             return
-        old = _read(path, RAW_RESULTS)
+        stored = pq.read_table(path, columns=["interview_id", "created_date"], partitioning=None)
         keys = pa.table([candidates["interview_id"], candidates["created_date"]], names=["interview_id", "day"])
-        kept = old.join(keys, ["interview_id", "created_date"], ["interview_id", "day"], join_type="left semi")
-        if kept.num_rows != old.num_rows:
-            self._atomic_write(path, lambda f: _write_parquet(f, kept.select(RAW_RESULTS.names)))
+        kept = stored.join(keys, ["interview_id", "created_date"], ["interview_id", "day"], join_type="left semi")
+        if kept.num_rows == stored.num_rows:
+            return
+        # Interview ids are unique in a month's file: what is kept is known by id alone.
+        held = kept["interview_id"].combine_chunks()
+        self._rewrite_results(path, lambda old: pc.is_in(old["interview_id"], value_set=held), RAW_RESULTS.empty())
+
+    def _rewrite_results(self, path: Path, keep: Callable[[pa.Table], pa.Array], extra: pa.Table) -> None:
+        """Rewrite a results file atomically with the rows of it ``keep`` selects, then ``extra``, a few row
+        groups at a time: a raw result is kilobytes of JSON, and a busy posting-month holds tens of thousands, so
+        reading the month whole would make a run's memory grow with the posting (the benchmark's section 9)."""
+
+        def write(file: IO[bytes]) -> None:
+            with pq.ParquetWriter(file, RAW_RESULTS.schema, compression="zstd") as writer:
+                pending: list[pa.Table] = []
+                held = 0
+                for batch in _batches(path) if path.is_file() else ():
+                    old = _conformed(pa.Table.from_batches([batch]), RAW_RESULTS)
+                    kept = old.filter(keep(old))
+                    pending.append(kept)
+                    held += kept.num_rows
+                    if held >= RESULT_GROUP_ROWS:  # whole groups, however much each rewrite drops
+                        writer.write_table(pa.concat_tables(pending), row_group_size=RESULT_GROUP_ROWS)
+                        pending, held = [], 0
+                rest = pa.concat_tables([*pending, extra])
+                if rest.num_rows:
+                    writer.write_table(rest, row_group_size=RESULT_GROUP_ROWS)
+
+        self._atomic_write(path, write)
 
     def delete_posting(self, posting_id: str) -> int:
         """Remove every file of one posting (all tables and months); returns how many files were removed."""
@@ -347,7 +375,15 @@ def _days_of(path: Path) -> list[date]:
 
 
 def _read(path: Path, spec: TableSpec) -> pa.Table:
-    table = pq.read_table(path, partitioning=None)
+    return _conformed(pq.read_table(path, partitioning=None), spec)
+
+
+def _batches(path: Path) -> Iterator[pa.RecordBatch]:
+    with pq.ParquetFile(path) as source:
+        yield from source.iter_batches(batch_size=RESULT_GROUP_ROWS)
+
+
+def _conformed(table: pa.Table, spec: TableSpec) -> pa.Table:
     # A file written before a column was added lacks it: the column reads as nulls.
     for field in spec.schema:
         if field.name not in table.column_names:

@@ -19,9 +19,9 @@ import pytest
 from heymilo_pipeline.api.models import CandidateResponse
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import flatten
-from heymilo_pipeline.lake import RAW, Lake, month_of
-from heymilo_pipeline.tables import CANDIDATES, WORKFLOW_STEPS
-from heymilo_pipeline_tests.factories import BIG, DAY, DAYS, fetched, fetched_on
+from heymilo_pipeline.lake import RAW, RESULT_GROUP_ROWS, RESULTS, Lake, month_of
+from heymilo_pipeline.tables import CANDIDATES, RAW_RESULTS, WORKFLOW_STEPS
+from heymilo_pipeline_tests.factories import BIG, DAY, DAYS, fetched, fetched_on, midnight, record
 
 MONTH = month_of(DAY)
 
@@ -214,3 +214,45 @@ def test_hive_readers_see_the_same_posting_ids_as_the_files(tmp_path: Path) -> N
     plain = conn.execute(f"SELECT posting_id, created_date FROM read_parquet('{glob}', hive_partitioning=false)")
     assert with_directory_values == sorted((p, d, f"{d:%Y-%m}") for p, d in plain.fetchall())
     assert pc.count_distinct(lake.read("candidates")["posting_id"]).as_py() == 2
+
+
+def results_rows(raw: list[dict[str, Any]], state: str) -> pa.Table:
+    candidates, _ = flatten([CandidateResponse.model_validate(r) for r in raw])
+    n = candidates.num_rows
+    columns = {
+        "interview_id": candidates["interview_id"],
+        "posting_id": candidates["posting_id"],
+        "created_date": candidates["created_date"],
+        "fetched_at": pa.array([0] * n, pa.timestamp("us", tz="UTC")),
+        "candidate_state": pa.array([state] * n),
+        "record": pa.array(['{"web_interview": null}'] * n),
+    }
+    return pa.table(columns).cast(RAW_RESULTS.schema)
+
+
+def test_results_files_are_rewritten_a_few_row_groups_at_a_time_and_stay_exact(tmp_path: Path) -> None:
+    # More results than one row group, so the rewrite goes through several groups of the old file.
+    lake = Lake(tmp_path)
+    day_one, day_three = midnight(DAY), midnight(DAY + timedelta(days=2))
+    raw = [record(n, created_at=day_one + 50 * n) for n in range(1_500)]
+    raw += [record(n, created_at=day_three + 50 * (n - 1_500)) for n in range(1_500, 2_700)]
+    write(lake, raw)
+    ids = [r["interview_id"] for r in raw]
+    lake.write_results(results_rows(raw, "first"))
+    removed = ids[2_000:2_100]
+    lake.write_results(results_rows(raw[:1_000], "again"), remove=removed)
+
+    def stored() -> dict[str, str]:
+        table = lake.read(RESULTS)
+        return dict(zip(table["interview_id"].to_pylist(), table["candidate_state"].to_pylist(), strict=True))
+
+    expected = {i: "again" if k < 1_000 else "first" for k, i in enumerate(ids) if i not in removed}
+    assert stored() == expected
+    [path] = lake.paths(RESULTS)
+    groups = pq.ParquetFile(path).metadata
+    assert groups.num_row_groups >= 3
+    assert max(groups.row_group(g).num_rows for g in range(groups.num_row_groups)) <= RESULT_GROUP_ROWS
+    # A candidates load of the first day without 300 of its candidates takes their results with them.
+    write(lake, raw[:1_200], days=DayRange.single(DAY))
+    assert stored() == {i: s for i, s in expected.items() if i not in ids[1_200:1_500]}
+    assert len(stored()) == 2_700 - 100 - 300
