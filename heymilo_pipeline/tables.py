@@ -49,6 +49,11 @@ class TableSpec:
     description: str
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...] = ()
+    # Whether DuckDB enforces the key with an index. The results tables' keys are not indexed: an index is held
+    # whole in memory by every write that touches the table, so a results run's memory grew with the store
+    # (bench section 9). Their keys are checked before every write instead (a posting-day with a key twice is not
+    # stored), and audited by the check results_unique_and_referenced; one process writes a DuckDB file at a time.
+    indexed: bool = True
 
     @property
     def names(self) -> list[str]:
@@ -64,7 +69,7 @@ class TableSpec:
     def create_sql(self, primary_key: bool = True) -> str:
         """CREATE TABLE IF NOT EXISTS; ``primary_key`` False for engines without keys (DuckLake)."""
         lines = [f'"{c.name}" {c.sql_type}{"" if c.nullable else " NOT NULL"}' for c in self.columns]
-        if self.primary_key and primary_key:
+        if self.primary_key and self.indexed and primary_key:
             lines.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in self.primary_key) + ")")
         return f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n    ' + ",\n    ".join(lines) + "\n)"
 
@@ -83,7 +88,8 @@ class TableSpec:
         return [(c.name, c.sql_type, c.description) for c in self.columns]
 
     def markdown(self) -> str:
-        key = [f"Key: {', '.join(f'`{k}`' for k in self.primary_key)} (unique across the table).", ""]
+        unique = "unique across the table" + ("" if self.indexed else "; checked before each write, not indexed")
+        key = [f"Key: {', '.join(f'`{k}`' for k in self.primary_key)} ({unique}).", ""]
         head = [f"## `{self.name}`", "", self.description, "", *(key if self.primary_key else [])]
         head += ["| column | type | | description |", "|---|---|---|---|"]
         rows = [
@@ -100,10 +106,12 @@ def _text(text: str) -> str:
 NOT_NULL, JSON = "not null", "json"
 
 
-def spec(name: str, description: str, *columns: tuple[Any, ...], primary_key: tuple[str, ...] = ()) -> TableSpec:
+def spec(
+    name: str, description: str, *columns: tuple[Any, ...], primary_key: tuple[str, ...] = (), indexed: bool = True
+) -> TableSpec:
     """A TableSpec from compact rows: (name, type, description[, NOT_NULL | JSON])."""
     cols = [Column(n, t, d, nullable=NOT_NULL not in flag, json=JSON in flag) for n, t, d, *flag in columns]
-    return TableSpec(name, description, tuple(cols), primary_key)
+    return TableSpec(name, description, tuple(cols), primary_key, indexed)
 
 
 _UNKNOWN = "Fields the API sent that the models do not know (yet), as JSON keyed by dotted path, e.g. "
@@ -258,6 +266,7 @@ INTERVIEW_RESULTS = spec(
     ("extra", _S, "Fields of the results the pipeline's models do not know (yet), as JSON keyed by dotted path; "
                   "null when there are none.", JSON),
     primary_key=("interview_id",),
+    indexed=False,
 )
 SCORECARD = spec("interview_scorecard", "One row per web-interview question of an interview's scorecard.",
     *_RESULT_KEYS,
@@ -270,6 +279,7 @@ SCORECARD = spec("interview_scorecard", "One row per web-interview question of a
     ("evaluation_summary", _S, f"The AI's summary of the candidate's answer ({_PERSONAL})."),
     ("evaluation_criteria", _S, "Criteria used to evaluate the question."),
     primary_key=("interview_id", "question_id"),
+    indexed=False,
 )
 RESUME_CRITERIA = spec("interview_resume_criteria", "One row per resume scoring criterion of an interview.",
     *_RESULT_KEYS,
@@ -279,6 +289,7 @@ RESUME_CRITERIA = spec("interview_resume_criteria", "One row per resume scoring 
     ("confidence", _F, "The AI's confidence (0.0-1.0)."),
     ("reasons", _L, f"The AI's reasoning for the score ({_PERSONAL})."),
     primary_key=("interview_id", "criteria_id"),
+    indexed=False,
 )
 ELIGIBILITY_CRITERIA = spec("interview_eligibility_criteria",
     "One row per resume eligibility criterion of an interview.",
@@ -289,6 +300,7 @@ ELIGIBILITY_CRITERIA = spec("interview_eligibility_criteria",
     ("confidence", _F, "The AI's confidence (0.0-1.0)."),
     ("reasons", _L, f"The AI's reasoning for the pass or fail ({_PERSONAL})."),
     primary_key=("interview_id", "criteria_id"),
+    indexed=False,
 )
 SMS_CRITERIA = spec("interview_sms_criteria", "One row per SMS screening criterion of an interview.",
     *_RESULT_KEYS,
@@ -299,6 +311,7 @@ SMS_CRITERIA = spec("interview_sms_criteria", "One row per SMS screening criteri
     ("confidence", _F, "The AI's confidence (0.0-1.0)."),
     ("reasons", _L, f"The AI's reasoning ({_PERSONAL})."),
     primary_key=("interview_id", "criteria_id"),
+    indexed=False,
 )
 FORM_QUESTIONS = spec("interview_form_questions", "One row per form question an interview's candidate answered.",
     *_RESULT_KEYS,
@@ -310,6 +323,7 @@ FORM_QUESTIONS = spec("interview_form_questions", "One row per form question an 
     ("candidate_answer", _S, f"The candidate's answer ({_PERSONAL})."),
     ("expected_answer", _S, "The expected answer (knockout questions)."),
     primary_key=("interview_id", "question_id"),
+    indexed=False,
 )
 INTEGRITY_SIGNALS = spec("interview_integrity_signals",
     "One row per integrity signal of an interview's cheat detection: transcript_cheating, llm_generated, "
@@ -320,6 +334,7 @@ INTEGRITY_SIGNALS = spec("interview_integrity_signals",
     ("confidence", _F, "The detector's confidence or probability (0.0-1.0)."),
     ("events", _I64, "Instances, segments or events the detector reported."),
     primary_key=("interview_id", "signal"),
+    indexed=False,
 )
 TRANSCRIPTS = spec("interview_transcripts",
     "One row per turn of an interview's transcripts (web interview and SMS); stored only when "
@@ -332,6 +347,7 @@ TRANSCRIPTS = spec("interview_transcripts",
     ("seconds", _F, "Web interview: seconds from the start of the interview."),
     ("sent_at", _TS, "SMS: when the message was sent (UTC)."),
     primary_key=("interview_id", "source", "turn"),
+    indexed=False,
 )
 RAW_RESULTS = spec("raw_interview_results",
     "Every interview's results as the API sent them (signed URLs removed; personal data and transcripts as the "

@@ -244,8 +244,12 @@ def _create(conn: duckdb.DuckDBPyConnection) -> None:
         for column in table.columns:
             if column.name not in comments:  # a column added in a later release; old rows get NULL
                 conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
-        if table.primary_key and not _has_primary_key(conn, table.name):
-            _add_primary_key(conn, table)
+        if table.primary_key and table.indexed and not _has_primary_key(conn, table.name):
+            if _add_primary_key(conn, table):
+                comments = {}  # a table created again has none
+        elif not table.indexed and _has_primary_key(conn, table.name):  # a file of a release that indexed it
+            _recreate(conn, table, f'SELECT {quoted_names(table)} FROM "{table.name}"')
+            comments = {}
         for statement in table.changed_comments(comments):
             conn.execute(statement)
 
@@ -255,9 +259,10 @@ def _has_primary_key(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     return conn.execute(sql, [table]).fetchone()[0] > 0
 
 
-def _add_primary_key(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
+def _add_primary_key(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> bool:
     """A file written before the key was declared: rows an earlier release stored twice (a candidate that
-    moved to another day) keep only the copy of the later day, then the key is added."""
+    moved to another day) keep only the copy of the later day, then the key is added. True if the table was
+    created again (to drop those rows)."""
     key = ", ".join(quote(k) for k in table.primary_key)
     doubled = conn.execute(
         f'SELECT count(*) FROM (SELECT {key} FROM "{table.name}" GROUP BY ALL HAVING count(*) > 1)'
@@ -265,17 +270,25 @@ def _add_primary_key(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
     if doubled:
         log.warning("%s: %d key(s) stored more than once; keeping the row of the latest day", table.name, doubled)
         # DuckDB will not index a table whose deleted rows are still in this transaction: copy, recreate, refill.
-        names = quoted_names(table)
-        conn.execute(
-            f'CREATE TEMP TABLE heymilo_keep AS SELECT {names} FROM "{table.name}" '
-            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY created_date DESC) = 1"
+        _recreate(
+            conn,
+            table,
+            f'SELECT {quoted_names(table)} FROM "{table.name}" '
+            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY created_date DESC) = 1",
         )
-        conn.execute(f'DROP TABLE "{table.name}"')
-        conn.execute(table.create_sql())
-        conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM heymilo_keep')
-        conn.execute("DROP TABLE heymilo_keep")
-        return
+        return True
     conn.execute(f'ALTER TABLE "{table.name}" ADD PRIMARY KEY ({key})')
+    return False
+
+
+def _recreate(conn: duckdb.DuckDBPyConnection, table: TableSpec, rows: str) -> None:
+    """The table dropped and created again as declared (DuckDB alters no key in place), holding ``rows``."""
+    names = quoted_names(table)
+    conn.execute(f"CREATE TEMP TABLE heymilo_keep AS {rows}")
+    conn.execute(f'DROP TABLE "{table.name}"')
+    conn.execute(table.create_sql())
+    conn.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM heymilo_keep')
+    conn.execute("DROP TABLE heymilo_keep")
 
 
 def _replace_slices(conn: duckdb.DuckDBPyConnection, slices: Sequence[SliceFiles], run_id: str) -> dict[str, int]:

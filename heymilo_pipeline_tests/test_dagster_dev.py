@@ -2,11 +2,12 @@
 
 The simulator serves a small tenant on loopback, ``heymilo-pipeline postings`` registers its postings,
 then ``dagster dev`` runs the code location against a temporary DAGSTER_HOME. The backfill of every
-posting x every day is launched with the GraphQL mutation the UI uses, and the daemon does the rest.
+posting x every day of raw_candidates and interview_results (what the docs tell users to select) is launched
+with the GraphQL mutation the UI uses, and the daemon does the rest: the candidates, then their results.
 Afterwards the partitions Dagster marks materialized must be exactly the (posting, day) rows written
-to DuckDB, and those rows exactly the simulator's ground truth.
+to DuckDB, those rows exactly the simulator's ground truth, and the results those of its finished candidates.
 
-Slow-ish (~1.5-2 min: a code location load, three turns of the backfill daemon's 30 s loop, one run
+Slow-ish (~2-3 min: a code location load, four turns of the backfill daemon's 30 s loop, two runs
 per posting); it makes no timing assertions, only timeouts that fail with dagster dev's output.
 """
 
@@ -32,6 +33,8 @@ import pytest
 
 from heymilo_pipeline.cli import Location
 from heymilo_pipeline.defs.checks import AFTER_LOADS, WAREHOUSE_CHECKS
+from heymilo_pipeline.defs.results import RANGES_CHECK
+from heymilo_pipeline.interview_results import FINISHED
 from heymilo_pipeline.settings import Settings
 from heymilo_pipeline.warehouse import query
 from heymilo_pipeline_tests.dagster_ui import (
@@ -49,7 +52,7 @@ from heymilo_pipeline_tests.dagster_ui import (
 )
 from heymilo_pipeline_tests.support import product_yesterday
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 BIN = Path(sys.executable).parent
 API_KEY = "sk_test_dagster-dev-3f9a"
@@ -57,6 +60,7 @@ DAYS = 20  # HEYMILO_START_DATE = today - DAYS; the partitions end yesterday
 # raw_candidates is partitioned (posting x day); the DuckDB tables it loads are whole tables, recorded once a run.
 ASSETS = ("raw_candidates", "candidates", "candidate_workflow_steps")
 PARTITIONED = "raw_candidates"
+RESULTS = "interview_results"
 TABLES = ("candidates", "candidate_workflow_steps")
 # The daemon dequeues every second and launches up to 4 runs at once; the "duckdb" pool (default
 # limit 1) makes the warehouse loads take turns. Schedules and sensors stay stopped (their default).
@@ -74,7 +78,7 @@ run_queue:
   dequeue_num_workers: 4
 """
 STARTUP_TIMEOUT_S = 180.0
-BACKFILL_TIMEOUT_S = 240.0
+BACKFILL_TIMEOUT_S = 360.0
 STOP_TIMEOUT_S = 30.0
 
 
@@ -168,6 +172,8 @@ def setup(tmp_path: Path) -> Setup:
         HEYMILO_API_KEY=API_KEY,
         HEYMILO_DATA_DIR=str(data_dir),
         HEYMILO_START_DATE=first_day.isoformat(),
+        # The simulator imposes no limit; the results (half of it) then take seconds, not minutes.
+        HEYMILO_RATE_LIMIT="6000",
         PYTHONUNBUFFERED="1",
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
@@ -247,8 +253,9 @@ query Stats($key: AssetKeyInput!) {
 # --- ground truth -----------------------------------------------------------------------------------
 
 
-def truth_counts(simulator: str, postings: list[str], days: list[date]) -> Counter[tuple[str, date]]:
-    """Candidates per (posting, created day) of the registered postings within the days, per the simulator."""
+def truth_of(simulator: str, postings: list[str], days: list[date]) -> tuple[Counter[tuple[str, date]], set[str]]:
+    """Candidates per (posting, created day) of the registered postings within the days, and the interview ids of
+    the finished ones among them, per the simulator."""
     response = httpx.get(f"{simulator}/_sim/truth", headers={"X-API-KEY": API_KEY}, timeout=60.0, trust_env=False)
     response.raise_for_status()
     content = response.content
@@ -256,6 +263,7 @@ def truth_counts(simulator: str, postings: list[str], days: list[date]) -> Count
     lines = gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content
     wanted, first, end = set(postings), days[0], days[-1] + timedelta(days=1)
     counts: Counter[tuple[str, date]] = Counter()
+    finished: set[str] = set()
     for line in lines.splitlines():
         if not line.strip():
             continue
@@ -263,7 +271,9 @@ def truth_counts(simulator: str, postings: list[str], days: list[date]) -> Count
         day = datetime.fromtimestamp(doc["created_at"], UTC).date()
         if doc["posting_id"] in wanted and first <= day < end:
             counts[doc["posting_id"], day] += 1
-    return counts
+            if doc["status"] in FINISHED:
+                finished.add(doc["interview_id"])
+    return counts, finished
 
 
 # --- the test ---------------------------------------------------------------------------------------
@@ -294,8 +304,9 @@ def test_backfill_through_dagster_dev(
     }
     print(f"\ncode location {repo['location']['name']} loaded {time.monotonic() - process.started:.1f}s after start")
 
-    # 2. Backfill every partition (all registered postings x every day).
-    params = {"assetSelection": [{"path": [PARTITIONED]}], "allPartitions": True, "title": "test"}
+    # 2. Backfill every partition (all registered postings x every day) of the candidates and their results.
+    selection = [{"path": [PARTITIONED]}, {"path": [RESULTS]}]
+    params = {"assetSelection": selection, "allPartitions": True, "title": "test"}
     launched_at = time.monotonic()
     backfill = launch_backfill(url, params, BACKFILL_TIMEOUT_S, process)
     runs = backfill["runs"]
@@ -303,23 +314,26 @@ def test_backfill_through_dagster_dev(
     expected = {(posting, day) for posting in postings for day in setup.days}
     assert backfill["numPartitions"] == len(expected)
 
-    # BackfillPolicy.single_run: one run per posting, covering all its days.
-    assert len(runs) == len(postings), [r["tags"] for r in runs]
+    # One candidates run per posting, covering all its days (BackfillPolicy.single_run); then, in runs of their
+    # own once those partitions are materialized, the results of the same days (a policy of their own).
     run_postings: dict[str, str] = {}
+    results_runs: dict[str, str] = {}
     for run in runs:
         tags = {tag["key"]: tag["value"] for tag in run["tags"]}
         posting, first = split_key(tags["dagster/asset_partition_range_start"])
         assert (first, split_key(tags["dagster/asset_partition_range_end"])) == (
             setup.first_day, (posting, setup.last_day)
         ), tags  # fmt: skip
-        assert {"/".join(key["path"]) for key in run["assetSelection"]} == {PARTITIONED}
-        run_postings[run["runId"]] = posting
-    assert sorted(run_postings.values()) == sorted(postings)
+        selected = {"/".join(key["path"]) for key in run["assetSelection"]}
+        assert selected in ({PARTITIONED}, {RESULTS}), selected
+        (run_postings if selected == {PARTITIONED} else results_runs)[run["runId"]] = posting
+    assert sorted(run_postings.values()) == sorted(results_runs.values()) == sorted(postings)
 
-    node = expect_type(graphql(url, PARTITION_STATS, {"key": {"path": [PARTITIONED]}})["assetNodeOrError"], "AssetNode")
-    assert node["partitionStats"] == {
-        "numMaterialized": len(expected), "numPartitions": len(expected), "numFailed": 0, "numMaterializing": 0
-    }  # fmt: skip
+    for key in (PARTITIONED, RESULTS):
+        node = expect_type(graphql(url, PARTITION_STATS, {"key": {"path": [key]}})["assetNodeOrError"], "AssetNode")
+        assert node["partitionStats"] == {
+            "numMaterialized": len(expected), "numPartitions": len(expected), "numFailed": 0, "numMaterializing": 0
+        }, key  # fmt: skip
 
     # 3. The daemon's checks_after_loads then evaluates the checks that read only what is stored, in a run of
     #    their own once no load is in progress (its ticks are a minute apart): the tables' checks are not left
@@ -358,14 +372,20 @@ def test_backfill_through_dagster_dev(
             for key, names in CHECKS.items()
             for name in names
         }
-    # The slice rules passed in every run. The warehouse checks judge the whole warehouse: no posting's run
-    # plans or runs them; the daily audit's own (freshness, completeness) nothing has run yet.
+    # The slice rules passed in every load run, the range rules of the results in every results run. The warehouse
+    # checks judge the whole warehouse: no load run plans or runs them; the daily audit's own (freshness,
+    # completeness) nothing has run yet. Those of interview_results Dagster plans with each results run (an
+    # asset's checks come with it), where they leave no result: only the audit judges them.
+    in_step = {PARTITIONED: set(run_postings), RANGES_CHECK: set(results_runs)}
     for (key, name), records in checks_run.items():
-        if key == PARTITIONED:
-            assert {r.run_id for r in records} == set(run_postings), (key, name)
+        if key in in_step or name in in_step:
+            assert {r.run_id for r in records} == in_step.get(key, in_step.get(name)), (key, name)
             assert {r.status.value for r in records} == {"SUCCEEDED"}, (key, name, records)
+        elif key == RESULTS:
+            assert {r.run_id for r in records} == set(results_runs), (key, name)
+            assert {r.status.value for r in records} == {"PLANNED"}, (key, name, records)
         else:
-            assert not {r.run_id for r in records} & set(run_postings), (key, name, records)
+            assert not {r.run_id for r in records} & {*run_postings, *results_runs}, (key, name, records)
             assert (name in AFTER_LOADS) == bool(records), (key, name, records)
     for key, events in tables.items():
         assert len(events) == len(run_postings) and all(e.partition is None for e in events), (key, events)
@@ -379,8 +399,9 @@ def test_backfill_through_dagster_dev(
                 dg.AssetCheckKey(dg.AssetKey(key), name), limit=1
             )[0]
             for key, names in CHECKS.items()
-            if key not in ("raw_candidates", "interview_results")  # results: test_results (none were fetched here)
+            if key != PARTITIONED
             for name in names
+            if name != RANGES_CHECK  # evaluated in the runs above
         }
     assert {k: r.status.value for k, r in latest.items()} == dict.fromkeys(latest, "SUCCEEDED")
     sql = "SELECT posting_id, CAST(partition_date AS VARCHAR) AS day, rows, run_id FROM partition_loads"
@@ -392,13 +413,17 @@ def test_backfill_through_dagster_dev(
     # Each (posting, day) was loaded by that posting's run of this backfill.
     assert {key: run_postings.get(run_id) for key, (_, run_id) in loads.items()} == {key: key[0] for key in loads}
 
-    truth = truth_counts(simulator, postings, setup.days)
-    assert sum(truth.values()) > 0
+    truth, finished = truth_of(simulator, postings, setup.days)
+    assert sum(truth.values()) > 0 and finished
     assert {key: rows for key, (rows, _) in loads.items()} == {key: truth[key] for key in expected}
     (total,) = query(setup.data_dir / "heymilo.duckdb", "SELECT count(*) AS n FROM candidates")["n"]
     assert total == sum(truth.values())
+    # The results runs came after the candidates (none would be due otherwise): every finished candidate's, once.
+    results = query(setup.data_dir / "heymilo.duckdb", "SELECT interview_id FROM interview_results")["interview_id"]
+    assert sorted(results) == sorted(finished)
     print(
-        f"{len(expected)} partitions, {total} candidates; {time.monotonic() - process.started:.1f}s since dagster dev"
+        f"{len(expected)} partitions, {total} candidates, {len(results)} results; "
+        f"{time.monotonic() - process.started:.1f}s since dagster dev"
     )
 
 

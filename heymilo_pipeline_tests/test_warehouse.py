@@ -21,7 +21,14 @@ from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import flatten, postings_table
 from heymilo_pipeline.lake import Lake, MonthFiles
 from heymilo_pipeline.storage.local import LocalStore
-from heymilo_pipeline.tables import CANDIDATES, PARTITION_LOADS, RESULT_TABLES, WAREHOUSE_TABLES, WORKFLOW_STEPS
+from heymilo_pipeline.tables import (
+    CANDIDATES,
+    PARTITION_LOADS,
+    RESULT_TABLES,
+    SCORECARD,
+    WAREHOUSE_TABLES,
+    WORKFLOW_STEPS,
+)
 from heymilo_pipeline.warehouse import (
     SliceFiles,
     Warehouse,
@@ -303,6 +310,31 @@ def test_a_file_written_before_the_key_gets_it_keeping_the_later_copy(lake: Lake
     ]
     with pytest.raises(duckdb.ConstraintException), old.connect() as conn:
         conn.execute("INSERT INTO candidates SELECT * REPLACE (DATE '2026-01-01' AS created_date) FROM candidates")
+
+
+def test_results_tables_of_a_file_that_indexed_their_keys_lose_the_index_and_keep_rows_and_comments(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.duckdb"
+    old = Warehouse(path)
+    old.ensure_schema()
+    names = ("interview_id", "posting_id", "created_date", "question_id", "not_scored")
+    row = "'I1', 'P1', DATE '2026-03-13', 'q1', false"
+    with duckdb.connect(str(path)) as conn:  # interview_scorecard as the previous release declared it: indexed
+        conn.execute("DROP TABLE interview_scorecard")
+        conn.execute(dataclasses.replace(SCORECARD, indexed=True).create_sql())
+        conn.execute(f"INSERT INTO interview_scorecard ({', '.join(names)}) VALUES ({row})")
+        with pytest.raises(duckdb.ConstraintException):
+            conn.execute(f"INSERT INTO interview_scorecard ({', '.join(names)}) VALUES ({row})")
+    old.ensure_schema()
+    assert fetch(old, "SELECT interview_id, question_id FROM interview_scorecard") == [("I1", "q1")]
+    indexed = "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' AND table_name = ?"
+    described = "SELECT comment FROM duckdb_tables() WHERE table_name = ?"
+    with old.connect() as conn:
+        for table in RESULT_TABLES:  # none indexed, each described
+            assert conn.execute(indexed, [table.name]).fetchone() == (0,), table.name
+            assert conn.execute(described, [table.name]).fetchone() == (table.description,), table.name
+        assert conn.execute(indexed, ["candidates"]).fetchone() == (1,)  # the candidates' key stays indexed
 
 
 def test_rebuild_from_the_lake_equals_the_original(lake: Lake, warehouse: Warehouse) -> None:

@@ -27,6 +27,9 @@ from heymilo_pipeline.storage import StorageLockedError
 from heymilo_pipeline.terminal import duration
 
 RANGES_CHECK = "results_in_documented_ranges"
+# A backfill's results run covers at most a year of one posting's days: years of history are worked off in runs
+# that each end, and can be retried, on their own.
+RESULTS_PARTITIONS_PER_RUN = 366
 
 _RESULT_TABLE_NAMES = ", ".join(f"`{t.name}`" for t in tables.RESULT_TABLES)
 
@@ -62,7 +65,10 @@ def results_asset(partitions: dg.MultiPartitionsDefinition) -> dg.AssetsDefiniti
         specs=[spec],
         check_specs=[check],
         partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        # Not raw_candidates' policy (single_run), on purpose: a backfill of both would put the two steps in one
+        # run, where Dagster skips this one (raw_candidates is reported per posting-day, never as the step's
+        # output). Different policies make Dagster's asset backfill run the results once their candidates are in.
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=RESULTS_PARTITIONS_PER_RUN),
         retry_policy=dg.RetryPolicy(
             max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
         ),
