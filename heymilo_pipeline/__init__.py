@@ -15,9 +15,9 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 def _cap_malloc_arenas(arenas: int = 2) -> None:
     # glibc gives threads their own malloc arenas (up to 8 per core), each keeping its own high-water mark: with
     # the results' writes on one thread, DuckDB's threads coming and going with each connection, and requests on
-    # the event loop, a results backfill's resident memory crept up with the backlog (+70 MiB from 10,000 to
-    # 41,000 results) where two arenas kept it flat (bench/ANALYSIS.md, section 9). MALLOC_ARENA_MAX in the
-    # environment still wins; elsewhere than glibc this does nothing.
+    # the event loop, a results backfill's resident memory crept up with the backlog: 41,000 results peaked at
+    # 493 MiB with them and 416 MiB with two arenas, no slower (bench/ANALYSIS.md, section 9). MALLOC_ARENA_MAX in
+    # the environment still wins; elsewhere than glibc this does nothing.
     if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
         return
     try:
