@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -314,6 +314,37 @@ def simulator(spec: SimSpec) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def spanned(
+    function: Callable[..., Awaitable[Any]],
+    spans: list[tuple[float, float]],
+    on_result: Callable[[Any], None] | None = None,
+) -> Callable[..., Awaitable[Any]]:
+    """``function`` (async), recording each call's (start, end) in ``spans`` and handing its result to
+    ``on_result``: how the benchmarks time the API calls inside a run (a method too, set on its class)."""
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            result = await function(*args, **kwargs)
+        finally:
+            spans.append((started, time.perf_counter()))
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    return wrapper
+
+
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    """The time at least one of the spans covers: concurrent calls count once."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
 
 
 def sim_stats(url: str, reset: bool = False) -> dict[str, Any]:

@@ -19,7 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, WORK_DIR, dagster_home, production_profile, vm_hwm, write_result
+from common import (
+    KEY,
+    WORK_DIR,
+    dagster_home,
+    production_profile,
+    spanned,
+    union_seconds,
+    vm_hwm,
+    write_result,
+)
 
 
 def main() -> None:
@@ -64,15 +73,9 @@ def main() -> None:
         requests = {"n": 0, "rows": 0}
         fetch_slice, publish = ingest.fetch_slice, ingest.publish
 
-        async def timed_fetch(*a, **k):
-            started = time.perf_counter()
-            try:
-                fetched = await fetch_slice(*a, **k)
-            finally:
-                spans.append((started, time.perf_counter()))
+        def counted(fetched) -> None:
             requests["n"] += fetched.stats.requests
             requests["rows"] += fetched.candidates.num_rows
-            return fetched
 
         def timed_publish(*a, **k):  # the lake files and the DuckDB load, or the shared tables' transaction
             started = time.perf_counter()
@@ -81,7 +84,7 @@ def main() -> None:
             finally:
                 timings["publish"] += time.perf_counter() - started
 
-        ingest.fetch_slice, ingest.publish = timed_fetch, timed_publish
+        ingest.fetch_slice, ingest.publish = spanned(fetch_slice, spans, counted), timed_publish
         instance = dg.DagsterInstance.get()
         location = cli.Location.build(Settings.from_env())
         t1 = time.perf_counter()
@@ -94,7 +97,7 @@ def main() -> None:
         t3 = time.perf_counter()
         ok = location.execute("candidates_job", instance, dict(request.tags))
         wall = time.perf_counter() - t3
-        timings["fetch"] = _union(spans)
+        timings["fetch"] = union_seconds(spans)
         if not ok:
             raise SystemExit("the update run failed")
         first = request.tags["dagster/asset_partition_range_start"]
@@ -118,15 +121,6 @@ def main() -> None:
             "storage": type(instance.event_log_storage).__name__,
         }
     write_result(args.out, result)
-
-
-def _union(spans: list[tuple[float, float]]) -> float:
-    total, end = 0.0, float("-inf")
-    for start, stop in sorted(spans):
-        if stop > end:
-            total += stop - max(start, end)
-            end = stop
-    return total
 
 
 if __name__ == "__main__":

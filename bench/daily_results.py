@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, WORK_DIR, dagster_home, sim_stats, vm_hwm, write_result
+from common import KEY, WORK_DIR, dagster_home, sim_stats, spanned, union_seconds, vm_hwm, write_result
 
 # The update runs early in the day, as the schedule does: yesterday is whole.
 UPDATE_HOUR = 5
@@ -37,15 +37,6 @@ UPDATE_HOUR = 5
 
 def _admin(url: str, route: str, body: dict) -> None:
     httpx.post(f"{url}/_sim/{route}", json=body, headers={"X-API-KEY": KEY}, trust_env=False).raise_for_status()
-
-
-def _union(spans: list[tuple[float, float]]) -> float:
-    total, end = 0.0, float("-inf")
-    for start, stop in sorted(spans):
-        if stop > end:
-            total += stop - max(start, end)
-            end = stop
-    return total
 
 
 def main() -> None:
@@ -125,24 +116,12 @@ def main() -> None:
         counts = {"candidates": 0, "candidate_requests": 0}
         fetch_slice, interview_data = ingest.fetch_slice, HeyMiloClient.interview_data
 
-        async def timed_fetch(*a, **k):
-            started = time.perf_counter()
-            try:
-                fetched = await fetch_slice(*a, **k)
-            finally:
-                spans["candidates"].append((started, time.perf_counter()))
+        def counted(fetched) -> None:
             counts["candidate_requests"] += fetched.stats.requests
             counts["candidates"] += fetched.candidates.num_rows
-            return fetched
 
-        async def timed_results(self, *a, **k):
-            started = time.perf_counter()
-            try:
-                return await interview_data(self, *a, **k)
-            finally:
-                spans["results"].append((started, time.perf_counter()))
-
-        ingest.fetch_slice, HeyMiloClient.interview_data = timed_fetch, timed_results
+        ingest.fetch_slice = spanned(fetch_slice, spans["candidates"], counted)
+        HeyMiloClient.interview_data = spanned(interview_data, spans["results"])
         started = time.perf_counter()
         candidates_run = location.run("candidates_job", instance, dict(request.tags))
         between = time.perf_counter()
@@ -155,7 +134,7 @@ def main() -> None:
             for event in results_run.get_asset_materialization_events()
             if "results_stored" in event.materialization.metadata
         )
-        api = {name: _union(found) for name, found in spans.items()}
+        api = {name: union_seconds(found) for name, found in spans.items()}
         wall = ended - started
         result = {
             "postings": len(postings),
