@@ -101,6 +101,19 @@ def dagster_home(work: Path, config: str) -> Path:
     return home
 
 
+def pipeline_environ(url: str, work: Path, start_date: date, rate_limit: int, home: Path) -> dict[str, str]:
+    """The settings a Dagster bench run of the pipeline reads: the simulator at ``url``, a data directory and a
+    Dagster instance (``home``) under ``work``, and the key's limit."""
+    return {
+        "HEYMILO_API_KEY": KEY,
+        "HEYMILO_BASE_URL": url,
+        "HEYMILO_DATA_DIR": str(work / "data"),
+        "HEYMILO_START_DATE": start_date.isoformat(),
+        "HEYMILO_RATE_LIMIT": str(rate_limit),
+        "DAGSTER_HOME": str(home),
+    }
+
+
 CLI = str(Path(sys.executable).with_name("heymilo-pipeline"))
 
 

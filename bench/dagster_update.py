@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    KEY,
     WORK_DIR,
     dagster_home,
+    pipeline_environ,
     production_profile,
     spanned,
     union_seconds,
@@ -49,16 +49,7 @@ def main() -> None:
         storage, production = production_profile(args.postgres, args.shared_data)
         os.environ.update(production)
         home = dagster_home(Path(work), "telemetry:\n  enabled: false\n" + storage)
-        os.environ.update(
-            {
-                "HEYMILO_API_KEY": KEY,
-                "HEYMILO_BASE_URL": args.url,
-                "HEYMILO_DATA_DIR": str(Path(work) / "data"),
-                "HEYMILO_START_DATE": args.start_date.isoformat(),
-                "HEYMILO_RATE_LIMIT": str(args.rate_limit),
-                "DAGSTER_HOME": str(home),
-            }
-        )
+        os.environ.update(pipeline_environ(args.url, Path(work), args.start_date, args.rate_limit, home))
         t0 = time.perf_counter()
         import dagster as dg
 

@@ -29,7 +29,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, WORK_DIR, dagster_home, sim_stats, spanned, union_seconds, vm_hwm, write_result
+from common import (
+    KEY,
+    WORK_DIR,
+    dagster_home,
+    pipeline_environ,
+    sim_stats,
+    spanned,
+    union_seconds,
+    vm_hwm,
+    write_result,
+)
 
 # The update runs early in the day, as the schedule does: yesterday is whole.
 UPDATE_HOUR = 5
@@ -51,17 +61,8 @@ def main() -> None:
     WORK_DIR.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as work:
         home = dagster_home(Path(work), "telemetry:\n  enabled: false\n")
-        os.environ.update(
-            {
-                "HEYMILO_API_KEY": KEY,
-                "HEYMILO_BASE_URL": args.url,
-                "HEYMILO_DATA_DIR": str(Path(work) / "data"),
-                "HEYMILO_START_DATE": args.start_date.isoformat(),
-                "HEYMILO_RATE_LIMIT": str(args.rate_limit),
-                "HEYMILO_RATE_WINDOW_SECONDS": str(args.rate_window),
-                "DAGSTER_HOME": str(home),
-            }
-        )
+        os.environ.update(pipeline_environ(args.url, Path(work), args.start_date, args.rate_limit, home))
+        os.environ["HEYMILO_RATE_WINDOW_SECONDS"] = str(args.rate_window)
         import dagster as dg
 
         from heymilo_pipeline import cli, ingest

@@ -167,25 +167,33 @@ def _quote(item: dict[str, Any], key: str, transcripts: bool, personal: Callable
 # --- tables -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredResult:
-    """One interview's scrubbed results and where they belong."""
+    """One interview's scrubbed results, as the JSON text the lake keeps, and where they belong.
 
-    record: dict[str, Any]
+    Text, not the parsed record: a results run holds thousands of these while it fetches and writes, and the text
+    takes a quarter of the memory (2,000 simulated results: 5.5 MiB against 22 MiB as dicts)."""
+
+    record: str
+    interview_id: str
     posting_id: str
     created_date: date
     fetched_at: float
     candidate_state: str
 
-    @property
-    def interview_id(self) -> str:
-        return str(self.record["interview_id"])
+    @classmethod
+    def of(
+        cls, record: Mapping[str, Any], posting_id: str, created_date: date, fetched_at: float, candidate_state: str
+    ) -> StoredResult:
+        """From a scrubbed record (``scrub``)."""
+        return cls(json_text(record), str(record["interview_id"]), posting_id, created_date, fetched_at,
+                   candidate_state)  # fmt: skip
 
 
 def stored_results(raw: pa.Table) -> list[StoredResult]:
     """Rows of RAW_RESULTS back as the records they were made from (what a rebuild flattens again)."""
     return [
-        StoredResult(json.loads(row["record"]), row["posting_id"], row["created_date"],
+        StoredResult(row["record"], row["interview_id"], row["posting_id"], row["created_date"],
                      row["fetched_at"].timestamp(), row["candidate_state"])
         for row in raw.to_pylist()
     ]  # fmt: skip
@@ -281,7 +289,7 @@ def flatten(results: Iterable[StoredResult]) -> dict[str, pa.Table]:
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in _SPECS}
     for stored in results:
         try:
-            data = m.InterviewDataResponse.model_validate(stored.record)
+            data = m.InterviewDataResponse.model_validate(json.loads(stored.record))
         except pydantic.ValidationError as exc:  # classify() let it in: a bug, not the API
             raise ValueError(f"interview {stored.interview_id}: results not in the documented shape: {exc}") from None
         keys = {"interview_id": data.interview_id, "posting_id": stored.posting_id, "created_date": stored.created_date}
@@ -291,7 +299,7 @@ def flatten(results: Iterable[StoredResult]) -> dict[str, pa.Table]:
                 **keys,
                 "fetched_at": fetched,
                 "candidate_state": stored.candidate_state,
-                "record": json_text(stored.record),
+                "record": stored.record,
             }
         )
         web, resume, sms, form, cheat = data.web_interview, data.resume, data.sms, data.form, data.cheat_detection

@@ -44,6 +44,9 @@ EXAMPLES = 5
 # Results checked and stored together (whole posting-days, newest first): memory holds two such chunks at most
 # (one being written, one being gathered), whatever the backlog.
 CHUNK = 2_000
+# Results fetched together (whole posting-days): a chunk ends within a batch and a posting-day of CHUNK, however
+# many results a day holds; requests wait for each other only where batches meet.
+BATCH = 250
 
 
 @dataclass
@@ -115,9 +118,10 @@ async def sync_results(
     answer, ``on_partition`` each posting-day once stored (or refused). Raises only what no later request could
     fix (the key, the settings) and storage errors; a posting-day that fails is reported in its ``error``.
 
-    What is due is read once, at the start. Answers are gathered day after day until ``CHUNK`` results, then
-    checked and written in one transaction, in a thread, while the next days are fetched: a write never holds up
-    the requests, and memory holds one chunk (a posting-day is never split between chunks)."""
+    What is due is read once, at the start. Answers are gathered posting-day after posting-day, ``BATCH`` results
+    at a time, until ``CHUNK``; then the chunk is checked and written in one transaction, in a thread, while the
+    next ones are fetched: a write never holds up the requests, and memory holds two chunks at most, however dense
+    the days (a posting-day is never split between chunks)."""
     run = ResultsRun()
     if not keys:
         return run
@@ -164,25 +168,33 @@ async def sync_results(
         writing = asyncio.create_task(store_and_report())
         await asyncio.sleep(0)  # started; the next days are fetched meanwhile
 
+    batch: list[tuple[PartitionResults, list[dict[str, Any]]]] = []
+
+    async def fetch_batch() -> None:
+        """Fetch the batch's posting-days together (requests overlap across them), then add them to the chunk."""
+        started = time.monotonic()
+        await asyncio.gather(
+            *(_fetch(client, row, part, chunk, run, slots, scrubber, transcripts, on_progress, clock)
+              for part, rows in batch for row in rows)
+        )  # fmt: skip
+        for part, _ in batch:
+            part.seconds = time.monotonic() - started
+            chunk.parts.append(part)
+        batch.clear()
+
     for day in sorted(by_day, reverse=True):
-        parts = [PartitionResults(posting_id, day) for posting_id in by_day[day]]
         first, end = offsets.get(day, (0, 0))
-        ours = {part.posting_id for part in parts}
-        rows = [row for row in due.slice(first, end - first).to_pylist() if row["posting_id"] in ours]
-        for part in parts:
-            part.due = sum(1 for row in rows if row["posting_id"] == part.posting_id)
-        chunk.parts += parts
-        if rows:
-            by_posting = {part.posting_id: part for part in parts}
-            started = time.monotonic()
-            await asyncio.gather(
-                *(_fetch(client, row, by_posting[row["posting_id"]], chunk, run, slots, scrubber, transcripts,
-                         on_progress, clock) for row in rows)
-            )  # fmt: skip
-            for part in parts:
-                part.seconds = time.monotonic() - started
-        if chunk.size >= CHUNK:
-            await flush()
+        rows = due.slice(first, end - first).to_pylist()
+        for posting_id in by_day[day]:
+            part = PartitionResults(posting_id, day)
+            mine = [row for row in rows if row["posting_id"] == posting_id]
+            part.due = len(mine)
+            batch.append((part, mine))
+            if sum(len(r) for _, r in batch) >= BATCH:
+                await fetch_batch()
+                if chunk.size >= CHUNK:
+                    await flush()
+    await fetch_batch()
     await flush()
     if writing is not None:
         await writing
@@ -260,7 +272,7 @@ def _take(
     if answer.outcome == "ready":
         assert answer.raw is not None
         record = scrub(answer.raw, scrubber, transcripts)
-        stored = StoredResult(record, part.posting_id, part.day, clock(), row["candidate_state"])
+        stored = StoredResult.of(record, part.posting_id, part.day, clock(), row["candidate_state"])
         chunk.results.setdefault(key, []).append(stored)
     elif answer.outcome == "gone":
         # Erased in HeyMilo while the listing still had it: its results leave now, its row with the next listing.

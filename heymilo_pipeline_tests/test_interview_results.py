@@ -38,7 +38,7 @@ def finished(tenant: Tenant) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
 
 def stored(tenant: Tenant, scrubber: Scrubber, transcripts: bool) -> list[StoredResult]:
     return [
-        StoredResult(scrub(data, scrubber, transcripts), r["posting_id"], day_of(r["created_at"]), FETCHED_AT,
+        StoredResult.of(scrub(data, scrubber, transcripts), r["posting_id"], day_of(r["created_at"]), FETCHED_AT,
                      "state")
         for r, data in finished(tenant)
     ]  # fmt: skip
@@ -119,7 +119,7 @@ def test_every_table_from_the_simulators_results(tenant: Tenant) -> None:
         if spec.primary_key:
             keys = tables[spec.name].select(list(spec.primary_key)).to_pylist()
             assert len(keys) == len({tuple(k.values()) for k in keys}), spec.name
-    datas = [s.record for s in results]
+    datas = [json.loads(s.record) for s in results]
     assert tables["interview_results"].num_rows == tables["raw_interview_results"].num_rows == len(datas) > 300
     web = [d["web_interview"] for d in datas if d["web_interview"]]
     assert tables["interview_scorecard"].num_rows == sum(len(w["scorecard"]) for w in web)
@@ -163,6 +163,7 @@ def test_the_tables_rebuild_from_the_raw_records_alone(tenant: Tenant) -> None:
 def test_unknown_fields_are_kept_as_extra() -> None:
     record = {"interview_id": "A1", "status": "completed", "sentiment": "positive",
               "web_interview": {"match_score": 80, "duration_seconds": 900, "scorecard": []}}  # fmt: skip
-    row = flatten([StoredResult(record, "P1", date(2026, 1, 1), FETCHED_AT, "s")])["interview_results"].to_pylist()[0]
+    tables = flatten([StoredResult.of(record, "P1", date(2026, 1, 1), FETCHED_AT, "s")])
+    row = tables["interview_results"].to_pylist()[0]
     assert json.loads(row["extra"]) == {"sentiment": "positive", "web_interview.duration_seconds": 900}
     assert row["web_interview_match_score"] == 80 and row["web_interview_weighted_score"] is None

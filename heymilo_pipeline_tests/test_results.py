@@ -7,6 +7,7 @@ import copy
 from collections import Counter
 from collections.abc import Callable
 from datetime import date, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import dagster as dg
 import httpx
 import pytest
 
+from heymilo_pipeline import results_sync
 from heymilo_pipeline.api.windows import DayRange, day_of
 from heymilo_pipeline.defs.keys import INTERVIEW_RESULTS_KEY
 from heymilo_pipeline.defs.partitions import key
@@ -23,6 +25,7 @@ from heymilo_pipeline.interview_results import FINISHED, StoredResult, flatten, 
 from heymilo_pipeline.lake import RESULTS, Lake
 from heymilo_pipeline.privacy import Scrubber
 from heymilo_pipeline.simulator import Tenant, TenantSpec, create_app, serve_in_thread
+from heymilo_pipeline.storage.local import LocalStore
 from heymilo_pipeline.tables import INTERVIEW_RESULTS, RESULT_TABLES
 from heymilo_pipeline_tests.support import LAST, START, Harness, settings_for
 
@@ -83,19 +86,39 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield w
 
 
-def test_results_are_stored_for_every_finished_candidate_and_equal_the_api(world: World) -> None:
+def test_results_are_stored_for_every_finished_candidate_and_equal_the_api(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small chunks and batches, so that this backlog is written the way a large one is: in several chunks.
+    monkeypatch.setattr(results_sync, "CHUNK", 40)
+    monkeypatch.setattr(results_sync, "BATCH", 10)
+    writes: list[Counter[tuple[str, date]]] = []
+    write_results = LocalStore.write_results
+
+    def recorded(store: LocalStore, tables: dict[str, Any], remove: Any, run_id: str) -> dict[str, int]:
+        rows = tables[INTERVIEW_RESULTS.name]
+        writes.append(Counter(zip(rows["posting_id"].to_pylist(), rows["created_date"].to_pylist(), strict=True)))
+        return write_results(store, tables, remove, run_id)
+
+    monkeypatch.setattr(LocalStore, "write_results", recorded)
     before = world.sim_stats()
     result = world.results()
     assert result.success
     finished = world.finished()
     assert finished and Counter(world.stored_ids()) == Counter(list(finished))  # each once, none missing, none extra
+    # Written newest day first, in chunks of whole posting-days, none much over CHUNK however dense a day is.
+    largest = max(Counter((r["posting_id"], day_of(r["created_at"])) for r in finished.values()).values())
+    assert len(writes) >= 3 and sum(sum(w.values()) for w in writes) == len(finished)
+    assert all(sum(w.values()) < 40 + 10 + largest for w in writes)
+    assert sum(len(w) for w in writes) == len(set().union(*writes))  # no posting-day in two writes
+    assert all(min(d for _, d in newer) >= max(d for _, d in older) for newer, older in pairwise(writes))
     requests = world.sim_stats()["requests_total"] - before["requests_total"]
     assert requests == len(finished)  # one request per finished interview, none for the others
     # The tables equal what the API says, scrubbed as the settings say (no transcripts by default).
     scrubber = Scrubber("keep", None)
     want = flatten(
-        StoredResult(scrub(world.tenant.interview_data(i), scrubber, False), r["posting_id"], day_of(r["created_at"]),
-                     0.0, "")
+        StoredResult.of(scrub(world.tenant.interview_data(i), scrubber, False), r["posting_id"],
+                        day_of(r["created_at"]), 0.0, "")
         for i, r in finished.items()
     )  # fmt: skip
     with world.store.connect(read_only=True) as conn:

@@ -533,7 +533,7 @@ def test_results_are_stored_published_and_leave_with_their_candidates(shared: Sh
     def result(i: str) -> StoredResult:
         question = {"question_id": "q1", "question_text": "Why?", "score": 7, "score_weight": 3, "rank": 1}
         record = {"interview_id": i, "status": "completed", "score": 80.0, "web_interview": {"scorecard": [question]}}
-        return StoredResult(record, "P1", days[i], 1_767_312_000.0, "state")
+        return StoredResult.of(record, "P1", days[i], 1_767_312_000.0, "state")
 
     written = store.write_results(flatten_results(result(i) for i in ids), [], "results-1")
     assert written["interview_results"] == written["interview_scorecard"] == len(ids)
