@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -142,6 +143,9 @@ async def sync_results(
     slots = asyncio.Semaphore(concurrency)
     chunk = _Chunk()
     writing: asyncio.Task[None] | None = None
+    # Every write on one thread of its own: memory a write freed is reused by the next (allocators keep freed
+    # memory per thread), where writes hopping between the threads of a pool left a little behind on each.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heymilo-results-writer")
 
     async def flush() -> None:
         """Start checking and writing the chunk, in a thread, once the previous chunk is stored (so memory holds
@@ -157,7 +161,7 @@ async def sync_results(
                 store.write_results(tables, remove, run_id)
 
         async def store_and_report() -> None:
-            await asyncio.to_thread(check_and_write)
+            await asyncio.get_running_loop().run_in_executor(writer, check_and_write)
             for part in done.parts:
                 if part.published:
                     part.stored = len(done.results.get((part.posting_id, part.day), ()))
@@ -182,22 +186,25 @@ async def sync_results(
             chunk.parts.append(part)
         batch.clear()
 
-    for day in sorted(by_day, reverse=True):
-        first, end = offsets.get(day, (0, 0))
-        rows = due.slice(first, end - first).to_pylist()
-        for posting_id in by_day[day]:
-            part = PartitionResults(posting_id, day)
-            mine = [row for row in rows if row["posting_id"] == posting_id]
-            part.due = len(mine)
-            batch.append((part, mine))
-            if sum(len(r) for _, r in batch) >= BATCH:
-                await fetch_batch()
-                if chunk.size >= CHUNK:
-                    await flush()
-    await fetch_batch()
-    await flush()
-    if writing is not None:
-        await writing
+    try:
+        for day in sorted(by_day, reverse=True):
+            first, end = offsets.get(day, (0, 0))
+            rows = due.slice(first, end - first).to_pylist()
+            for posting_id in by_day[day]:
+                part = PartitionResults(posting_id, day)
+                mine = [row for row in rows if row["posting_id"] == posting_id]
+                part.due = len(mine)
+                batch.append((part, mine))
+                if sum(len(r) for _, r in batch) >= BATCH:
+                    await fetch_batch()
+                    if chunk.size >= CHUNK:
+                        await flush()
+        await fetch_batch()
+        await flush()
+        if writing is not None:
+            await writing
+    finally:
+        writer.shutdown(wait=False)  # a write under way still ends (never torn: one transaction)
     return run
 
 
