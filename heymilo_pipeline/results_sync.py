@@ -45,8 +45,8 @@ EXAMPLES = 5
 # Results checked and stored together (whole posting-days, newest first): memory holds two such chunks at most
 # (one being written, one being gathered), whatever the backlog.
 CHUNK = 2_000
-# Results fetched together (whole posting-days): a chunk ends within a batch and a posting-day of CHUNK, however
-# many results a day holds; requests wait for each other only where batches meet.
+# Results fetched together (whole posting-days): a chunk holds at most CHUNK + BATCH + one posting-day of results,
+# however many a day holds; requests wait for each other only where batches meet.
 BATCH = 250
 
 
@@ -143,8 +143,8 @@ async def sync_results(
     slots = asyncio.Semaphore(concurrency)
     chunk = _Chunk()
     writing: asyncio.Task[None] | None = None
-    # Every write on one thread of its own: memory a write freed is reused by the next (allocators keep freed
-    # memory per thread), where writes hopping between the threads of a pool left a little behind on each.
+    # Every write on one thread of its own (writes never overlap anyway): what a write frees stays in that
+    # thread's allocator caches for the next one, rather than in one pool thread's after another's.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heymilo-results-writer")
 
     async def flush() -> None:

@@ -170,7 +170,7 @@ class Warehouse(TableReads):
         transaction; returns rows inserted per table."""
         with self.connect() as conn:
             # No vacuum in the checkpoint that closing this connection makes: it rewrote row groups of the results
-            # tables, the fuller the larger the tables (a 100,000-result backfill peaked 40-60 MiB higher with it,
+            # tables, the fuller the larger the tables (a 100,000-result backfill peaked 35-45 MiB higher with it,
             # bench/ANALYSIS.md, section 9). What it could reclaim is the space of results replaced by a newer
             # fetch; a rebuild (`heymilo-pipeline rebuild`) makes the tables anew from the lake.
             conn.execute("SET max_vacuum_tasks = 0")
