@@ -189,10 +189,12 @@ async def sync_results(
     try:
         for day in sorted(by_day, reverse=True):
             first, end = offsets.get(day, (0, 0))
-            rows = due.slice(first, end - first).to_pylist()
+            rows: dict[str, list[dict[str, Any]]] = {}  # the day's rows by posting, in one pass
+            for row in due.slice(first, end - first).to_pylist():
+                rows.setdefault(row["posting_id"], []).append(row)
             for posting_id in by_day[day]:
                 part = PartitionResults(posting_id, day)
-                mine = [row for row in rows if row["posting_id"] == posting_id]
+                mine = rows.get(posting_id, [])
                 part.due = len(mine)
                 batch.append((part, mine))
                 if sum(len(r) for _, r in batch) >= BATCH:
