@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.interview_results import flatten, stored_results
@@ -355,13 +356,24 @@ def replace_results(
     """On an open transaction: every interview of ``tables`` (and of ``remove``) loses its stored results in each
     of ``specs``, then gets the incoming rows, if its candidate is still stored under the same posting and day (a
     candidates load may have erased or moved it while its results were fetched)."""
-    incoming = tables[specs[0].name].column("interview_id").to_pylist()
+    first = tables[specs[0].name]
+    incoming = first.column("interview_id").to_pylist()
     conn.register("heymilo_results_ids", pa.table({"interview_id": pa.array([*incoming, *remove], pa.string())}))
+    # An interview's stored results sit under its candidate's posting and day (they are inserted only there, and a
+    # candidates load that moves or erases a candidate removes them in the same transaction), so only the incoming
+    # days are searched: DuckDB then skips every row group of other days unread. Each write adds a row group to
+    # every table, and a search of the whole table read a block per row group: at 100,000 results, 70 MiB a write
+    # (bench/ANALYSIS.md, section 9). An erased interview (``remove``) may be of any day: rare, searched everywhere.
+    days, params = "", []
+    if first.num_rows and not remove:
+        bounds = pc.min_max(first["created_date"])
+        days, params = " AND created_date BETWEEN ? AND ?", [bounds["min"].as_py(), bounds["max"].as_py()]
     inserted = {}
     try:
         for spec in specs:
             conn.execute(
-                f'DELETE FROM "{spec.name}" WHERE interview_id IN (SELECT interview_id FROM heymilo_results_ids)'
+                f'DELETE FROM "{spec.name}" WHERE interview_id IN (SELECT interview_id FROM heymilo_results_ids){days}',
+                params,
             )
             rows = tables[spec.name]
             inserted[spec.name] = 0

@@ -19,6 +19,8 @@ import pytest
 from heymilo_pipeline.api.models import CandidateResponse, PostingResponse
 from heymilo_pipeline.api.windows import DayRange
 from heymilo_pipeline.flatten import flatten, postings_table
+from heymilo_pipeline.interview_results import StoredResult
+from heymilo_pipeline.interview_results import flatten as flatten_results
 from heymilo_pipeline.lake import Lake, MonthFiles
 from heymilo_pipeline.storage.local import LocalStore
 from heymilo_pipeline.tables import (
@@ -284,6 +286,41 @@ def test_a_candidate_that_moves_to_another_day_is_stored_once(lake: Lake, wareho
         "duckdb": {"count": 0, "examples": []},
         "lake": {"count": 0, "examples": []},
     }
+
+
+def test_results_leave_with_a_candidate_that_moves_and_a_fetch_replaces_them_once(
+    lake: Lake, warehouse: Warehouse
+) -> None:
+    """A write of results searches only the incoming days for what it replaces: this holds because a candidates
+    load that moves a candidate takes its results from the old day."""
+    publish(lake, warehouse, "P1", (3, 0, 2))  # candidates 1..5; 1, 2 and 3 on DAY
+    moved_id, new_day = f"{2:016X}", DAY + timedelta(days=5)
+
+    def results(found: list[tuple[str, date]], score: int) -> dict[str, pa.Table]:
+        question = {"question_id": "q1", "question_text": "Why?", "score": score, "score_weight": 3, "rank": 1}
+        return flatten_results(
+            StoredResult.of({"interview_id": i, "status": "completed", "web_interview": {"scorecard": [question]}},
+                            "P1", day, 0.0, "state")
+            for i, day in found
+        )  # fmt: skip
+
+    def stored(table: str) -> list[tuple]:
+        return fetch(warehouse, f'SELECT interview_id, created_date FROM "{table}" ORDER BY ALL')
+
+    days = fetch(warehouse, "SELECT interview_id, created_date FROM candidates ORDER BY 1")
+    warehouse.replace_results(results(days, 5))
+    warehouse.replace_results(results([(moved_id, DAY)], 6))  # fetched again: replaced, not doubled
+    assert stored("interview_results") == stored("interview_scorecard") == days
+    assert fetch(warehouse, "SELECT score FROM interview_scorecard WHERE interview_id = ?", [moved_id]) == [(6,)]
+    raw = moved("P1", 2, new_day)
+    candidates, steps = flatten([CandidateResponse.model_validate(r) for r in raw])
+    load(warehouse, "P1", DayRange.single(new_day), lake.write_partitions("P1", DayRange.single(new_day), raw,
+         candidates, steps), "run-2")  # fmt: skip
+    others = [(i, day) for i, day in days if i != moved_id]
+    assert stored("interview_results") == stored("interview_scorecard") == others  # left with the old day
+    warehouse.replace_results(results([(moved_id, new_day)], 7))
+    assert stored("interview_results") == stored("interview_scorecard") == sorted([*others, (moved_id, new_day)])
+    assert store_of(warehouse).results_problems() == {k: [] for k in store_of(warehouse).results_problems()}
 
 
 def test_interview_id_is_the_key_of_the_whole_table(lake: Lake, warehouse: Warehouse) -> None:
