@@ -869,9 +869,9 @@ def bench_results_memory(report: Report) -> None:
         report.raw.setdefault("results", {}).setdefault("sizes", []).append(found)
         if failed(report, section, found):
             return
-        peaks.append((found["due"], found["results_peak_rss"], found["seconds"]))
-    (few, few_peak, few_s) = peaks[0]
-    for (many, many_peak, many_s), how, target in zip(
+        peaks.append((found["due"], found["results_peak_rss"], found["seconds"], found["peak_rss_before_results"]))
+    (few, few_peak, few_s, few_imports) = peaks[0]
+    for (many, many_peak, many_s, many_imports), how, target in zip(
         peaks[1:],
         ("denser days", f"{(longer.last - longer.first).days + 1:,} days"),
         ("<= 1.25x (flat)", ""),
@@ -879,7 +879,9 @@ def bench_results_memory(report: Report) -> None:
     ):
         report.add(section, f"peak RSS of the results step, {few:,} -> {many:,} results, {how} (unthrottled)",
                    f"{mib(few_peak)} -> {mib(many_peak)} = {many_peak / few_peak:.2f}x "
-                   f"({few / few_s:,.0f} and {many / many_s:,.0f} results/s)",
+                   f"(above the imports: {mib(few_peak - few_imports)} -> {mib(many_peak - many_imports)} = "
+                   f"{(many_peak - many_imports) / (few_peak - few_imports):.2f}x; "
+                   f"{few / few_s:,.0f} and {many / many_s:,.0f} results/s)",
                    target, many_peak <= 1.25 * few_peak if target else None)  # fmt: skip
 
 
