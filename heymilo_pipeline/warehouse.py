@@ -363,7 +363,8 @@ def replace_results(
     # candidates load that moves or erases a candidate removes them in the same transaction), so only the incoming
     # days are searched: DuckDB then skips every row group of other days unread. Each write adds a row group to
     # every table, and a search of the whole table read a block per row group: at 100,000 results, 70 MiB a write
-    # (bench/ANALYSIS.md, section 9). An erased interview (``remove``) may be of any day: rare, searched everywhere.
+    # (bench/ANALYSIS.md, section 9). A write that removes erased interviews (``remove``: their days are not given)
+    # searches every day; erasures are rare.
     days, params = "", []
     if first.num_rows and not remove:
         bounds = pc.min_max(first["created_date"])
